@@ -1,0 +1,60 @@
+# hcp-etcd: `make test` and `make demo` are all a newcomer needs (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+STAMP := $(VENV)/.installed
+LOCKED := -r requirements.txt -r requirements-dev.txt -c constraints.txt
+
+.PHONY: venv test lint demo demo-down bench lock clean
+
+venv: $(STAMP)
+
+# The virtualenv, with a clear error when the interpreter is too old.
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	  echo "hcp-etcd needs Python >= 3.11, but '$(PYTHON)' is: $$($(PYTHON) -V 2>&1 || echo 'not found')." >&2; \
+	  echo "Install Python 3.11+ and run e.g. 'make test PYTHON=python3.11'." >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+# The locked requirements: uv when it can be had (much faster), pip otherwise.
+$(STAMP): $(BIN)/python requirements.txt requirements-dev.txt constraints.txt
+	@if command -v uv >/dev/null 2>&1; then UV=uv; \
+	elif $(BIN)/python -m pip install -q "uv==$(UV_VERSION)" 2>/dev/null; then UV=$(BIN)/uv; \
+	else UV=; fi; \
+	if [ -n "$$UV" ]; then \
+	  echo "Installing the locked requirements with $$UV"; \
+	  $$UV pip install --python $(BIN)/python $(LOCKED); \
+	else \
+	  echo "uv unavailable: installing the locked requirements with pip"; \
+	  $(BIN)/python -m pip install $(LOCKED); \
+	fi
+	@touch $@
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/python -m pytest
+
+# The embedded demo: sandbox + Airflow standalone on the project's DAGs (see README.md).
+demo: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash include/demo/run.sh
+
+demo-down: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash include/demo/run.sh down
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+# Refresh the lock after changing requirements*.txt; then run `make test`.
+lock: $(BIN)/python
+	@command -v uv >/dev/null 2>&1 || $(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
+	@UV=$$(command -v uv || echo $(BIN)/uv); $$UV pip compile --universal --python-version 3.11 --no-header \
+	  requirements.txt requirements-dev.txt -o constraints.txt.new
+	@{ sed -n '1,3p' constraints.txt; cat constraints.txt.new; } > constraints.txt && rm constraints.txt.new
+	@echo "constraints.txt refreshed; run 'make test'."
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""A HyperShift management cluster in a box, for tests and demos."""

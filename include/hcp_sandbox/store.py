@@ -1,0 +1,463 @@
+"""The sandbox's object store: an in-memory, thread-safe stand-in for the API server's etcd.
+
+Objects are plain JSON-shaped dicts keyed by ``(plural, namespace, name)``; cluster-scoped objects
+use the namespace ``""``. Every write bumps one global ``resourceVersion`` counter, as etcd's
+revision does. Whatever goes in or comes out is a deep copy, so callers can never alias stored
+state.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import datetime
+import re
+import secrets
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from hcp_sandbox import resources
+from hcp_sandbox.resources import ResourceType, Validator
+
+Obj = dict[str, Any]
+Listener = Callable[[str, str, Obj], None]
+
+
+class ApiError(Exception):
+    """An error the API answers as a Kubernetes ``Status`` object."""
+
+    def __init__(
+        self, code: int, reason: str, message: str, *, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.details = details
+
+    def status(self) -> dict[str, Any]:
+        """The ``Status`` body for this error."""
+        body: dict[str, Any] = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+def _details(rt: ResourceType, name: str, *, kind: str | None = None) -> dict[str, Any]:
+    # The real server names the resource (plural) for NotFound/AlreadyExists/Conflict and the
+    # Kind for Invalid; both carry the group.
+    details: dict[str, Any] = {"name": name, "kind": kind or rt.plural}
+    if rt.group:
+        details["group"] = rt.group
+    return details
+
+
+def not_found(rt: ResourceType, name: str) -> ApiError:
+    """``404 NotFound`` exactly as the API server words it."""
+    return ApiError(404, "NotFound", f'{rt.group_resource} "{name}" not found', details=_details(rt, name))
+
+
+def already_exists(rt: ResourceType, name: str) -> ApiError:
+    """``409 AlreadyExists``."""
+    return ApiError(
+        409, "AlreadyExists", f'{rt.group_resource} "{name}" already exists', details=_details(rt, name)
+    )
+
+
+def conflict(rt: ResourceType, name: str) -> ApiError:
+    """``409 Conflict`` for a stale ``resourceVersion`` (optimistic concurrency)."""
+    return ApiError(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {rt.group_resource} "{name}": the object has been modified; '
+        "please apply your changes to the latest version and try again",
+        details=_details(rt, name),
+    )
+
+
+def invalid(rt: ResourceType, name: str, causes: list[dict[str, str]]) -> ApiError:
+    """``422 Invalid`` with one ``cause`` per field error."""
+    kind = f"{rt.kind}.{rt.group}" if rt.group else rt.kind
+    texts = [f"{c['field']}: {c['message']}" if c.get("field") else c["message"] for c in causes]
+    summary = texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"
+    details = _details(rt, name, kind=rt.kind)
+    details["causes"] = causes
+    return ApiError(422, "Invalid", f'{kind} "{name}" is invalid: {summary}', details=details)
+
+
+def bad_request(message: str) -> ApiError:
+    """``400 BadRequest``."""
+    return ApiError(400, "BadRequest", message)
+
+
+# ---------------------------------------------------------------------------------------------
+# Names and label selectors
+# ---------------------------------------------------------------------------------------------
+
+_DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS1123_SUBDOMAIN_RE = re.compile(rf"^{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*$")
+_DNS1123_LABEL_RE = re.compile(rf"^{_DNS1123_LABEL}$")
+
+
+def name_errors(rt: ResourceType, name: str) -> list[dict[str, str]]:
+    """Field errors for ``metadata.name`` (namespaces are DNS-1123 labels, the rest subdomains)."""
+    path = "metadata.name"
+    if rt.plural == "namespaces":
+        if len(name) > 63 or not _DNS1123_LABEL_RE.match(name):
+            return [
+                {
+                    "reason": "FieldValueInvalid",
+                    "field": path,
+                    "message": f'Invalid value: "{name}": a lowercase RFC 1123 label must consist of '
+                    "lower case "
+                    "alphanumeric characters or '-', and must start and end with an alphanumeric character "
+                    "(e.g. 'my-name',  or '123-abc', regex used for validation is "
+                    f"'{_DNS1123_LABEL}')",
+                }
+            ]
+        return []
+    if len(name) > 253 or not _DNS1123_SUBDOMAIN_RE.match(name):
+        return [
+            {
+                "reason": "FieldValueInvalid",
+                "field": path,
+                "message": f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of '
+                "lower case "
+                "alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character "
+                "(e.g. 'example.com', regex used for validation is "
+                f"'{_DNS1123_LABEL}(\\.{_DNS1123_LABEL})*')",
+            }
+        ]
+    return []
+
+
+Requirement = Callable[[dict[str, str]], bool]
+_SET_RE = re.compile(r"^([^\s!=(),]+)\s+(in|notin)\s+\(([^()]*)\)$")
+_EQ_RE = re.compile(r"^([^\s!=(),]+)\s*(==|=|!=)\s*([^\s!=(),]*)$")
+_EXISTS_RE = re.compile(r"^(!?)\s*([^\s!=(),]+)$")
+
+
+def _split_selector(selector: str) -> list[str]:
+    """Split on commas that are not inside ``( )`` (set-based values are comma-separated too)."""
+    parts, depth, current = [], 0, []
+    for ch in selector:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return [p.strip() for p in parts if p.strip()]
+
+
+def parse_label_selector(selector: str | None) -> list[Requirement]:
+    """
+    Parse a label selector string into predicates over a label dict.
+
+    Supports ``a=b``, ``a==b``, ``a!=b``, ``a``, ``!a``, ``a in (x,y)``, ``a notin (x,y)``.
+    Raises :class:`ApiError` 400 on anything else, as the real server does.
+    """
+    requirements: list[Requirement] = []
+    for term in _split_selector(selector or ""):
+        if m := _SET_RE.match(term):
+            key, op = m.group(1), m.group(2)
+            values = frozenset(v.strip() for v in m.group(3).split(",") if v.strip())
+            if op == "in":
+                requirements.append(lambda labels, k=key, vs=values: labels.get(k) in vs)
+            else:
+                requirements.append(lambda labels, k=key, vs=values: labels.get(k) not in vs)
+        elif m := _EQ_RE.match(term):
+            key, op, value = m.group(1), m.group(2), m.group(3)
+            if op == "!=":
+                requirements.append(lambda labels, k=key, v=value: labels.get(k) != v)
+            else:
+                requirements.append(lambda labels, k=key, v=value: labels.get(k) == v)
+        elif m := _EXISTS_RE.match(term):
+            negate, key = bool(m.group(1)), m.group(2)
+            requirements.append(lambda labels, k=key, n=negate: (k in labels) != n)
+        else:
+            raise bad_request(
+                f"unable to parse requirement: found '{term}', expected: a valid label selector"
+            )
+    return requirements
+
+
+def matches_labels(obj: Obj, requirements: list[Requirement]) -> bool:
+    """Whether ``obj``'s labels satisfy every requirement."""
+    labels = obj.get("metadata", {}).get("labels") or {}
+    return all(req(labels) for req in requirements)
+
+
+def now_rfc3339() -> str:
+    """The current UTC time as the API server writes timestamps (seconds, ``Z``)."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ---------------------------------------------------------------------------------------------
+# The store
+# ---------------------------------------------------------------------------------------------
+
+
+class Store:
+    """
+    Thread-safe in-memory object store keyed by ``(plural, namespace, name)``.
+
+    Subscribers are called synchronously after each change, outside the store lock, in commit
+    order (a callback may itself write to the store).
+
+    :param builtin_validators: register the served kinds' schema checks
+        (:func:`hcp_sandbox.resources.install_validators`).
+    """
+
+    def __init__(self, *, builtin_validators: bool = True) -> None:
+        self._lock = threading.Lock()
+        self._objects: dict[tuple[str, str, str], Obj] = {}
+        self._rv = 0
+        self._listeners: list[Listener] = []
+        self._validators: dict[str, list[Validator]] = collections.defaultdict(list)
+        # Events queue up under the lock and are delivered in commit order by whoever holds
+        # the delivery lock; RLock because a callback may write (and so deliver) again.
+        self._pending: collections.deque[tuple[str, str, Obj]] = collections.deque()
+        self._deliver_lock = threading.RLock()
+        if builtin_validators:
+            resources.install_validators(self)
+
+    # -- subscriptions and validators ---------------------------------------------------------
+
+    def subscribe(self, callback: Listener) -> None:
+        """Call ``callback(event, plural, obj)`` after every change (ADDED, MODIFIED, DELETED)."""
+        with self._lock:
+            self._listeners.append(callback)
+
+    def add_validator(self, plural: str, fn: Validator) -> None:
+        """Check ``fn(old, new)`` before every create (``old=None``) and update; it raises ApiError 422."""
+        with self._lock:
+            self._validators[plural].append(fn)
+
+    def _validate(self, plural: str, old: Obj | None, new: Obj) -> None:
+        for fn in list(self._validators.get(plural, ())):
+            fn(copy.deepcopy(old) if old is not None else None, copy.deepcopy(new))
+
+    def _deliver(self) -> None:
+        with self._deliver_lock:
+            while True:
+                with self._lock:
+                    if not self._pending:
+                        return
+                    event = self._pending.popleft()
+                    listeners = list(self._listeners)
+                for listener in listeners:
+                    listener(event[0], event[1], copy.deepcopy(event[2]))
+
+    def _emit(self, event: str, plural: str, obj: Obj) -> None:
+        """Queue an event; call with the lock held, then :meth:`_deliver` after releasing it."""
+        self._pending.append((event, plural, copy.deepcopy(obj)))
+
+    def _next_rv(self) -> str:
+        self._rv += 1
+        return str(self._rv)
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    @property
+    def resource_version(self) -> str:
+        """The store's current (global) resourceVersion, as a List's ``metadata.resourceVersion``."""
+        with self._lock:
+            return str(self._rv)
+
+    def find(self, plural: str, namespace: str | None, name: str) -> Obj | None:
+        """The object, or ``None``."""
+        with self._lock:
+            obj = self._objects.get((plural, namespace or "", name))
+            return copy.deepcopy(obj) if obj is not None else None
+
+    def get(self, plural: str, namespace: str | None, name: str) -> Obj:
+        """The object; :class:`ApiError` 404 when absent."""
+        obj = self.find(plural, namespace, name)
+        if obj is None:
+            raise not_found(resources.by_plural(plural), name)
+        return obj
+
+    def list(self, plural: str, namespace: str | None = None, label_selector: str | None = None) -> list[Obj]:
+        """Objects of a kind, in one namespace or all (``None``), filtered by a label selector."""
+        requirements = parse_label_selector(label_selector)
+        with self._lock:
+            found = [
+                obj
+                for (p, ns, _), obj in self._objects.items()
+                if p == plural
+                and (namespace is None or ns == namespace)
+                and matches_labels(obj, requirements)
+            ]
+            found.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
+            return copy.deepcopy(found)
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    def create(self, plural: str, obj: Obj, *, dry_run: bool = False) -> Obj:
+        """
+        Store a new object, filling server-owned metadata.
+
+        ``metadata.generateName`` is honoured when ``metadata.name`` is empty. Raises ApiError 409
+        AlreadyExists, 422 Invalid (bad name or a validator's verdict).
+        """
+        rt = resources.by_plural(plural)
+        new = copy.deepcopy(obj)
+        new["apiVersion"], new["kind"] = rt.api_version, rt.kind
+        meta = new.setdefault("metadata", {})
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + secrets.token_hex(3)[:5]
+        name = meta.get("name") or ""
+        if not name:
+            raise invalid(rt, "", [{
+                "reason": "FieldValueRequired", "field": "metadata.name",
+                "message": "Required value: name or generateName is required",
+            }])  # fmt: skip
+        if errors := name_errors(rt, name):
+            raise invalid(rt, name, errors)
+        if rt.namespaced:
+            if not meta.get("namespace"):
+                raise bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
+        else:
+            meta.pop("namespace", None)
+        key = (plural, meta.get("namespace", ""), name)
+        for server_owned in ("resourceVersion", "uid", "creationTimestamp", "deletionTimestamp"):
+            meta.pop(server_owned, None)
+        self._validate(plural, None, new)
+        with self._lock:
+            if key in self._objects:
+                raise already_exists(rt, name)
+            meta["uid"] = str(uuid.uuid4())
+            meta["creationTimestamp"] = now_rfc3339()
+            meta["generation"] = 1
+            if dry_run:
+                meta["resourceVersion"] = str(self._rv)
+                return new
+            meta["resourceVersion"] = self._next_rv()
+            self._objects[key] = new
+            self._emit("ADDED", plural, new)
+            result = copy.deepcopy(new)
+        self._deliver()
+        return result
+
+    def replace(self, plural: str, obj: Obj, *, dry_run: bool = False) -> Obj:
+        """
+        Replace a stored object (a PUT).
+
+        A ``metadata.resourceVersion`` in ``obj`` must equal the stored one (409 Conflict
+        otherwise); none means "last write wins". ``generation`` is bumped when ``spec`` changes.
+        """
+        rt = resources.by_plural(plural)
+        new = copy.deepcopy(obj)
+        new["apiVersion"], new["kind"] = rt.api_version, rt.kind
+        meta = new.setdefault("metadata", {})
+        name = meta.get("name") or ""
+        namespace = meta.get("namespace", "") if rt.namespaced else ""
+        key = (plural, namespace, name)
+        for _attempt in range(2):
+            old = self.find(plural, namespace, name)
+            if old is None:
+                raise not_found(rt, name)
+            expected = meta.get("resourceVersion")
+            if expected and expected != old["metadata"]["resourceVersion"]:
+                raise conflict(rt, name)
+            # Server-owned metadata cannot be changed by a client.
+            for owned in ("uid", "creationTimestamp", "generation"):
+                if owned in old["metadata"]:
+                    meta[owned] = old["metadata"][owned]
+            if not rt.namespaced:
+                meta.pop("namespace", None)
+            if new.get("spec") != old.get("spec"):
+                meta["generation"] = old["metadata"].get("generation", 1) + 1
+            self._validate(plural, old, new)
+            with self._lock:
+                current = self._objects.get(key)
+                if current is None:
+                    raise not_found(rt, name)
+                if current["metadata"]["resourceVersion"] != old["metadata"]["resourceVersion"]:
+                    # Changed while we validated: a caller without a precondition gets a retry.
+                    if expected:
+                        raise conflict(rt, name)
+                    continue
+                if dry_run:
+                    meta["resourceVersion"] = current["metadata"]["resourceVersion"]
+                    return new
+                meta["resourceVersion"] = self._next_rv()
+                self._objects[key] = new
+                self._emit("MODIFIED", plural, new)
+                result = copy.deepcopy(new)
+            self._deliver()
+            return result
+        raise conflict(rt, name)
+
+    def update_status(
+        self,
+        plural: str,
+        namespace: str | None,
+        name: str,
+        status: dict[str, Any],
+        *,
+        resource_version: str | None = None,
+        dry_run: bool = False,
+    ) -> Obj:
+        """Set ``.status`` only (the ``status`` subresource); 409 if ``resource_version`` is stale."""
+        rt = resources.by_plural(plural)
+        key = (plural, namespace or "", name)
+        with self._lock:
+            current = self._objects.get(key)
+            if current is None:
+                raise not_found(rt, name)
+            if resource_version and resource_version != current["metadata"]["resourceVersion"]:
+                raise conflict(rt, name)
+            new = copy.deepcopy(current)
+            new["status"] = copy.deepcopy(status)
+            if dry_run:
+                return new
+            new["metadata"]["resourceVersion"] = self._next_rv()
+            self._objects[key] = new
+            self._emit("MODIFIED", plural, new)
+            result = copy.deepcopy(new)
+        self._deliver()
+        return result
+
+    def delete(self, plural: str, namespace: str | None, name: str, *, dry_run: bool = False) -> Obj:
+        """
+        Delete an object and return it (404 if absent).
+
+        Deleting a Namespace deletes everything in it first (at once: the sandbox has no
+        finalizers, so no ``Terminating`` phase either).
+        """
+        rt = resources.by_plural(plural)
+        key = (plural, namespace or "", name)
+        with self._lock:
+            current = self._objects.get(key)
+            if current is None:
+                raise not_found(rt, name)
+            if dry_run:
+                return copy.deepcopy(current)
+            doomed = [key]
+            if plural == "namespaces":
+                doomed = [k for k in self._objects if k[1] == name] + doomed
+            for k in doomed:
+                obj = self._objects.pop(k)
+                self._next_rv()
+                self._emit("DELETED", k[0], obj)
+            result = copy.deepcopy(current)
+        self._deliver()
+        return result

@@ -1,0 +1,90 @@
+"""`docker-compose.yaml` checked statically: no Docker engine is needed to run these tests."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = Path(__file__).parent / "data" / "compose-spec.json"
+AIRFLOW_SERVICES = {
+    "airflow-apiserver": "api-server",
+    "airflow-scheduler": "scheduler",
+    "airflow-dag-processor": "dag-processor",
+    "airflow-worker": "celery worker",
+    "airflow-triggerer": "triggerer",
+}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
+
+
+def test_valid_against_the_compose_specification(compose: dict[str, Any]) -> None:
+    jsonschema.validate(compose, json.loads(SCHEMA.read_text()))
+
+
+def test_official_airflow_services_are_present(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert {"postgres", "redis", "airflow-init", *AIRFLOW_SERVICES} <= set(services)
+    for name, command in AIRFLOW_SERVICES.items():
+        assert services[name]["command"] == command, name
+
+
+def test_every_airflow_service_runs_the_image_built_from_the_repo(compose: dict[str, Any]) -> None:
+    images = set()
+    for name in [*AIRFLOW_SERVICES, "airflow-init"]:
+        service = compose["services"][name]
+        assert service["build"] == ".", name
+        images.add(service["image"])
+        env = service["environment"]
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
+        assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://redis:") or "@redis:" in (
+            env["AIRFLOW__CELERY__BROKER_URL"]
+        )
+        assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql")
+        mounts = {v.split(":")[0]: v.split(":")[1] for v in service["volumes"]}
+        for folder in ("dags", "plugins", "include"):
+            assert mounts.get(f"./{folder}") == f"/opt/airflow/{folder}", (name, folder)
+            assert (ROOT / folder).is_dir(), folder
+    assert len(images) == 1, images
+
+
+def test_dockerfile_installs_the_locked_requirements_on_the_pinned_airflow() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    base = re.search(r"^FROM\s+(\S+)", dockerfile, re.M)
+    assert base is not None and base.group(1) == "apache/airflow:3.3.2-python3.11"
+    assert re.search(r"pip install .*-r \S*requirements\.txt -c \S*constraints\.txt", dockerfile)
+    pinned = (ROOT / "requirements.txt").read_text()
+    assert "apache-airflow==3.3.2" in pinned
+
+
+def test_the_pool_the_backup_dag_uses_is_created_at_init(compose: dict[str, Any]) -> None:
+    init = " ".join(compose["services"]["airflow-init"]["command"])
+    assert "airflow db migrate" in init
+    assert "airflow pools set hcp_etcd_backup" in init
+
+
+def test_no_credentials_in_the_compose_file(compose: dict[str, Any]) -> None:
+    text = (ROOT / "docker-compose.yaml").read_text()
+    assert "AIRFLOW_CONN_" not in "".join(str(compose["x-airflow-common"]["environment"]))
+    assert not re.search(r"aws_secret_access_key|AKIA[0-9A-Z]{16}", text, re.I)
+
+
+def test_docker_compose_config_accepts_the_file() -> None:
+    """The Compose CLI's own parser, where it is installed (it needs no engine for `config`)."""
+    for argv in (["docker", "compose"], ["docker-compose"]):
+        if shutil.which(argv[0]) and subprocess.run([*argv, "version"], capture_output=True).returncode == 0:
+            result = subprocess.run([*argv, "config", "-q"], cwd=ROOT, capture_output=True, text=True)
+            assert result.returncode == 0, result.stderr
+            return
+    pytest.skip("neither `docker compose` nor `docker-compose` is installed; the schema test covers the file")
