@@ -14,13 +14,15 @@ venv: $(STAMP)
 # The virtualenv, with a clear error when the interpreter is too old.
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
-	  echo "hcp-etcd needs Python >= 3.11, but '$(PYTHON)' is: $$($(PYTHON) -V 2>&1 || echo 'not found')." >&2; \
+	  found=$$(command -v $(PYTHON) >/dev/null && $(PYTHON) -V 2>&1) || found="not found"; \
+	  echo "hcp-etcd needs Python >= 3.11, but '$(PYTHON)' is: $$found." >&2; \
 	  echo "Install Python 3.11+ and run e.g. 'make test PYTHON=python3.11'." >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
 # The locked requirements: uv when it can be had (much faster), pip otherwise.
 $(STAMP): $(BIN)/python requirements.txt requirements-dev.txt constraints.txt
-	@if command -v uv >/dev/null 2>&1; then UV=uv; \
+	@$(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip -q; \
+	if command -v uv >/dev/null 2>&1; then UV=uv; \
 	elif $(BIN)/python -m pip install -q "uv==$(UV_VERSION)" 2>/dev/null; then UV=$(BIN)/uv; \
 	else UV=; fi; \
 	if [ -n "$$UV" ]; then \

@@ -16,7 +16,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from hcp_sandbox.store import Store
 
-ALL_VERBS: tuple[str, ...] = ("create", "delete", "deletecollection", "get", "list", "patch", "update")
+ALL_VERBS: tuple[str, ...] = (
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+)
 
 AGGREGATED_DISCOVERY_CONTENT_TYPE = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 
@@ -78,12 +87,24 @@ HYPERSHIFT = "hypershift.openshift.io"
 
 RESOURCES: tuple[ResourceType, ...] = (
     ResourceType(
-        "", "v1", "Namespace", "namespaces", "namespace", False, ("ns",),
-        ("create", "delete", "get", "list", "patch", "update"),
+        "",
+        "v1",
+        "Namespace",
+        "namespaces",
+        "namespace",
+        False,
+        ("ns",),
+        ("create", "delete", "get", "list", "patch", "update", "watch"),
         (_status("", "v1", "Namespace"),),
     ),
     ResourceType(
-        "", "v1", "Pod", "pods", "pod", True, ("po",),
+        "",
+        "v1",
+        "Pod",
+        "pods",
+        "pod",
+        True,
+        ("po",),
         subresources=(
             Subresource("exec", "", "v1", "PodExecOptions", ("create", "get")),
             Subresource("log", "", "v1", "Pod", ("get",)),
@@ -95,28 +116,62 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("", "v1", "ConfigMap", "configmaps", "configmap", True, ("cm",)),
     ResourceType("", "v1", "Event", "events", "event", True, ("ev",)),
     ResourceType(
-        "apps", "v1", "Deployment", "deployments", "deployment", True, ("deploy",),
-        subresources=(_SCALE, _status("apps", "v1", "Deployment")), categories=("all",),
+        "apps",
+        "v1",
+        "Deployment",
+        "deployments",
+        "deployment",
+        True,
+        ("deploy",),
+        subresources=(_SCALE, _status("apps", "v1", "Deployment")),
+        categories=("all",),
     ),
     ResourceType(
-        "apps", "v1", "StatefulSet", "statefulsets", "statefulset", True, ("sts",),
-        subresources=(_SCALE, _status("apps", "v1", "StatefulSet")), categories=("all",),
+        "apps",
+        "v1",
+        "StatefulSet",
+        "statefulsets",
+        "statefulset",
+        True,
+        ("sts",),
+        subresources=(_SCALE, _status("apps", "v1", "StatefulSet")),
+        categories=("all",),
     ),
     ResourceType("coordination.k8s.io", "v1", "Lease", "leases", "lease", True),
     ResourceType(
-        HYPERSHIFT, "v1beta1", "HostedCluster", "hostedclusters", "hostedcluster", True, ("hc", "hcs"),
-        subresources=(_status(HYPERSHIFT, "v1beta1", "HostedCluster"),), custom=True,
+        HYPERSHIFT,
+        "v1beta1",
+        "HostedCluster",
+        "hostedclusters",
+        "hostedcluster",
+        True,
+        ("hc", "hcs"),
+        subresources=(_status(HYPERSHIFT, "v1beta1", "HostedCluster"),),
+        custom=True,
     ),
     ResourceType(
-        HYPERSHIFT, "v1beta1", "HostedControlPlane", "hostedcontrolplanes", "hostedcontrolplane", True,
+        HYPERSHIFT,
+        "v1beta1",
+        "HostedControlPlane",
+        "hostedcontrolplanes",
+        "hostedcontrolplane",
+        True,
         ("hcp", "hcps"),
-        subresources=(_status(HYPERSHIFT, "v1beta1", "HostedControlPlane"),), custom=True,
+        subresources=(_status(HYPERSHIFT, "v1beta1", "HostedControlPlane"),),
+        custom=True,
     ),
     ResourceType(
-        HYPERSHIFT, "v1beta1", "NodePool", "nodepools", "nodepool", True, ("np", "nps"),
-        subresources=(_status(HYPERSHIFT, "v1beta1", "NodePool"),), custom=True,
+        HYPERSHIFT,
+        "v1beta1",
+        "NodePool",
+        "nodepools",
+        "nodepool",
+        True,
+        ("np", "nps"),
+        subresources=(_status(HYPERSHIFT, "v1beta1", "NodePool"),),
+        custom=True,
     ),
-)  # fmt: skip
+)
 
 _BY_PLURAL: dict[str, ResourceType] = {r.plural: r for r in RESOURCES}
 _BY_GVR: dict[tuple[str, str, str], ResourceType] = {(r.group, r.version, r.plural): r for r in RESOURCES}

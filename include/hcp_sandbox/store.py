@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import copy
 import datetime
+import logging
 import re
 import secrets
 import threading
@@ -20,6 +21,8 @@ from typing import Any
 
 from hcp_sandbox import resources
 from hcp_sandbox.resources import ResourceType, Validator
+
+log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 Listener = Callable[[str, str, Obj], None]
@@ -216,8 +219,9 @@ class Store:
     """
     Thread-safe in-memory object store keyed by ``(plural, namespace, name)``.
 
-    Subscribers are called synchronously after each change, outside the store lock, in commit
-    order (a callback may itself write to the store).
+    Subscribers are called synchronously after each change, outside the store lock, by the
+    writing thread (a callback may itself write to the store). Events of one thread arrive in
+    commit order; events of concurrent writers may interleave.
 
     :param builtin_validators: register the served kinds' schema checks
         (:func:`hcp_sandbox.resources.install_validators`).
@@ -229,10 +233,9 @@ class Store:
         self._rv = 0
         self._listeners: list[Listener] = []
         self._validators: dict[str, list[Validator]] = collections.defaultdict(list)
-        # Events queue up under the lock and are delivered in commit order by whoever holds
-        # the delivery lock; RLock because a callback may write (and so deliver) again.
-        self._pending: collections.deque[tuple[str, str, Obj]] = collections.deque()
-        self._deliver_lock = threading.RLock()
+        # Each writing thread queues its events under the lock and delivers them after releasing
+        # it: no lock is held while callbacks run, so a callback may take its own locks or write.
+        self._local = threading.local()
         if builtin_validators:
             resources.install_validators(self)
 
@@ -243,6 +246,12 @@ class Store:
         with self._lock:
             self._listeners.append(callback)
 
+    def unsubscribe(self, callback: Listener) -> None:
+        """Stop calling ``callback`` (no error if it was not subscribed)."""
+        with self._lock:
+            if callback in self._listeners:
+                self._listeners.remove(callback)
+
     def add_validator(self, plural: str, fn: Validator) -> None:
         """Check ``fn(old, new)`` before every create (``old=None``) and update; it raises ApiError 422."""
         with self._lock:
@@ -252,20 +261,29 @@ class Store:
         for fn in list(self._validators.get(plural, ())):
             fn(copy.deepcopy(old) if old is not None else None, copy.deepcopy(new))
 
+    def _pending(self) -> collections.deque[tuple[str, str, Obj]]:
+        pending = getattr(self._local, "pending", None)
+        if pending is None:
+            pending = self._local.pending = collections.deque()
+        return pending
+
     def _deliver(self) -> None:
-        with self._deliver_lock:
-            while True:
-                with self._lock:
-                    if not self._pending:
-                        return
-                    event = self._pending.popleft()
-                    listeners = list(self._listeners)
-                for listener in listeners:
-                    listener(event[0], event[1], copy.deepcopy(event[2]))
+        """Run the callbacks for this thread's queued events (call without the lock held)."""
+        pending = self._pending()
+        while pending:
+            event, plural, obj = pending.popleft()
+            with self._lock:
+                listeners = list(self._listeners)
+            for listener in listeners:
+                try:
+                    listener(event, plural, copy.deepcopy(obj))
+                except Exception:
+                    # The change is committed: a failing subscriber must not fail the writer.
+                    log.exception("store subscriber %r failed on %s %s", listener, event, plural)
 
     def _emit(self, event: str, plural: str, obj: Obj) -> None:
         """Queue an event; call with the lock held, then :meth:`_deliver` after releasing it."""
-        self._pending.append((event, plural, copy.deepcopy(obj)))
+        self._pending().append((event, plural, copy.deepcopy(obj)))
 
     def _next_rv(self) -> str:
         self._rv += 1
@@ -323,10 +341,17 @@ class Store:
             meta["name"] = meta["generateName"] + secrets.token_hex(3)[:5]
         name = meta.get("name") or ""
         if not name:
-            raise invalid(rt, "", [{
-                "reason": "FieldValueRequired", "field": "metadata.name",
-                "message": "Required value: name or generateName is required",
-            }])  # fmt: skip
+            raise invalid(
+                rt,
+                "",
+                [
+                    {
+                        "reason": "FieldValueRequired",
+                        "field": "metadata.name",
+                        "message": "Required value: name or generateName is required",
+                    }
+                ],
+            )
         if errors := name_errors(rt, name):
             raise invalid(rt, name, errors)
         if rt.namespaced:
@@ -456,8 +481,9 @@ class Store:
                 doomed = [k for k in self._objects if k[1] == name] + doomed
             for k in doomed:
                 obj = self._objects.pop(k)
-                self._next_rv()
+                # Like the real server, the deleted object carries the deletion's resourceVersion.
+                obj["metadata"]["resourceVersion"] = self._next_rv()
                 self._emit("DELETED", k[0], obj)
-            result = copy.deepcopy(current)
+            result = copy.deepcopy(obj)
         self._deliver()
         return result

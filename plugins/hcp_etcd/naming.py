@@ -13,7 +13,7 @@ DNS1123_SUBDOMAIN_RE = re.compile(rf"^{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*$")
 # JSON-schema pattern for a ``namespace/name`` reference (used by the DAG's Params).
 CLUSTER_REF_PATTERN = rf"^{_DNS1123_LABEL}/{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*$"
 # An S3 prefix: path segments of safe characters, no "..", no leading or trailing "/".
-S3_PREFIX_PATTERN = r"^[A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*$"
+S3_PREFIX_PATTERN = r"^(?!(.*/)?\.\.?(/|$))[A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*$"
 BACKUP_TS_FORMAT = "%Y%m%dT%H%M%SZ"
 BACKUP_TS_RE = re.compile(r"^\d{8}T\d{6}Z$")
 
@@ -22,7 +22,11 @@ LOCK_ANNOTATION = f"{ANNOTATION_PREFIX}/backup-lock"
 PREVIOUS_PAUSE_ANNOTATION = f"{ANNOTATION_PREFIX}/previous-paused-until"
 ORIGINAL_REPLICAS_ANNOTATION = f"{ANNOTATION_PREFIX}/original-replicas"
 
-API_SERVER_DEPLOYMENTS: tuple[str, ...] = ("kube-apiserver", "openshift-apiserver", "openshift-oauth-apiserver")
+API_SERVER_DEPLOYMENTS: tuple[str, ...] = (
+    "kube-apiserver",
+    "openshift-apiserver",
+    "openshift-oauth-apiserver",
+)
 
 
 class InvalidNameError(ValueError):

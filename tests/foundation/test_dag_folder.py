@@ -44,7 +44,7 @@ def test_there_are_dag_files() -> None:
 def test_dag_folder_imports_without_errors() -> None:
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(ROOT / "dags"), include_examples=False)
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
     assert bag.import_errors == {}
     assert "hcp_etcd_backup" in bag.dag_ids
     files_with_dags = {Path(dag.fileloc).name for dag in bag.dags.values()}

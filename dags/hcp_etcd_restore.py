@@ -1,0 +1,196 @@
+"""hcp_etcd_restore: restore an etcd backup into a NEW HostedCluster (manual runs only).
+
+Thin on purpose: wiring, Params and docs. The logic is in ``plugins/hcp_etcd``.
+Read at parse: environment variables only (no Variable or Connection lookups).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+
+from airflow.sdk import Param, chain, dag
+
+from hcp_etcd.naming import DNS1123_LABEL_RE, DNS1123_SUBDOMAIN_RE, S3_PREFIX_PATTERN
+from hcp_etcd.notifications import failure_callbacks
+from hcp_etcd.operators.restore import (
+    CheckKeyOperator,
+    CheckSnapshotOperator,
+    CreateRestoredClusterOperator,
+    PresignSnapshotOperator,
+    ResolveBackupOperator,
+    VerifyRestoreOperator,
+    WaitRestoredOperator,
+)
+from hcp_etcd.restore import MAX_URL_EXPIRY_HOURS, SOURCE_PATTERN
+
+BUCKET = os.environ.get("HCP_ETCD_BUCKET", "")
+K8S_CONN = os.environ.get("HCP_ETCD_KUBERNETES_CONN_ID", "kubernetes_default")
+AWS_CONN = os.environ.get("HCP_ETCD_AWS_CONN_ID", "aws_default")
+RETRY_DELAY = timedelta(seconds=float(os.environ.get("HCP_ETCD_RETRY_DELAY_SECONDS", "30")))
+
+DOC = """
+### Restore an etcd backup into a new hosted cluster
+
+A restore only happens when a HostedCluster is **created** (HyperShift's `etcd-init` restores
+`spec.etcd.managed.storage.restoreSnapshotURL` into empty members). Steps:
+
+1. `resolve_backup` — the manifest (`source` = its `s3://…/manifest.json`, or `namespace/name` = the
+   newest complete backup, at or before `at_or_before`); refuses a foreign/incomplete manifest and an
+   existing target.
+2. `check_snapshot` — the object exists and its SHA-256 (streamed) equals the manifest's.
+3. `check_key` — the escrowed key object exists and its SHA-256 equals the manifest's fingerprint.
+4. `presign` — SigV4 GET URL, at most 1024 characters (STS session tokens make it longer), not expiring soon.
+5. `create` — rendered manifests (`hcp create cluster aws --render --render-sensitive` output as an
+   S3 URI or file, or `render_options` when `hcp` is on the worker) edited: target name/namespace,
+   Managed/PersistentVolume etcd with `restoreSnapshotURL`, the escrowed key in the
+   `secretEncryption.aescbc.activeKey` Secret (read and written in this task only). Refuses existing objects.
+6. `wait_restored` — deferrable until `Available` and `EtcdSnapshotRestored` (etcd-init's message on failure).
+7. `verify` — `member list` on every member (split-brain guard), revision, key counts per resource,
+   the key, a Secret from etcd decrypts.
+
+Nothing is created before steps 1-4 and the checks of step 5 pass. Docs: `docs/RESTORE.md`.
+"""
+
+PARAMS = {
+    "source": Param(
+        "",
+        type="string",
+        pattern=SOURCE_PATTERN,
+        maxLength=1024,
+        description="What to restore: s3://BUCKET/…/manifest.json, or namespace/name for the newest complete "
+        "backup of that cluster.",
+    ),
+    "at_or_before": Param(
+        None,
+        type=["null", "string"],
+        format="date-time",
+        description="With source=namespace/name: take the newest backup at or before this RFC3339 time "
+        "(empty: now).",
+    ),
+    "target_namespace": Param(
+        "clusters",
+        type="string",
+        pattern=DNS1123_LABEL_RE.pattern,
+        maxLength=63,
+        description="Namespace of the new HostedCluster.",
+    ),
+    "target_name": Param(
+        "",
+        type="string",
+        pattern=DNS1123_SUBDOMAIN_RE.pattern,
+        maxLength=53,
+        description="Name of the new HostedCluster (must not exist: restore happens only at creation).",
+    ),
+    "rendered_manifests": Param(
+        None,
+        type=["null", "string"],
+        maxLength=2048,
+        description="S3 URI (s3://…) or worker file path of `hcp create cluster aws --render "
+        "--render-sensitive` "
+        "output. Its names are changed to the target's; its new encryption key is replaced by the saved one.",
+    ),
+    "render_options": Param(
+        {},
+        type="object",
+        description="When rendered_manifests is empty: flags for `hcp create cluster aws --render "
+        '--render-sensitive` run on the worker (needs `hcp` on PATH), e.g. {"pull-secret": "/path", '
+        '"base-domain": "example.com"}. --name/--namespace come from the target.',
+    ),
+    "url_expiry_hours": Param(
+        4,
+        type="integer",
+        minimum=1,
+        maximum=MAX_URL_EXPIRY_HOURS,
+        description="Lifetime of the presigned snapshot URL (SigV4: at most 168 h = 7 days).",
+    ),
+    "bucket": Param(
+        BUCKET,
+        type="string",
+        maxLength=63,
+        # Empty is allowed only so the DAG parses without HCP_ETCD_BUCKET; the first task refuses it.
+        pattern=r"^$|^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+        description="Backup bucket (for source=namespace/name; default: env HCP_ETCD_BUCKET).",
+    ),
+    "prefix": Param(
+        "hcp-etcd/backups",
+        type="string",
+        pattern=S3_PREFIX_PATTERN,
+        maxLength=512,
+        description="Backup key prefix, as in hcp_etcd_backup.",
+    ),
+    "key_prefix": Param(
+        "hcp-etcd/keys",
+        type="string",
+        pattern=S3_PREFIX_PATTERN,
+        maxLength=512,
+        description="Prefix of the escrowed encryption keys, as in hcp_etcd_backup (the manifest's key "
+        "must be there).",
+    ),
+    "wait_timeout_minutes": Param(
+        60,
+        type="integer",
+        minimum=5,
+        maximum=1440,
+        description="How long to wait for the new cluster to be Available with EtcdSnapshotRestored.",
+    ),
+    "kubernetes_conn_id": Param(
+        K8S_CONN, type="string", minLength=1, description="Kubernetes connection id."
+    ),
+    "aws_conn_id": Param(AWS_CONN, type="string", minLength=1, description="AWS connection id."),
+}
+
+P = "{{ params.%s }}"
+CONNS = {
+    "kubernetes_conn_id": P % "kubernetes_conn_id",
+    "aws_conn_id": P % "aws_conn_id",
+    "bucket": P % "bucket",
+    "prefix": P % "prefix",
+}
+
+
+@dag(
+    dag_id="hcp_etcd_restore",
+    schedule=None,
+    start_date=datetime(2025, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    params=PARAMS,
+    render_template_as_native_obj=True,
+    doc_md=DOC,
+    tags=["hcp", "etcd", "restore"],
+    default_args={"retries": 2, "retry_delay": RETRY_DELAY, "on_failure_callback": failure_callbacks()},
+)
+def hcp_etcd_restore() -> None:
+    """The restore DAG."""
+    resolve = ResolveBackupOperator(
+        task_id="resolve_backup",
+        source=P % "source",
+        at_or_before=P % "at_or_before",
+        target_namespace=P % "target_namespace",
+        target_name=P % "target_name",
+        **CONNS,
+    )
+    backup = {"backup": resolve.output, **CONNS}
+    snapshot = CheckSnapshotOperator(task_id="check_snapshot", **backup)
+    key = CheckKeyOperator(task_id="check_key", key_prefix=P % "key_prefix", **backup)
+    presign = PresignSnapshotOperator(task_id="presign", url_expiry_hours=P % "url_expiry_hours", **backup)
+    create = CreateRestoredClusterOperator(
+        task_id="create",
+        rendered_manifests=P % "rendered_manifests",
+        render_options=P % "render_options",
+        url_expiry_hours=P % "url_expiry_hours",
+        **backup,
+    )
+    wait = WaitRestoredOperator(
+        task_id="wait_restored",
+        created=create.output,
+        timeout="{{ params.wait_timeout_minutes * 60 }}",
+        retries=0,
+        **backup,
+    )
+    verify = VerifyRestoreOperator(task_id="verify", **backup)
+    chain(resolve, snapshot, key, presign, create, wait, verify)
+
+
+hcp_etcd_restore()

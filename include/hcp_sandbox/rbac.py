@@ -1,0 +1,122 @@
+"""Kubernetes RBAC, enforced by the sandbox for the token it issues.
+
+The sandbox reads the same manifests that a management cluster is given (``include/rbac/``):
+``ClusterRole``/``Role`` rules, and the ``ClusterRoleBinding``/``RoleBinding`` objects that say where
+they apply. A request is allowed when one bound rule matches its API group, resource (with
+subresource, as ``pods/exec``) and verb — the RBAC authorizer's semantics, less ``resourceNames``
+and non-resource URLs, which the procedure does not need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hcp_sandbox.resources import by_plural
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One policy rule, limited to a namespace (``None``: every namespace and cluster scope)."""
+
+    api_groups: frozenset[str]
+    resources: frozenset[str]
+    verbs: frozenset[str]
+    namespace: str | None
+
+    def allows(self, verb: str, group: str, resource: str, namespace: str) -> bool:
+        """Whether this rule grants ``verb`` on ``resource`` (``plural`` or ``plural/sub``).
+
+        :param verb: the request's verb (get, list, watch, create, update, patch, delete...).
+        :param group: the resource's API group (``""`` for core).
+        :param resource: ``plural`` or ``plural/subresource``.
+        :param namespace: the request's namespace, ``""`` for cluster scope.
+        """
+        if self.namespace is not None and self.namespace != namespace:
+            return False
+        return (
+            ("*" in self.api_groups or group in self.api_groups)
+            and ("*" in self.resources or resource in self.resources)
+            and ("*" in self.verbs or verb in self.verbs)
+        )
+
+
+def _rules(role: dict[str, Any], namespace: str | None) -> list[Rule]:
+    return [
+        Rule(
+            api_groups=frozenset(r.get("apiGroups") or []),
+            resources=frozenset(r.get("resources") or []),
+            verbs=frozenset(r.get("verbs") or []),
+            namespace=namespace,
+        )
+        for r in role.get("rules") or []
+        if r.get("resources")  # nonResourceURLs rules do not apply to resources
+    ]
+
+
+def _role_key(role: dict[str, Any]) -> tuple[str, str, str]:
+    """(kind, namespace, name): a Role is named within its namespace, a ClusterRole has none."""
+    namespace = role["metadata"].get("namespace", "") if role["kind"] == "Role" else ""
+    return role["kind"], namespace, role["metadata"]["name"]
+
+
+class RbacAuthorizer:
+    """An ``authorizer(verb, plural, namespace, subresource)`` for :func:`hcp_sandbox.apiserver.make_app`.
+
+    :param documents: the parsed manifests (Roles, ClusterRoles and their bindings; other kinds are
+        ignored). ClusterRoles that no binding names apply cluster-wide, so a file of roles alone
+        can be enforced as it is.
+    """
+
+    def __init__(self, documents: Iterable[dict[str, Any]]) -> None:
+        docs = [d for d in documents if isinstance(d, dict)]
+        roles = {_role_key(d): d for d in docs if d.get("kind") in ("ClusterRole", "Role")}
+        self.rules: list[Rule] = []
+        bound: set[tuple[str, str, str]] = set()
+        for binding in docs:
+            kind = binding.get("kind")
+            if kind not in ("ClusterRoleBinding", "RoleBinding"):
+                continue
+            ref = binding["roleRef"]
+            namespace = binding["metadata"].get("namespace") if kind == "RoleBinding" else None
+            # A Role lives in the binding's namespace; a ClusterRole has none.
+            key = (ref["kind"], (namespace or "") if ref["kind"] == "Role" else "", ref["name"])
+            if key not in roles:
+                name = binding["metadata"]["name"]
+                raise ValueError(f"{kind} {name} refers to unknown {ref['kind']} {ref['name']}")
+            bound.add(key)
+            self.rules += _rules(roles[key], namespace)
+        for key, role in roles.items():
+            if key[0] == "ClusterRole" and key not in bound:
+                self.rules += _rules(role, None)
+
+    @classmethod
+    def from_paths(cls, paths: Iterable[Path]) -> RbacAuthorizer:
+        """Load every ``*.yaml`` file (or the files themselves) under ``paths``.
+
+        :param paths: files or folders of manifests.
+        """
+        docs: list[dict[str, Any]] = []
+        for path in paths:
+            files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
+            for file in files:
+                docs += [d for d in yaml.safe_load_all(file.read_text()) if d]
+        if not docs:
+            raise ValueError(f"no RBAC manifests found in {', '.join(map(str, paths))}")
+        return cls(docs)
+
+    def __call__(self, verb: str, plural: str, namespace: str, subresource: str | None) -> bool:
+        """Whether the sandbox's token may do this request.
+
+        :param verb: the request's verb.
+        :param plural: the resource.
+        :param namespace: the namespace, ``""`` for cluster scope.
+        :param subresource: ``exec``, ``scale``, ``status``... or ``None``.
+        """
+        group = by_plural(plural).group
+        resource = f"{plural}/{subresource}" if subresource else plural
+        return any(rule.allows(verb, group, resource, namespace) for rule in self.rules)

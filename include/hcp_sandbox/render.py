@@ -1,0 +1,148 @@
+"""Manifests shaped like ``hcp create cluster aws --render --render-sensitive``.
+
+The same objects create the sandbox's own hosted clusters at ``up``, so what a restore renders and
+what the sandbox runs never drift apart.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from typing import Any
+
+import yaml
+
+from hcp_sandbox.layout import HOSTED_CLUSTER_NAMESPACE
+
+RELEASE_IMAGE = "quay.io/openshift-release-dev/ocp-release:4.19.0-multi"
+BASE_DOMAIN = "sandbox.example.com"
+REGION = "us-east-1"
+
+
+def encryption_key_secret_name(name: str) -> str:
+    """The Secret that ``spec.secretEncryption.aescbc.activeKey`` names."""
+    return f"{name}-etcd-encryption-key"
+
+
+def _secret(name: str, namespace: str, data: dict[str, bytes]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"hypershift.openshift.io/safe-to-delete-with-cluster": "true"},
+        },
+        "type": "Opaque",
+        "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
+    }
+
+
+def manifests(
+    name: str,
+    namespace: str = HOSTED_CLUSTER_NAMESPACE,
+    members: int = 3,
+    *,
+    encryption_key: bytes | None = None,
+) -> list[dict[str, Any]]:
+    """Namespace, pull-secret and SSH-key Secrets, a new encryption-key Secret, HostedCluster, NodePool.
+
+    :param encryption_key: the 32-byte aescbc key; a NEW random one when ``None`` (what
+        ``--render-sensitive`` does: a restore must put the saved key in its place).
+    """
+    if members not in (1, 3):
+        raise ValueError("members must be 3 (HighlyAvailable) or 1 (SingleReplica)")
+    policy = "HighlyAvailable" if members == 3 else "SingleReplica"
+    key = encryption_key if encryption_key is not None else os.urandom(32)
+    infra_id = f"{name}-{secrets.token_hex(3)[:5]}"
+    pull_secret = json.dumps({"auths": {"quay.io": {"auth": base64.b64encode(b"sandbox:sandbox").decode()}}})
+    ssh_key = f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{secrets.token_urlsafe(32)} sandbox"
+    aws_platform = {
+        "type": "AWS",
+        "aws": {
+            "region": REGION,
+            "endpointAccess": "Public",
+            "cloudProviderConfig": {
+                "vpc": "vpc-0sandbox",
+                "zone": f"{REGION}a",
+                "subnet": {"id": "subnet-0sandbox"},
+            },
+        },
+    }
+    hosted_cluster = {
+        "apiVersion": "hypershift.openshift.io/v1beta1",
+        "kind": "HostedCluster",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "release": {"image": RELEASE_IMAGE},
+            "pullSecret": {"name": f"{name}-pull-secret"},
+            "sshKey": {"name": f"{name}-ssh-key"},
+            "infraID": infra_id,
+            "dns": {"baseDomain": BASE_DOMAIN},
+            "networking": {
+                "clusterNetwork": [{"cidr": "10.132.0.0/14"}],
+                "serviceNetwork": [{"cidr": "172.31.0.0/16"}],
+                "machineNetwork": [{"cidr": "10.0.0.0/16"}],
+                "networkType": "OVNKubernetes",
+            },
+            "controllerAvailabilityPolicy": policy,
+            "infrastructureAvailabilityPolicy": policy,
+            "platform": aws_platform,
+            "etcd": {
+                "managementType": "Managed",
+                "managed": {
+                    "storage": {
+                        "type": "PersistentVolume",
+                        "persistentVolume": {"size": "8Gi", "storageClassName": "gp3-csi"},
+                    }
+                },
+            },
+            "secretEncryption": {
+                "type": "aescbc",
+                "aescbc": {"activeKey": {"name": encryption_key_secret_name(name)}},
+            },
+            "services": [
+                {"service": s, "servicePublishingStrategy": {"type": t}}
+                for s, t in (
+                    ("APIServer", "LoadBalancer"),
+                    ("OAuthServer", "Route"),
+                    ("Konnectivity", "Route"),
+                    ("Ignition", "Route"),
+                )
+            ],
+            "fips": False,
+            "olmCatalogPlacement": "management",
+        },
+        "status": {"controlPlaneEndpoint": {"host": "", "port": 0}},
+    }
+    node_pool = {
+        "apiVersion": "hypershift.openshift.io/v1beta1",
+        "kind": "NodePool",
+        "metadata": {"name": f"{name}-{REGION}a", "namespace": namespace},
+        "spec": {
+            "clusterName": name,
+            "replicas": 2,
+            "management": {"upgradeType": "Replace", "autoRepair": False},
+            "release": {"image": RELEASE_IMAGE},
+            "platform": {
+                "type": "AWS",
+                "aws": {"instanceType": "m6i.xlarge", "subnet": {"id": "subnet-0sandbox"}},
+            },
+        },
+        "status": {"replicas": 0},
+    }
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+        _secret(f"{name}-pull-secret", namespace, {".dockerconfigjson": pull_secret.encode()}),
+        _secret(f"{name}-ssh-key", namespace, {"id_rsa.pub": ssh_key.encode()}),
+        _secret(encryption_key_secret_name(name), namespace, {"key": key}),
+        hosted_cluster,
+        node_pool,
+    ]
+
+
+def to_yaml(objects: list[dict[str, Any]]) -> str:
+    """Multi-document YAML, as ``hcp ... --render`` prints it."""
+    return yaml.safe_dump_all(objects, sort_keys=False, explicit_start=True)

@@ -1,0 +1,70 @@
+"""kube-apiserver's ``aescbc`` encryption-at-rest format, read side only (restore verification).
+
+A stored value is ``k8s:enc:aescbc:v1:<key name>:`` + 16-byte IV + AES-256-CBC ciphertext of the
+PKCS#7-padded object. A restore proves that the restored cluster's key opens its Secrets by
+decrypting one value read straight from etcd.
+"""
+
+from __future__ import annotations
+
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+PREFIX = b"k8s:enc:aescbc:v1:"
+KEY_SIZE = 32
+_IV_SIZE = 16
+# What a decrypted Kubernetes object starts with: protobuf (kube-apiserver's default) or JSON.
+_OBJECT_MAGICS = (b"k8s\x00", b"{")
+
+
+class DecryptError(ValueError):
+    """A value that is not aescbc, or that the key does not open."""
+
+
+def is_aescbc(value: bytes) -> bool:
+    """Whether ``value`` carries the aescbc envelope prefix.
+
+    :param value: a raw etcd value.
+    """
+    return value.startswith(PREFIX)
+
+
+def key_name_of(value: bytes) -> str:
+    """The key name recorded in an encrypted value.
+
+    :param value: a raw etcd value.
+    """
+    if not is_aescbc(value):
+        raise DecryptError("value is not aescbc-encrypted (no k8s:enc:aescbc:v1: prefix)")
+    name, sep, _ = value[len(PREFIX) :].partition(b":")
+    if not sep:
+        raise DecryptError("aescbc value has no key name")
+    return name.decode("utf-8", "replace")
+
+
+def decrypt(value: bytes, key: bytes) -> bytes:
+    """Decrypt a stored value; ``DecryptError`` on a wrong key or a damaged value.
+
+    A wrong key shows up as bad PKCS#7 padding (almost always) or as a plaintext that is not a
+    Kubernetes object (the rest): both are checked.
+
+    :param value: a raw etcd value.
+    :param key: the 32-byte AES key.
+    """
+    if len(key) != KEY_SIZE:
+        raise DecryptError(f"aescbc keys are {KEY_SIZE} bytes, got {len(key)}")
+    name = key_name_of(value)
+    body = value[len(PREFIX) + len(name.encode()) + 1 :]
+    if len(body) < 2 * _IV_SIZE or len(body) % _IV_SIZE:
+        raise DecryptError("aescbc value has a malformed body")
+    iv, ciphertext = body[:_IV_SIZE], body[_IV_SIZE:]
+    decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+    padded = decryptor.update(ciphertext) + decryptor.finalize()
+    unpadder = padding.PKCS7(algorithms.AES.block_size).unpadder()
+    try:
+        plain = unpadder.update(padded) + unpadder.finalize()
+    except ValueError:
+        raise DecryptError("the key does not decrypt the value (bad padding: wrong key?)") from None
+    if not plain.startswith(_OBJECT_MAGICS):
+        raise DecryptError("decrypted value is not a Kubernetes object (wrong key?)")
+    return plain

@@ -1,0 +1,371 @@
+"""SnapshotStoreHook: snapshots, manifests and escrowed keys in S3, over the provider's S3Hook."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, BinaryIO, Protocol
+
+from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+MiB = 1024 * 1024
+
+
+class Readable(Protocol):
+    """Anything with ``read(n) -> bytes`` (an exec stream, a file)."""
+
+    def read(self, size: int = -1) -> bytes:
+        """Read up to ``size`` bytes."""
+        ...
+
+
+class HashingReader:
+    """Wrap a stream: SHA-256 and byte count while boto3 reads it, progress every ``progress_every`` bytes.
+
+    boto3 reads a non-seekable stream sequentially from one thread, so the digest is the object's.
+
+    :param source: the stream.
+    :param progress: called with (bytes so far, seconds so far) every ``progress_every`` bytes.
+    :param progress_every: bytes between progress calls.
+    """
+
+    def __init__(
+        self,
+        source: Readable,
+        progress: Callable[[int, float], None] | None = None,
+        progress_every: int = 64 * MiB,
+    ) -> None:
+        self._source = source
+        self._sha = hashlib.sha256()
+        self.size = 0
+        self._progress = progress
+        self._every = max(1, progress_every)
+        self._next = self._every
+        self._started = time.monotonic()
+
+    def read(self, size: int = -1) -> bytes:
+        """Read, hashing what passes.
+
+        :param size: bytes wanted.
+        """
+        data = self._source.read(size)
+        self._sha.update(data)
+        self.size += len(data)
+        if self._progress and self.size >= self._next:
+            self._progress(self.size, time.monotonic() - self._started)
+            self._next = (self.size // self._every + 1) * self._every
+        return data
+
+    @property
+    def sha256(self) -> str:
+        """Hex digest of what was read so far."""
+        return self._sha.hexdigest()
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the first byte was asked for."""
+        return time.monotonic() - self._started
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    """An uploaded object.
+
+    :param bucket: bucket.
+    :param key: key.
+    :param size_bytes: bytes uploaded.
+    :param sha256: hex SHA-256 computed while streaming.
+    :param seconds: duration.
+    :param sse: the server-side encryption asked for.
+    """
+
+    bucket: str
+    key: str
+    size_bytes: int
+    sha256: str
+    seconds: float
+    sse: str
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """A listed object.
+
+    :param key: its key.
+    :param size: bytes.
+    :param last_modified: when written.
+    """
+
+    key: str
+    size: int
+    last_modified: datetime
+
+
+class SnapshotStoreHook(S3Hook):
+    """S3 for hcp-etcd. SigV4 is forced whatever the connection says (SigV2 fails in newer regions).
+
+    :param aws_conn_id: the AWS connection (``aws_default``).
+    :param part_size_mib: multipart part size; memory is about ``part_size * max_concurrency``.
+    :param max_concurrency: parallel part uploads.
+    :param s3_checksum: ask S3 to verify each part with SHA-256 (``ChecksumAlgorithm``).
+    """
+
+    def __init__(
+        self,
+        aws_conn_id: str = S3Hook.default_conn_name,
+        part_size_mib: int = 16,
+        max_concurrency: int = 4,
+        s3_checksum: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        """Create the hook.
+
+        :param aws_conn_id: the AWS connection id.
+        :param part_size_mib: multipart part size in MiB (S3 needs >= 5).
+        :param max_concurrency: parallel part uploads.
+        :param s3_checksum: send per-part SHA-256 checksums.
+        :param kwargs: passed to ``S3Hook``.
+        """
+        if part_size_mib < 5:
+            raise ValueError("S3 multipart parts must be at least 5 MiB")
+        super().__init__(aws_conn_id=aws_conn_id, **kwargs)
+        self.part_size = part_size_mib * MiB
+        self.max_concurrency = max_concurrency
+        self.s3_checksum = s3_checksum
+
+    @property
+    def config(self) -> Config:
+        """The connection's botocore config with SigV4 forced on top."""
+        base = self.conn_config.botocore_config or Config()
+        return base.merge(Config(signature_version="s3v4"))
+
+    @property
+    def client(self) -> Any:
+        """The boto3 S3 client (cached by the base hook)."""
+        return self.get_conn()
+
+    @staticmethod
+    def sse_args(kms_key_id: str | None) -> dict[str, str]:
+        """Server-side encryption arguments: SSE-KMS with ``kms_key_id``, else SSE-S3.
+
+        :param kms_key_id: a KMS key id/ARN/alias or None.
+        """
+        if kms_key_id:
+            return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key_id}
+        return {"ServerSideEncryption": "AES256"}
+
+    def upload_stream(
+        self,
+        source: Readable,
+        bucket: str,
+        key: str,
+        kms_key_id: str | None = None,
+        progress: Callable[[int, float], None] | None = None,
+        progress_every: int = 64 * MiB,
+    ) -> UploadResult:
+        """Stream ``source`` into ``s3://bucket/key`` with multipart, hashing on the way.
+
+        :param source: a readable stream (not seekable is fine).
+        :param bucket: bucket.
+        :param key: key.
+        :param kms_key_id: SSE-KMS key, else SSE-S3.
+        :param progress: called with (bytes, seconds) every ``progress_every`` bytes.
+        :param progress_every: bytes between progress calls.
+        """
+        reader = HashingReader(source, progress, progress_every)
+        extra = self.sse_args(kms_key_id)
+        if self.s3_checksum:
+            extra["ChecksumAlgorithm"] = "SHA256"
+        transfer = TransferConfig(
+            multipart_threshold=self.part_size,
+            multipart_chunksize=self.part_size,
+            max_concurrency=self.max_concurrency,
+            use_threads=True,
+        )
+        self.client.upload_fileobj(reader, bucket, key, ExtraArgs=extra, Config=transfer)  # type: ignore[arg-type]
+        return UploadResult(
+            bucket, key, reader.size, reader.sha256, reader.elapsed, extra["ServerSideEncryption"]
+        )
+
+    def object_size(self, bucket: str, key: str) -> int | None:
+        """Size of an object, or None if absent.
+
+        :param bucket: bucket.
+        :param key: key.
+        """
+        try:
+            return int(self.client.head_object(Bucket=bucket, Key=key)["ContentLength"])
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    def put_bytes(self, data: bytes, bucket: str, key: str, kms_key_id: str | None = None) -> None:
+        """Write a small object with SSE.
+
+        :param data: the bytes.
+        :param bucket: bucket.
+        :param key: key.
+        :param kms_key_id: SSE-KMS key, else SSE-S3.
+        """
+        self.client.put_object(Bucket=bucket, Key=key, Body=data, **self.sse_args(kms_key_id))
+
+    def put_json(self, data: dict[str, Any], bucket: str, key: str, kms_key_id: str | None = None) -> None:
+        """Write a JSON document with SSE.
+
+        :param data: the document.
+        :param bucket: bucket.
+        :param key: key.
+        :param kms_key_id: SSE-KMS key, else SSE-S3.
+        """
+        body = json.dumps(data, indent=2, sort_keys=True).encode()
+        self.client.put_object(
+            Bucket=bucket, Key=key, Body=body, ContentType="application/json", **self.sse_args(kms_key_id)
+        )
+
+    def get_json(self, bucket: str, key: str) -> Any:
+        """Read a JSON document.
+
+        :param bucket: bucket.
+        :param key: key.
+        """
+        body = self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        return json.loads(body)
+
+    def list_objects(self, bucket: str, prefix: str) -> list[StoredObject]:
+        """Every object under ``prefix`` (paginated).
+
+        :param bucket: bucket.
+        :param prefix: key prefix.
+        """
+        out: list[StoredObject] = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                out.append(StoredObject(obj["Key"], int(obj["Size"]), obj["LastModified"]))
+        return out
+
+    def delete_keys(self, bucket: str, keys: list[str]) -> None:
+        """Delete objects, 1000 per request; raise if S3 reports any error.
+
+        :param bucket: bucket.
+        :param keys: keys.
+        """
+        for i in range(0, len(keys), 1000):
+            batch = [{"Key": k} for k in keys[i : i + 1000]]
+            resp = self.client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+            if resp.get("Errors"):
+                raise RuntimeError(f"S3 refused to delete some objects: {resp['Errors'][:5]}")
+
+    def check_writable(self, bucket: str, probe_key: str) -> None:
+        """Prove the bucket exists and accepts writes and deletes (a tiny probe object, removed).
+
+        :param bucket: bucket.
+        :param probe_key: where to put the probe.
+        """
+        try:
+            self.client.put_object(
+                Bucket=bucket, Key=probe_key, Body=b"hcp-etcd probe", **self.sse_args(None)
+            )
+            self.client.delete_object(Bucket=bucket, Key=probe_key)
+        except ClientError as err:
+            code = err.response.get("Error", {}).get("Code", "?")
+            raise RuntimeError(
+                f"bucket {bucket!r} is not writable by this connection ({code}): check the bucket name, "
+                "its policy and the credentials of the AWS connection"
+            ) from err
+
+    def presign_get(self, bucket: str, key: str, expires_in: int = 3600) -> str:
+        """A SigV4 presigned GET URL (at most 7 days); raises instead of returning None.
+
+        :param bucket: bucket.
+        :param key: key.
+        :param expires_in: seconds.
+        """
+        if not 1 <= expires_in <= 7 * 24 * 3600:
+            raise ValueError("SigV4 presigned URLs live between 1 second and 7 days")
+        url = self.generate_presigned_url("get_object", {"Bucket": bucket, "Key": key}, expires_in)
+        if not url:
+            raise RuntimeError(f"could not presign s3://{bucket}/{key}")
+        return url
+
+    def presign_put(
+        self, bucket: str, key: str, expires_in: int = 3600, kms_key_id: str | None = None
+    ) -> str:
+        """A SigV4 presigned PUT URL: the seam for an upload straight from the pod (``curl -T``).
+
+        :param bucket: bucket.
+        :param key: key.
+        :param expires_in: seconds.
+        :param kms_key_id: SSE-KMS key, else SSE-S3 (the uploader must send the same SSE headers).
+        """
+        params = {"Bucket": bucket, "Key": key, **self.sse_args(kms_key_id)}
+        url = self.generate_presigned_url("put_object", params, expires_in)
+        if not url:
+            raise RuntimeError(f"could not presign an upload to s3://{bucket}/{key}")
+        return url
+
+    def download_to(self, bucket: str, key: str, fileobj: BinaryIO) -> None:
+        """Download an object into a file object (multipart-aware).
+
+        :param bucket: bucket.
+        :param key: key.
+        :param fileobj: destination.
+        """
+        self.client.download_fileobj(bucket, key, fileobj)
+
+    # ---- restore reads (added for the restore DAG) ----------------------------------------------
+
+    def sha256_object(
+        self,
+        bucket: str,
+        key: str,
+        chunk_size: int = 8 * MiB,
+        progress: Callable[[int, float], None] | None = None,
+        progress_every: int = 256 * MiB,
+    ) -> tuple[int, str] | None:
+        """Stream an object through SHA-256 in constant memory; ``(size, hex digest)``, None if absent.
+
+        :param bucket: bucket.
+        :param key: key.
+        :param chunk_size: bytes per read.
+        :param progress: called with (bytes, seconds) every ``progress_every`` bytes.
+        :param progress_every: bytes between progress calls.
+        """
+        try:
+            body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        reader = HashingReader(body, progress, progress_every)
+        try:
+            while reader.read(chunk_size):
+                pass
+        finally:
+            body.close()
+        return reader.size, reader.sha256
+
+    def get_small_object(self, bucket: str, key: str, max_bytes: int) -> bytes | None:
+        """Read a small object whole (an escrowed key); None if absent, error if larger than ``max_bytes``.
+
+        :param bucket: bucket.
+        :param key: key.
+        :param max_bytes: the most it may hold.
+        """
+        try:
+            resp = self.client.get_object(Bucket=bucket, Key=key)
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        if int(resp.get("ContentLength", 0)) > max_bytes:
+            resp["Body"].close()
+            raise ValueError(f"s3://{bucket}/{key} is larger than {max_bytes} bytes")
+        return resp["Body"].read(max_bytes + 1)

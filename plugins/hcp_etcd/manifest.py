@@ -1,0 +1,180 @@
+"""``manifest.json``: building and validating (pure). A backup without a valid manifest does not exist."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+SCHEMA_VERSION = 1
+MODES = ("quiesced", "online")
+
+
+class ManifestError(ValueError):
+    """A manifest that is not one of ours or is incomplete."""
+
+
+# Required fields as dotted paths with their types: the contract with the restore DAG.
+_REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "schema_version": int,
+    "hosted_cluster.namespace": str,
+    "hosted_cluster.name": str,
+    "created_at": str,
+    "mode": str,
+    "snapshot.bucket": str,
+    "snapshot.key": str,
+    "snapshot.size_bytes": int,
+    "snapshot.sha256": str,
+    "etcd.revision": int,
+    "etcd.hash": int,
+    "etcd.total_keys": int,
+    "etcd.version": str,
+    "etcd.members": list,
+    "etcd.key_counts": dict,
+    "encryption_key.location": str,
+    "encryption_key.sha256": str,
+    "api_downtime_seconds": (int, float, type(None)),
+    "airflow.dag_id": str,
+    "airflow.run_id": str,
+}
+
+
+def _get(data: dict[str, Any], dotted: str) -> Any:
+    cur: Any = data
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            raise KeyError(dotted)
+        cur = cur[part]
+    return cur
+
+
+def build_manifest(
+    *,
+    namespace: str,
+    name: str,
+    created_at: str,
+    mode: str,
+    bucket: str,
+    snapshot_key: str,
+    size_bytes: int,
+    sha256: str,
+    canonical_member: str,
+    revision: int,
+    etcd_hash: int,
+    total_keys: int,
+    total_size: int,
+    etcd_version: str,
+    members: list[dict[str, Any]],
+    key_counts: dict[str, int],
+    key_location: str,
+    key_sha256: str,
+    backup_key_location: str | None,
+    backup_key_sha256: str | None,
+    api_downtime_seconds: float | None,
+    dag_id: str,
+    run_id: str,
+    sse: str,
+) -> dict[str, Any]:
+    """Assemble a manifest and validate it.
+
+    :param namespace: HostedCluster namespace.
+    :param name: HostedCluster name.
+    :param created_at: RFC3339 time of the snapshot.
+    :param mode: ``quiesced`` or ``online``.
+    :param bucket: the bucket of the snapshot.
+    :param snapshot_key: S3 key of the snapshot.
+    :param size_bytes: snapshot size.
+    :param sha256: hex SHA-256 of the snapshot object.
+    :param canonical_member: the pod whose snapshot was uploaded.
+    :param revision: revision of the uploaded snapshot.
+    :param etcd_hash: hash of the uploaded snapshot (``snapshot status``).
+    :param total_keys: total keys of the uploaded snapshot.
+    :param total_size: backend size of the uploaded snapshot.
+    :param etcd_version: etcd server version.
+    :param members: per member: pod, revision, hash.
+    :param key_counts: keys per ``/kubernetes.io/<resource>/`` at ``revision``.
+    :param key_location: ``s3://`` URL of the escrowed key.
+    :param key_sha256: fingerprint of the key (never the key).
+    :param backup_key_location: location of ``aescbc.backupKey`` if one is set.
+    :param backup_key_sha256: its fingerprint.
+    :param api_downtime_seconds: scale-down start to API servers available (None in online mode).
+    :param dag_id: Airflow DAG id.
+    :param run_id: Airflow run id.
+    :param sse: server-side encryption used (``aws:kms`` or ``AES256``).
+    """
+    manifest: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "hcp-etcd-backup",
+        "hosted_cluster": {"namespace": namespace, "name": name},
+        "created_at": created_at,
+        "mode": mode,
+        "snapshot": {
+            "bucket": bucket,
+            "key": snapshot_key,
+            "size_bytes": size_bytes,
+            "sha256": sha256,
+            "member": canonical_member,
+            "format": "etcd-snapshot-raw",
+            "sse": sse,
+        },
+        "etcd": {
+            "revision": revision,
+            "hash": etcd_hash,
+            "total_keys": total_keys,
+            "total_size": total_size,
+            "version": etcd_version,
+            "members": members,
+            "key_counts": key_counts,
+        },
+        "encryption_key": {"location": key_location, "sha256": key_sha256},
+        "api_downtime_seconds": api_downtime_seconds,
+        "airflow": {"dag_id": dag_id, "run_id": run_id},
+    }
+    if backup_key_location:
+        manifest["encryption_key"]["backup_key"] = {
+            "location": backup_key_location,
+            "sha256": backup_key_sha256,
+        }
+    validate_manifest(manifest)
+    return manifest
+
+
+def validate_manifest(data: Any) -> dict[str, Any]:
+    """Raise ``ManifestError`` unless ``data`` is a complete manifest of a supported schema.
+
+    :param data: the parsed JSON.
+    """
+    if not isinstance(data, dict):
+        raise ManifestError("manifest is not a JSON object")
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise ManifestError(f"unsupported manifest schema_version {data.get('schema_version')!r}")
+    for path, kind in _REQUIRED.items():
+        try:
+            value = _get(data, path)
+        except KeyError:
+            raise ManifestError(f"manifest lacks {path}") from None
+        # bool is an int in Python: never accept it for counts.
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+            raise ManifestError(f"manifest field {path} has type {type(value).__name__}")
+    if data["mode"] not in MODES:
+        raise ManifestError(f"manifest mode {data['mode']!r} is not one of {MODES}")
+    for path in ("snapshot.sha256", "encryption_key.sha256"):
+        if not re.fullmatch(r"[0-9a-f]{64}", _get(data, path)):
+            raise ManifestError(f"manifest field {path} is not a hex SHA-256")
+    if not data["snapshot"]["key"].endswith("/snapshot.db"):
+        raise ManifestError("manifest snapshot.key does not name a snapshot.db")
+    for member in data["etcd"]["members"]:
+        if not isinstance(member, dict) or not {"pod", "revision", "hash"} <= member.keys():
+            raise ManifestError("manifest etcd.members entries need pod, revision and hash")
+    return data
+
+
+def referenced_key_objects(manifest: dict[str, Any]) -> set[str]:
+    """``s3://`` locations of key objects a manifest refers to.
+
+    :param manifest: a valid manifest.
+    """
+    refs = {manifest["encryption_key"]["location"]}
+    backup = manifest["encryption_key"].get("backup_key")
+    if isinstance(backup, dict) and backup.get("location"):
+        refs.add(backup["location"])
+    return refs

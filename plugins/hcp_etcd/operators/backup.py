@@ -1,0 +1,758 @@
+"""The steps of a backup of one HostedCluster (DESIGN §4, issue 4), one operator each."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.log import mask_secret
+from kubernetes.client.rest import ApiException
+
+from hcp_etcd import etcd
+from hcp_etcd.conditions import unmet_conditions
+from hcp_etcd.hooks.hosted_cluster import ETCD_CONTAINER
+from hcp_etcd.naming import (
+    API_SERVER_DEPLOYMENTS,
+    LOCK_ANNOTATION,
+    ORIGINAL_REPLICAS_ANNOTATION,
+    PREVIOUS_PAUSE_ANNOTATION,
+    ClusterRef,
+    encryption_key_key,
+    format_backup_ts,
+    rfc3339,
+    validate_prefix,
+)
+from hcp_etcd.operators.base import HostedClusterOperator, StoreOperator, deadline, utcnow
+from hcp_etcd.patches import merge_patch_revert
+from hcp_etcd.state import (
+    BackupLock,
+    OriginalReplicas,
+    check_lock,
+    paused_by_someone_else,
+    previous_pause_annotation,
+    read_previous_pause,
+)
+from hcp_etcd.triggers.wait import HostedClusterWaitTrigger
+
+MODES = ("quiesced", "online")
+# Replica counts HyperShift uses per availability policy: the fallback when a retry finds 0.
+DEFAULT_REPLICAS = {"HighlyAvailable": 3, "SingleReplica": 1}
+
+
+def _mode(value: str) -> str:
+    if value not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {value!r}")
+    return value
+
+
+def encryption_secret_names(hc: dict[str, Any]) -> tuple[str, str | None]:
+    """Names of the active (and backup) AES-CBC key Secrets of a HostedCluster.
+
+    :param hc: the HostedCluster.
+    """
+    enc = (hc.get("spec") or {}).get("secretEncryption") or {}
+    aescbc = enc.get("aescbc") or {}
+    active = (aescbc.get("activeKey") or {}).get("name")
+    if enc.get("type", "aescbc") != "aescbc" or not active:
+        raise RuntimeError(
+            f"HostedCluster {hc['metadata']['namespace']}/{hc['metadata']['name']} has no "
+            f"spec.secretEncryption.aescbc.activeKey (type {enc.get('type')!r}); only AES-CBC key "
+            "escrow is supported: a restore without the key cannot read the secrets in etcd"
+        )
+    backup = (aescbc.get("backupKey") or {}).get("name")
+    return active, backup
+
+
+def _annotations(hc: dict[str, Any]) -> dict[str, str]:
+    return dict((hc.get("metadata") or {}).get("annotations") or {})
+
+
+class BackupPreflightOperator(StoreOperator):
+    """Check that a backup can run, before anything changes.
+
+    Checks: the cluster exists; its encryption key Secret has ``key``; no other run holds the lock;
+    (quiesced) nobody else paused it and the API-server Deployments exist; every etcd member is
+    running, has a leader, reports no alarm, and has room on its volume for a snapshot; the bucket
+    takes writes (a probe object, deleted at once; read-only ``head`` when ``dry_run``).
+
+    :param mode: ``quiesced`` or ``online``. (templated)
+    :param dry_run: skip everything downstream once the checks passed. (templated)
+    :param snapshot_path: where snapshots are written in the etcd container.
+    :param space_factor: free space required, as a multiple of the member's db size.
+    """
+
+    template_fields: tuple[str, ...] = (*StoreOperator.template_fields, "mode", "dry_run")
+
+    def __init__(
+        self,
+        *,
+        mode: str = "quiesced",
+        dry_run: bool | str = False,
+        snapshot_path: str = etcd.DEFAULT_SNAPSHOT_PATH,
+        space_factor: float = 1.2,
+        **kwargs: Any,
+    ) -> None:
+        """See the class docstring."""
+        super().__init__(**kwargs)
+        self.mode = mode
+        self.dry_run = dry_run
+        self.snapshot_path = snapshot_path
+        self.space_factor = space_factor
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Run the checks; raise with what to do on the first failure."""
+        ref, mode = self.ref, _mode(str(self.mode))
+        validate_prefix(str(self.prefix))
+        if not self.bucket:
+            raise RuntimeError(
+                "no bucket given: set the bucket Param or HCP_ETCD_BUCKET in the Airflow environment"
+            )
+        try:
+            hc = self.k8s.get_hosted_cluster(ref)
+        except ApiException as err:
+            if err.status == 404:
+                raise RuntimeError(f"HostedCluster {ref} does not exist") from err
+            raise
+        annotations = _annotations(hc)
+        check_lock(annotations, self.run_id(context), utcnow(), str(ref))
+        if mode == "quiesced" and paused_by_someone_else(
+            hc.get("spec") or {}, annotations, self.run_id(context)
+        ):
+            raise RuntimeError(
+                f"HostedCluster {ref} is already paused (spec.pausedUntil={hc['spec']['pausedUntil']!r}) by "
+                "someone else: a quiesced backup would unpause it at the end. Unpause it first, or run "
+                "with mode=online."
+            )
+        active, backup = encryption_secret_names(hc)
+        for secret in filter(None, (active, backup)):
+            try:
+                data = self.k8s.read_secret_data(ref.namespace, secret)
+            except ApiException as err:
+                raise RuntimeError(
+                    f"encryption key Secret {ref.namespace}/{secret} of {ref} is unreadable: "
+                    f"{err.status} {err.reason}"
+                ) from err
+            if not data.get("key"):
+                raise RuntimeError(f"Secret {ref.namespace}/{secret} of {ref} has no data.key")
+            mask_secret(data["key"])
+            del data
+        ns = ref.control_plane_namespace
+        if mode == "quiesced":
+            for dep in API_SERVER_DEPLOYMENTS:
+                try:
+                    self.k8s.get_deployment_replicas(ns, dep)
+                except ApiException as err:
+                    raise RuntimeError(
+                        f"Deployment {ns}/{dep} of {ref} is unreadable: {err.status} {err.reason}"
+                    ) from err
+        members = self.k8s.list_etcd_pods(ns)
+        if not members:
+            raise RuntimeError(
+                f"no etcd pods (label app=etcd) in {ns}: is {ref} a hosted cluster with managed etcd?"
+            )
+        for pod in members:
+            self._check_member(ns, pod, ref)
+        if self.dry_run in (True, "True", "true"):
+            self.s3.client.head_bucket(Bucket=str(self.bucket))
+        else:
+            probe = f"{str(self.prefix).strip('/')}/.probe/{ref.namespace}/{ref.name}/{self.run_id(context)}"
+            self.s3.check_writable(str(self.bucket), probe.replace(":", "_").replace("+", "_"))
+        self.log.info("preflight of %s passed: members %s, mode %s", ref, members, mode)
+        if self.dry_run in (True, "True", "true"):
+            raise AirflowSkipException(f"dry run: preflight of {ref} passed; nothing was changed")
+        return {"cluster": str(ref), "control_plane_namespace": ns, "members": members, "mode": mode}
+
+    def _check_member(self, ns: str, pod: str, ref: ClusterRef) -> None:
+        if not self.k8s.pod_is_running(ns, pod, ETCD_CONTAINER):
+            raise RuntimeError(f"etcd member {ns}/{pod} of {ref} is not running: fix etcd before backing up")
+        status = etcd.parse_endpoint_status(
+            self.k8s.exec_command(ns, pod, etcd.endpoint_status_command(), timeout=60).stdout
+        )
+        if not status.has_leader or status.errors:
+            raise RuntimeError(
+                f"etcd member {ns}/{pod} of {ref} is unhealthy "
+                f"(leader={status.leader}, errors={status.errors})"
+            )
+        free = etcd.parse_df_available_bytes(
+            self.k8s.exec_command(ns, pod, etcd.free_bytes_command(), timeout=60).stdout
+        )
+        need = int(status.db_size * self.space_factor) + 16 * 1024 * 1024
+        if free < need:
+            raise RuntimeError(
+                f"etcd member {ns}/{pod} of {ref} has {free // 2**20} MiB free on {etcd.DATA_VOLUME}, "
+                f"a snapshot "
+                f"needs about {need // 2**20} MiB (db size {status.db_size // 2**20} MiB): grow PVC "
+                f"data-{pod} or defragment etcd first"
+            )
+        self.log.info(
+            "member %s: etcd %s, revision %s, db %s bytes, %s bytes free",
+            pod,
+            status.version,
+            status.revision,
+            status.db_size,
+            free,
+        )
+
+
+class PauseReconciliationOperator(HostedClusterOperator):
+    """Take the backup lock and (quiesced) pause reconciliation until a deadline, atomically.
+
+    One conditional merge patch (``resourceVersion``) sets the lock annotation, records the previous
+    ``spec.pausedUntil`` and sets ``pausedUntil`` to now + ``pause_deadline_minutes``: the deadline
+    is a dead-man's switch, HyperShift resumes by itself if Airflow dies. If the pause is not seen
+    (``ReconciliationActive`` not False) in time, the patch is undone before failing, because the
+    unpause teardown is skipped when this setup fails.
+
+    :param mode: ``quiesced`` or ``online`` (online only takes the lock). (templated)
+    :param pause_deadline_minutes: the dead-man's switch. (templated)
+    :param confirm_timeout: seconds to wait for ReconciliationActive=False.
+    :return: ``{"previous_paused_until", "paused_until", "lock_expires_at"}``.
+    """
+
+    template_fields: tuple[str, ...] = (
+        *HostedClusterOperator.template_fields,
+        "mode",
+        "pause_deadline_minutes",
+    )
+
+    def __init__(
+        self,
+        *,
+        mode: str = "quiesced",
+        pause_deadline_minutes: int | str = 60,
+        confirm_timeout: float = 120,
+        **kwargs: Any,
+    ) -> None:
+        """See the class docstring."""
+        super().__init__(**kwargs)
+        self.mode = mode
+        self.pause_deadline_minutes = pause_deadline_minutes
+        self.confirm_timeout = confirm_timeout
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Lock (and pause) in one conditional patch, then confirm."""
+        ref, mode, run_id = self.ref, _mode(str(self.mode)), self.run_id(context)
+        until = deadline(self.pause_deadline_minutes)
+        hc = self.k8s.get_hosted_cluster(ref)
+        annotations = _annotations(hc)
+        state = check_lock(annotations, run_id, utcnow(), str(ref))
+        if state == "expired":
+            self.log.warning("taking over the expired lock of %s: %s", ref, annotations.get(LOCK_ANNOTATION))
+        recorded, previous = read_previous_pause(annotations, run_id)
+        if not recorded:
+            # A retry of this run must not record its own pause as "previous".
+            previous = (hc.get("spec") or {}).get("pausedUntil")
+        lock = BackupLock(run_id, self.dag_id, until)
+        patch: dict[str, Any] = {"metadata": {"annotations": {LOCK_ANNOTATION: lock.to_annotation()}}}
+        if mode == "quiesced":
+            patch["metadata"]["annotations"][PREVIOUS_PAUSE_ANNOTATION] = previous_pause_annotation(
+                run_id, previous
+            )
+            patch["spec"] = {"pausedUntil": rfc3339(until)}
+        try:
+            self.k8s.patch_hosted_cluster_if_unchanged(ref, patch, hc["metadata"]["resourceVersion"])
+        except ApiException as err:
+            if err.status == 409:
+                raise RuntimeError(
+                    f"HostedCluster {ref} changed while taking the backup lock (another run?); "
+                    "the task retry will re-check the lock"
+                ) from err
+            raise
+        self.log.info(
+            "lock on %s taken until %s%s",
+            ref,
+            rfc3339(until),
+            f"; reconciliation paused (was {previous!r})" if mode == "quiesced" else "",
+        )
+        if mode == "quiesced":
+            try:
+                self._confirm_paused(ref)
+            except Exception:
+                self._undo(ref, run_id, previous)
+                raise
+        return {
+            "previous_paused_until": previous,
+            "paused_until": rfc3339(until),
+            "lock_expires_at": rfc3339(until),
+        }
+
+    def _confirm_paused(self, ref: ClusterRef) -> None:
+        # Short and synchronous on purpose: HyperShift flips the condition within a reconcile loop.
+        import time
+
+        end = time.monotonic() + self.confirm_timeout
+        while True:
+            unmet = unmet_conditions(self.k8s.get_hosted_cluster(ref), {"ReconciliationActive": "False"})
+            if not unmet:
+                return
+            if time.monotonic() > end:
+                raise RuntimeError(
+                    f"HostedCluster {ref} still reconciles after pausing ({'; '.join(unmet)}): "
+                    "is the HyperShift operator running?"
+                )
+            time.sleep(2)
+
+    def _undo(self, ref: ClusterRef, run_id: str, previous: str | None) -> None:
+        self.log.warning("undoing the pause of %s before failing", ref)
+        self.k8s.patch_hosted_cluster(
+            ref,
+            {
+                "spec": {"pausedUntil": previous},
+                "metadata": {"annotations": {LOCK_ANNOTATION: None, PREVIOUS_PAUSE_ANNOTATION: None}},
+            },
+        )
+
+
+class QuiesceApiServersOperator(HostedClusterOperator):
+    """Stop every etcd writer: scale the API-server Deployments to 0 and wait until their pods are gone.
+
+    The replicas found are written to the HostedCluster (annotation) before the first scale-down;
+    a retry reads them back, so it never records 0. If scaling or waiting fails, the Deployments
+    are scaled back before failing (the resume teardown is skipped when this setup fails).
+
+    :param mode: ``quiesced`` or ``online`` (online does nothing). (templated)
+    :param deployments: the Deployments to stop.
+    :param timeout: seconds to wait for the pods to go.
+    :return: ``{"replicas", "scaled_down_at"}``.
+    """
+
+    template_fields: tuple[str, ...] = (*HostedClusterOperator.template_fields, "mode")
+
+    def __init__(
+        self,
+        *,
+        mode: str = "quiesced",
+        deployments: tuple[str, ...] = API_SERVER_DEPLOYMENTS,
+        timeout: float = 600,
+        **kwargs: Any,
+    ) -> None:
+        """See the class docstring."""
+        super().__init__(**kwargs)
+        self.mode = mode
+        self.deployments = deployments
+        self.timeout = timeout
+
+    def execute(self, context: Context) -> dict[str, Any] | None:
+        """Record, scale down, defer until the pods are gone."""
+        if _mode(str(self.mode)) == "online":
+            self.log.info("online mode: API servers keep running")
+            return None
+        ref, run_id = self.ref, self.run_id(context)
+        ns = ref.control_plane_namespace
+        hc = self.k8s.get_hosted_cluster(ref)
+        record = OriginalReplicas.from_annotations(_annotations(hc), run_id)
+        if record is None:
+            record = OriginalReplicas(run_id, self._current_replicas(hc, ns), utcnow())
+            self.k8s.patch_hosted_cluster(
+                ref, {"metadata": {"annotations": {ORIGINAL_REPLICAS_ANNOTATION: record.to_annotation()}}}
+            )
+            self.log.info("recorded original replicas of %s: %s", ref, record.replicas)
+        else:
+            self.log.info("retry: original replicas of %s recorded earlier: %s", ref, record.replicas)
+        selectors = []
+        try:
+            for dep in self.deployments:
+                selectors.append(self.k8s.get_deployment_selector(ns, dep))
+                self.k8s.scale_deployment(ns, dep, 0)
+                self.log.info("scaled %s/%s to 0", ns, dep)
+        except Exception:
+            self._undo(ref, record)
+            raise
+        trigger = HostedClusterWaitTrigger(
+            check="pods_gone",
+            namespace=ns,
+            label_selectors=selectors,
+            kubernetes_conn_id=self.kubernetes_conn_id,
+            timeout=self.timeout,
+        )
+        return self.wait(trigger, "execute_complete", context)
+
+    def _current_replicas(self, hc: dict[str, Any], ns: str) -> dict[str, int]:
+        policy = (hc.get("spec") or {}).get("controllerAvailabilityPolicy", "HighlyAvailable")
+        fallback = DEFAULT_REPLICAS.get(policy, 1)
+        replicas = {}
+        for dep in self.deployments:
+            want, _ = self.k8s.get_deployment_replicas(ns, dep)
+            if want == 0:
+                # Someone (a dead run?) left it at 0: record what HyperShift would run, never 0.
+                self.log.warning("%s/%s is at 0 replicas; recording %s (%s)", ns, dep, fallback, policy)
+                want = fallback
+            replicas[dep] = want
+        return replicas
+
+    def _undo(self, ref: ClusterRef, record: OriginalReplicas) -> None:
+        self.log.warning("undoing the scale-down of %s before failing", ref)
+        for dep, n in record.replicas.items():
+            self.k8s.scale_deployment(ref.control_plane_namespace, dep, n)
+        self.k8s.patch_hosted_cluster(
+            ref, {"metadata": {"annotations": {ORIGINAL_REPLICAS_ANNOTATION: None}}}
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Resume after the wait; undo and fail on timeout."""
+        ref = self.ref
+        record = OriginalReplicas.from_annotations(
+            _annotations(self.k8s.get_hosted_cluster(ref)), self.run_id(context)
+        )
+        if event.get("status") != "success":
+            if record:
+                self._undo(ref, record)
+            raise RuntimeError(
+                f"API servers of {ref} did not stop within {self.timeout:.0f}s: {event.get('message')}"
+            )
+        if record is None:
+            raise RuntimeError(f"the original-replicas annotation of {ref} vanished during the quiesce")
+        self.log.info("API servers of %s stopped after %.1fs", ref, event.get("elapsed", 0))
+        return {"replicas": record.replicas, "scaled_down_at": rfc3339(record.scaled_down_at)}
+
+
+class ResumeApiServersOperator(HostedClusterOperator):
+    """Scale the API servers back to the recorded replicas and wait until they are ready.
+
+    The teardown of the quiesce, right after the snapshot: the API downtime is that window only.
+
+    :param mode: ``quiesced`` or ``online`` (online does nothing). (templated)
+    :param timeout: seconds to wait for the Deployments to be ready.
+    :return: ``{"api_available_at", "api_downtime_seconds"}``.
+    """
+
+    template_fields: tuple[str, ...] = (*HostedClusterOperator.template_fields, "mode")
+
+    def __init__(self, *, mode: str = "quiesced", timeout: float = 900, **kwargs: Any) -> None:
+        """See the class docstring."""
+        super().__init__(**kwargs)
+        self.mode = mode
+        self.timeout = timeout
+
+    def execute(self, context: Context) -> dict[str, Any] | None:
+        """Scale back, defer until ready."""
+        if _mode(str(self.mode)) == "online":
+            return {"api_available_at": None, "api_downtime_seconds": None}
+        ref = self.ref
+        record = OriginalReplicas.from_annotations(
+            _annotations(self.k8s.get_hosted_cluster(ref)), self.run_id(context)
+        )
+        if record is None:
+            self.log.warning("no original replicas recorded by this run on %s: nothing to resume", ref)
+            return {"api_available_at": None, "api_downtime_seconds": None}
+        for dep, n in record.replicas.items():
+            self.k8s.scale_deployment(ref.control_plane_namespace, dep, n)
+            self.log.info("scaled %s/%s back to %s", ref.control_plane_namespace, dep, n)
+        trigger = HostedClusterWaitTrigger(
+            check="deployments_ready",
+            namespace=ref.control_plane_namespace,
+            deployments=list(record.replicas),
+            kubernetes_conn_id=self.kubernetes_conn_id,
+            timeout=self.timeout,
+        )
+        return self.wait(trigger, "execute_complete", context)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Measure the downtime, drop the annotation."""
+        ref = self.ref
+        if event.get("status") != "success":
+            raise RuntimeError(
+                f"API servers of {ref} not ready {self.timeout:.0f}s after scaling back: "
+                f"{event.get('message')}. HyperShift restores them at the latest when the "
+                "pause deadline passes; check the Deployments in "
+                f"{ref.control_plane_namespace}"
+            )
+        now = utcnow()
+        record = OriginalReplicas.from_annotations(
+            _annotations(self.k8s.get_hosted_cluster(ref)), self.run_id(context)
+        )
+        downtime = (now - record.scaled_down_at).total_seconds() if record else None
+        self.k8s.patch_hosted_cluster(
+            ref, {"metadata": {"annotations": {ORIGINAL_REPLICAS_ANNOTATION: None}}}
+        )
+        self.log.info("API servers of %s ready again; downtime %.1fs", ref, downtime or 0)
+        return {"api_available_at": rfc3339(now), "api_downtime_seconds": downtime}
+
+
+class SnapshotMembersOperator(HostedClusterOperator):
+    """``etcdctl snapshot save`` in every etcd member (the seed's command), one after the other.
+
+    :param snapshot_path: the file in the etcd container (on the etcd volume).
+    :param timeout: seconds per member.
+    :return: ``{"ts", "created_at", "members"}``.
+    """
+
+    def __init__(
+        self, *, snapshot_path: str = etcd.DEFAULT_SNAPSHOT_PATH, timeout: float = 1800, **kwargs: Any
+    ) -> None:
+        """See the class docstring."""
+        super().__init__(**kwargs)
+        self.snapshot_path = snapshot_path
+        self.timeout = timeout
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Snapshot each member (a retry overwrites: idempotent)."""
+        ref = self.ref
+        ns = ref.control_plane_namespace
+        started = utcnow()
+        members = self.k8s.list_etcd_pods(ns)
+        for pod in members:
+            self.k8s.exec_command(ns, pod, etcd.remove_command(self.snapshot_path), timeout=60)
+            self.k8s.exec_command(
+                ns,
+                pod,
+                etcd.snapshot_save_command(self.snapshot_path),
+                timeout=self.timeout,
+                on_stdout_line=self.log_line(pod),
+                on_stderr=self.log_line(pod),
+            )
+            self.log.info("snapshot of member %s/%s written to %s", ns, pod, self.snapshot_path)
+        return {"ts": format_backup_ts(started), "created_at": rfc3339(started), "members": members}
+
+
+class VerifySnapshotsOperator(HostedClusterOperator):
+    """``snapshot status`` of every member's snapshot; quiesced: all must agree on revision and hash.
+
+    Also counts the keys per ``/kubernetes.io/<resource>/`` at the snapshot's revision (for the
+    restore verification) and reads the etcd version.
+
+    :param mode: ``quiesced`` or ``online``. (templated)
+    :param snapshot_path: the file in the etcd container.
+    :return: ``{"members", "canonical", "status", "etcd_version", "key_counts"}``.
+    """
+
+    template_fields: tuple[str, ...] = (*HostedClusterOperator.template_fields, "mode")
+
+    def __init__(
+        self, *, mode: str = "quiesced", snapshot_path: str = etcd.DEFAULT_SNAPSHOT_PATH, **kwargs: Any
+    ) -> None:
+        """See the class docstring."""
+        super().__init__(**kwargs)
+        self.mode = mode
+        self.snapshot_path = snapshot_path
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Status, compare, count."""
+        ref, mode = self.ref, _mode(str(self.mode))
+        ns = ref.control_plane_namespace
+        snaps = []
+        for pod in self.k8s.list_etcd_pods(ns):
+            out = self.k8s.exec_command(
+                ns, pod, etcd.snapshot_status_command(self.snapshot_path), timeout=300
+            )
+            status = etcd.parse_snapshot_status(out.stdout)
+            self.log.info(
+                "member %s: revision %s hash %s keys %s size %s",
+                pod,
+                status.revision,
+                status.hash,
+                status.total_keys,
+                status.total_size,
+            )
+            snaps.append(etcd.MemberSnapshot(pod, status))
+        if mode == "quiesced":
+            etcd.check_members_agree(snaps)
+        canonical = etcd.choose_canonical(snaps)
+        version = etcd.parse_endpoint_status(
+            self.k8s.exec_command(ns, canonical.pod, etcd.endpoint_status_command(), timeout=60).stdout
+        ).version
+        counter = etcd.KeyCounter()
+        self.k8s.exec_command(
+            ns,
+            canonical.pod,
+            etcd.keys_at_revision_command(canonical.status.revision),
+            timeout=600,
+            on_stdout_line=lambda line: counter.feed([line]),
+        )
+        self.log.info(
+            "canonical snapshot: %s (revision %s); %s keys under %s: %s",
+            canonical.pod,
+            canonical.status.revision,
+            counter.total,
+            etcd.RESOURCE_PREFIX,
+            counter.counts,
+        )
+        return {
+            "members": [{"pod": s.pod, **s.status.as_dict()} for s in snaps],
+            "canonical": canonical.pod,
+            "status": canonical.status.as_dict(),
+            "etcd_version": version,
+            "key_counts": dict(sorted(counter.counts.items())),
+        }
+
+
+class EscrowEncryptionKeyOperator(StoreOperator):
+    """Copy the etcd encryption key(s) into S3, in this one task: the key never leaves it.
+
+    Reads ``spec.secretEncryption.aescbc.activeKey`` (and ``backupKey``) Secrets' ``data.key`` and
+    writes the raw bytes to ``{key_prefix}/{ns}/{name}/{sha256}.key`` with SSE (content-addressed:
+    unchanged keys share one object). Returns only locations and fingerprints.
+
+    :param key_bucket: bucket for keys (default: ``bucket``), separately permissionable. (templated)
+    :param key_prefix: prefix for keys. (templated)
+    :return: ``{"location", "sha256", "backup_key": {...} | None}``.
+    """
+
+    template_fields: tuple[str, ...] = (*StoreOperator.template_fields, "key_bucket", "key_prefix")
+
+    def __init__(
+        self, *, key_prefix: str = "hcp-etcd-keys", key_bucket: str | None = None, **kwargs: Any
+    ) -> None:
+        """See the class docstring."""
+        super().__init__(**kwargs)
+        self.key_prefix = key_prefix
+        self.key_bucket = key_bucket
+
+    def _escrow(self, ref: ClusterRef, secret: str) -> dict[str, str]:
+        data = self.k8s.read_secret_data(ref.namespace, secret)
+        encoded = data.get("key")
+        if not encoded:
+            raise RuntimeError(f"Secret {ref.namespace}/{secret} of {ref} has no data.key")
+        mask_secret(encoded)
+        raw = base64.b64decode(encoded)
+        fingerprint = hashlib.sha256(raw).hexdigest()
+        bucket = str(self.key_bucket or self.bucket)
+        key = encryption_key_key(validate_prefix(str(self.key_prefix)), ref, fingerprint)
+        if self.s3.object_size(bucket, key) != len(raw):
+            self.s3.put_bytes(raw, bucket, key, self.kms)
+        del raw, encoded, data
+        self.log.info(
+            "encryption key of %s (Secret %s, sha256 %s) escrowed to s3://%s/%s",
+            ref,
+            secret,
+            fingerprint,
+            bucket,
+            key,
+        )
+        return {"location": f"s3://{bucket}/{key}", "sha256": fingerprint}
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Escrow the active key, and the backup key if set."""
+        ref = self.ref
+        active, backup = encryption_secret_names(self.k8s.get_hosted_cluster(ref))
+        result: dict[str, Any] = self._escrow(ref, active)
+        result["backup_key"] = self._escrow(ref, backup) if backup else None
+        return result
+
+
+class CleanupSnapshotsOperator(HostedClusterOperator):
+    """Delete the snapshot files from every etcd pod (teardown; idempotent; fails if any remains).
+
+    :param snapshot_path: the file in the etcd container.
+    """
+
+    def __init__(self, *, snapshot_path: str = etcd.DEFAULT_SNAPSHOT_PATH, **kwargs: Any) -> None:
+        """See the class docstring."""
+        super().__init__(**kwargs)
+        self.snapshot_path = snapshot_path
+
+    def execute(self, context: Context) -> None:
+        """``rm -f`` in every member; keep going on errors, raise at the end."""
+        ref = self.ref
+        ns = ref.control_plane_namespace
+        failed = []
+        for pod in self.k8s.list_etcd_pods(ns):
+            try:
+                self.k8s.exec_command(ns, pod, etcd.remove_command(self.snapshot_path), timeout=60)
+                self.log.info("removed %s from %s/%s", self.snapshot_path, ns, pod)
+            except Exception as err:
+                failed.append(f"{pod}: {err}")
+        if failed:
+            raise RuntimeError(
+                f"snapshot files left in etcd pods of {ref} (remove them by hand, they use the "
+                f"etcd volume): {'; '.join(failed)}"
+            )
+
+
+class UnpauseReconciliationOperator(HostedClusterOperator):
+    """Put ``spec.pausedUntil`` back to what it was (``null`` normally) and release the lock.
+
+    The teardown of the pause. Only touches a cluster whose lock or pause record is this run's.
+
+    :param mode: ``quiesced`` or ``online``. (templated)
+    :return: the merge patch that was applied.
+    """
+
+    template_fields: tuple[str, ...] = (*HostedClusterOperator.template_fields, "mode")
+
+    def __init__(self, *, mode: str = "quiesced", **kwargs: Any) -> None:
+        """See the class docstring."""
+        super().__init__(**kwargs)
+        self.mode = mode
+
+    def execute(self, context: Context) -> dict[str, Any] | None:
+        """Restore and release."""
+        ref, run_id = self.ref, self.run_id(context)
+        hc = self.k8s.get_hosted_cluster(ref)
+        annotations = _annotations(hc)
+        lock = BackupLock.from_annotations(annotations)
+        recorded, previous = read_previous_pause(annotations, run_id)
+        ours = lock is not None and lock.run_id == run_id
+        if not ours and not recorded:
+            self.log.warning(
+                "%s holds no lock or pause of run %s (lock: %s): leaving it alone",
+                ref,
+                run_id,
+                annotations.get(LOCK_ANNOTATION),
+            )
+            return None
+        patch: dict[str, Any] = {"metadata": {"annotations": {PREVIOUS_PAUSE_ANNOTATION: None}}}
+        if ours:
+            patch["metadata"]["annotations"][LOCK_ANNOTATION] = None
+        if recorded:
+            patch["spec"] = {"pausedUntil": previous}
+        self.log.info("restoring %s: %s (replaced: %s)", ref, patch, merge_patch_revert(hc, patch))
+        self.k8s.patch_hosted_cluster(ref, patch)
+        return patch
+
+
+class WaitHostedClusterAvailableOperator(HostedClusterOperator):
+    """Wait (deferrable) until the HostedCluster is Available (and reconciling, after a quiesced run).
+
+    :param mode: ``quiesced`` or ``online``. (templated)
+    :param timeout: seconds.
+    """
+
+    template_fields: tuple[str, ...] = (*HostedClusterOperator.template_fields, "mode")
+
+    def __init__(self, *, mode: str = "quiesced", timeout: float = 1200, **kwargs: Any) -> None:
+        """See the class docstring."""
+        super().__init__(**kwargs)
+        self.mode = mode
+        self.timeout = timeout
+
+    def execute(self, context: Context) -> Any:
+        """Defer to the trigger."""
+        ref = self.ref
+        wanted = {"Available": "True"}
+        if _mode(str(self.mode)) == "quiesced":
+            wanted["ReconciliationActive"] = "True"
+        trigger = HostedClusterWaitTrigger(
+            check="hosted_cluster_conditions",
+            namespace=ref.namespace,
+            name=ref.name,
+            conditions=wanted,
+            kubernetes_conn_id=self.kubernetes_conn_id,
+            timeout=self.timeout,
+        )
+        return self.wait(trigger, "execute_complete", context)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> None:
+        """Fail with what was missing on timeout."""
+        if event.get("status") != "success":
+            raise RuntimeError(
+                f"HostedCluster {self.ref} not Available within {self.timeout:.0f}s: {event.get('message')}"
+            )
+        self.log.info("HostedCluster %s is Available", self.ref)
+
+
+__all__ = [
+    "BackupPreflightOperator",
+    "CleanupSnapshotsOperator",
+    "EscrowEncryptionKeyOperator",
+    "PauseReconciliationOperator",
+    "QuiesceApiServersOperator",
+    "ResumeApiServersOperator",
+    "SnapshotMembersOperator",
+    "UnpauseReconciliationOperator",
+    "VerifySnapshotsOperator",
+    "WaitHostedClusterAvailableOperator",
+]

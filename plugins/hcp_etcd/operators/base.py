@@ -1,0 +1,154 @@
+"""Shared plumbing of the hcp-etcd operators."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+from airflow.triggers.base import BaseTrigger
+
+from hcp_etcd.hooks.hosted_cluster import HostedClusterHook
+from hcp_etcd.hooks.snapshot_store import SnapshotStoreHook
+from hcp_etcd.naming import ClusterRef
+
+
+def utcnow() -> datetime:
+    """Now, in UTC (one place to patch in tests)."""
+    return datetime.now(UTC)
+
+
+async def _first_event(trigger: BaseTrigger) -> dict[str, Any]:
+    async for event in trigger.run():
+        return event.payload
+    raise RuntimeError(f"{type(trigger).__name__} ended without an event")
+
+
+class HostedClusterOperator(BaseOperator):
+    """Base for operators acting on one HostedCluster.
+
+    :param hosted_cluster: ``namespace/name`` of the HostedCluster. (templated)
+    :param kubernetes_conn_id: Kubernetes connection of the management cluster. (templated)
+    :param deferrable: wait in the triggerer instead of holding a worker slot.
+    """
+
+    template_fields: tuple[str, ...] = ("hosted_cluster", "kubernetes_conn_id")
+    ui_color = "#e8f1fb"
+
+    def __init__(
+        self,
+        *,
+        hosted_cluster: str,
+        kubernetes_conn_id: str = "kubernetes_default",
+        deferrable: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        """See the class docstring.
+
+        :param kwargs: BaseOperator arguments.
+        """
+        super().__init__(**kwargs)
+        self.hosted_cluster = hosted_cluster
+        self.kubernetes_conn_id = kubernetes_conn_id
+        self.deferrable = deferrable
+
+    @property
+    def ref(self) -> ClusterRef:
+        """The validated cluster reference."""
+        return ClusterRef.parse(str(self.hosted_cluster))
+
+    @cached_property
+    def k8s(self) -> HostedClusterHook:
+        """The Kubernetes hook."""
+        return HostedClusterHook(kubernetes_conn_id=self.kubernetes_conn_id)
+
+    @staticmethod
+    def run_id(context: Context) -> str:
+        """The Airflow run id (lock owner, annotation owner).
+
+        :param context: task context.
+        """
+        return str(context["run_id"])
+
+    def log_line(self, prefix: str) -> Callable[[str], None]:
+        """A callback logging each line of a command's output with a prefix.
+
+        :param prefix: e.g. ``etcd-0``.
+        """
+
+        def emit(text: str) -> None:
+            for line in text.rstrip("\n").splitlines():
+                self.log.info("[%s] %s", prefix, line)
+
+        return emit
+
+    def wait(self, trigger: BaseTrigger, method_name: str, context: Context, **kwargs: Any) -> Any:
+        """Defer to ``trigger``, or run it in this process when not deferrable; then ``method_name``.
+
+        :param trigger: the trigger.
+        :param method_name: the method resumed with ``event``.
+        :param context: task context.
+        :param kwargs: passed to the method.
+        """
+        if self.deferrable:
+            self.defer(trigger=trigger, method_name=method_name, kwargs=kwargs)
+        event = asyncio.run(_first_event(trigger))
+        return getattr(self, method_name)(context, event=event, **kwargs)
+
+
+class StoreOperator(HostedClusterOperator):
+    """Base for operators that also use S3.
+
+    :param bucket: the backup bucket. (templated)
+    :param prefix: key prefix of snapshots and manifests. (templated)
+    :param aws_conn_id: AWS connection. (templated)
+    :param kms_key_id: SSE-KMS key; SSE-S3 when empty. (templated)
+    """
+
+    template_fields: tuple[str, ...] = (
+        *HostedClusterOperator.template_fields,
+        "bucket",
+        "prefix",
+        "aws_conn_id",
+        "kms_key_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        bucket: str,
+        prefix: str = "hcp-etcd",
+        aws_conn_id: str = "aws_default",
+        kms_key_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """See the class docstring.
+
+        :param kwargs: HostedClusterOperator arguments.
+        """
+        super().__init__(**kwargs)
+        self.bucket = bucket
+        self.prefix = prefix
+        self.aws_conn_id = aws_conn_id
+        self.kms_key_id = kms_key_id
+
+    @cached_property
+    def s3(self) -> SnapshotStoreHook:
+        """The S3 hook."""
+        return SnapshotStoreHook(aws_conn_id=self.aws_conn_id)
+
+    @property
+    def kms(self) -> str | None:
+        """The KMS key id, None when empty."""
+        return str(self.kms_key_id) if self.kms_key_id else None
+
+
+def deadline(minutes: int | str) -> datetime:
+    """Now + ``minutes`` (the dead-man's switch).
+
+    :param minutes: minutes from now.
+    """
+    return utcnow() + timedelta(minutes=int(minutes))

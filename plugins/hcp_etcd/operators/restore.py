@@ -1,0 +1,737 @@
+"""The steps of a restore (and of a drill) of one backup into a new HostedCluster, one operator each.
+
+resolve the backup -> check the snapshot -> check the escrowed key -> presign -> create (keys filled
+in this one task) -> wait (deferrable) -> verify. Every check before ``create`` refuses bad input
+with a ``RestoreInputError``; ``create`` refuses an existing target and undoes its own partial
+work before it raises. The encryption key and the presigned URL never go through XCom or a log.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import Context
+from airflow.sdk.exceptions import TaskDeferred
+from airflow.sdk.log import mask_secret
+from kubernetes.client.rest import ApiException
+
+from hcp_etcd import etcd, restore
+from hcp_etcd.hooks.hosted_cluster import ExecError
+from hcp_etcd.naming import (
+    ClusterRef,
+    cluster_prefix,
+    encryption_key_key,
+    parse_rfc3339,
+    rfc3339,
+    validate_prefix,
+)
+from hcp_etcd.operators.base import StoreOperator, utcnow
+from hcp_etcd.restore import RestoreInputError
+from hcp_etcd.triggers.restore import RestoredClusterTrigger
+
+# An escrowed key is 32 bytes; anything much bigger is not a key.
+_KEY_MAX_BYTES = 1024
+# Rendered manifests are a few KiB; refuse to read a huge object into memory.
+_MANIFESTS_MAX_BYTES = 4 * 1024 * 1024
+_HCP_OPTION = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_HCP_RESERVED = {"name", "namespace", "render", "render-sensitive", "render-into"}
+ERROR_XCOM_KEY = "error"
+
+
+def drill_moment(context: Context) -> datetime:
+    """The run's data interval end (a backfilled date), or now for a manual run without one.
+
+    :param context: task context.
+    """
+    end = context.get("data_interval_end") or context.get("logical_date")
+    return end.astimezone(UTC) if end else utcnow()
+
+
+class RestoreStepOperator(StoreOperator):
+    """Base of the restore steps: records a failure's message as XCom ``error`` for the drill report.
+
+    :param backup: the result of ``ResolveBackupOperator`` (templated: its XCom). Not needed by it.
+    :param key_prefix: prefix of the escrowed keys (informational; manifests hold full locations).
+    """
+
+    template_fields: tuple[str, ...] = (*StoreOperator.template_fields, "backup")
+
+    def __init__(self, *, backup: Any = None, **kwargs: Any) -> None:
+        """See the class docstring."""
+        kwargs.setdefault("hosted_cluster", "-/-")
+        super().__init__(**kwargs)
+        self.backup = backup
+
+    def execute(self, context: Context) -> Any:
+        """Run the step; on failure push its message (no secrets in our messages) and re-raise."""
+        try:
+            return self.run(context)
+        except TaskDeferred:
+            raise
+        except Exception as err:
+            context["ti"].xcom_push(
+                key=ERROR_XCOM_KEY, value=f"{self.task_id}: {type(err).__name__}: {err}"[:1000]
+            )
+            raise
+
+    def run(self, context: Context) -> Any:
+        """The step itself.
+
+        :param context: task context.
+        """
+        raise NotImplementedError
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The resolved manifest."""
+        return self.backup["manifest"]
+
+    @property
+    def target(self) -> ClusterRef:
+        """The new HostedCluster."""
+        return ClusterRef.parse(self.backup["target"])
+
+    def read_key(self, entry: dict[str, str]) -> bytes:
+        """Read an escrowed key and check it against the manifest's fingerprint. The caller keeps it local.
+
+        :param entry: ``{"location", "sha256"}`` from the manifest.
+        """
+        bucket, key = restore.parse_s3_uri(entry["location"])
+        raw = self.s3.get_small_object(bucket, key, _KEY_MAX_BYTES)
+        if raw is None:
+            raise RestoreInputError(
+                f"the escrowed key object {entry['location']} does not exist: without the "
+                "key the restored cluster cannot read its Secrets"
+            )
+        mask_secret(base64.b64encode(raw).decode())
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest != entry["sha256"]:
+            raise RestoreInputError(
+                f"the key object {entry['location']} has sha256 {digest}, the manifest says "
+                f"{entry['sha256']}: refusing a key that is not the backed-up one"
+            )
+        if len(raw) != 32:
+            raise RestoreInputError(
+                f"the key object {entry['location']} holds {len(raw)} bytes, not a 32-byte AES-256 key"
+            )
+        return raw
+
+    def presign(self, hours: int) -> tuple[str, restore.PresignedUrlInfo]:
+        """Presign the snapshot (SigV4, forced by the hook) and check it against HyperShift's rules.
+
+        :param hours: expiry in hours (1..168).
+        """
+        snap = self.manifest["snapshot"]
+        url = self.s3.presign_get(snap["bucket"], snap["key"], restore.check_url_expiry_hours(hours) * 3600)
+        # The signature is a bearer credential: never in a log line.
+        mask_secret(url)
+        return url, restore.check_presigned_url(url, utcnow())
+
+
+class ResolveBackupOperator(RestoreStepOperator):
+    """Find and validate the manifest to restore; name and check the target.
+
+    ``source`` is a manifest URI, or ``namespace/name``: the newest complete backup (valid manifest)
+    of that cluster at or before ``at_or_before`` (default: the run's data interval end, else now).
+    The target is ``target_namespace/target_name``; without ``target_name`` it is the drill's
+    ``<name>-drill-<YYYYMMDD>``. An existing target HostedCluster is refused (restore happens only at
+    creation).
+
+    :param source: manifest URI or ``namespace/name``. (templated)
+    :param at_or_before: RFC3339 cutoff for ``namespace/name``; empty: data interval end or now. (templated)
+    :param target_namespace: namespace of the new HostedCluster. (templated)
+    :param target_name: its name; empty for a drill name. (templated)
+    :return: ``{"manifest_uri", "manifest", "source", "target", "as_of"}`` (no secrets).
+    """
+
+    template_fields: tuple[str, ...] = (
+        *RestoreStepOperator.template_fields,
+        "source",
+        "at_or_before",
+        "target_namespace",
+        "target_name",
+    )
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        at_or_before: str | None = None,
+        target_namespace: str,
+        target_name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """See the class docstring."""
+        super().__init__(**kwargs)
+        self.source = source
+        self.at_or_before = at_or_before
+        self.target_namespace = target_namespace
+        self.target_name = target_name
+
+    def run(self, context: Context) -> dict[str, Any]:
+        """Resolve, validate, check the target."""
+        if not self.bucket:
+            raise RestoreInputError("no bucket: set the bucket Param or HCP_ETCD_BUCKET")
+        as_of = parse_rfc3339(str(self.at_or_before)) if self.at_or_before else drill_moment(context)
+        src = restore.parse_source(str(self.source))
+        if src.manifest_uri:
+            uri = src.manifest_uri
+            manifest = restore.check_manifest(self._get_manifest(uri), uri)
+        else:
+            uri, manifest = self._newest(src.cluster, as_of)  # type: ignore[arg-type]
+        hc = manifest["hosted_cluster"]
+        source_ref = ClusterRef(hc["namespace"], hc["name"])
+        name = (
+            str(self.target_name) if self.target_name else restore.drill_target_name(source_ref.name, as_of)
+        )
+        target = restore.check_target(str(self.target_namespace), name)
+        if self.k8s.hosted_cluster_exists(target):
+            raise RestoreInputError(
+                f"HostedCluster {target} already exists: a restore only happens when a cluster "
+                "is created; choose another target name or delete it first"
+            )
+        self.log.info(
+            "restoring %s (snapshot s3://%s/%s, revision %s, created %s) as %s",
+            uri,
+            manifest["snapshot"]["bucket"],
+            manifest["snapshot"]["key"],
+            manifest["etcd"]["revision"],
+            manifest["created_at"],
+            target,
+        )
+        return {
+            "manifest_uri": uri,
+            "manifest": manifest,
+            "source": str(source_ref),
+            "target": str(target),
+            "as_of": rfc3339(as_of),
+        }
+
+    def _get_manifest(self, uri: str) -> Any:
+        bucket, key = restore.parse_s3_uri(uri)
+        if self.s3.object_size(bucket, key) is None:
+            raise RestoreInputError(f"{uri} does not exist")
+        try:
+            return self.s3.get_json(bucket, key)
+        except ValueError as err:
+            raise RestoreInputError(f"{uri} is not JSON: {err}") from None
+
+    def _newest(self, ref: ClusterRef, as_of: datetime) -> tuple[str, dict[str, Any]]:
+        bucket, prefix = str(self.bucket), validate_prefix(str(self.prefix))
+        base = cluster_prefix(prefix, ref)
+        objects = ((o.key, o.last_modified) for o in self.s3.list_objects(bucket, base + "/"))
+        for ts in restore.backup_candidates(objects, base, as_of):
+            uri = f"s3://{bucket}/{base}/{ts}/manifest.json"
+            try:
+                return uri, restore.check_manifest(self._get_manifest(uri), uri, ref)
+            except RestoreInputError as err:
+                # An incomplete or foreign manifest is not a backup: the next older one may be.
+                self.log.warning("skipping %s: %s", uri, err)
+        raise RestoreInputError(
+            f"no complete backup of {ref} at or before {rfc3339(as_of)} under s3://{bucket}/{base}/"
+        )
+
+
+class CheckSnapshotOperator(RestoreStepOperator):
+    """The snapshot object exists, has the manifest's size and SHA-256 (streamed, constant memory).
+
+    :return: ``{"size_bytes", "sha256", "seconds"}``.
+    """
+
+    def run(self, context: Context) -> dict[str, Any]:
+        """Stream and compare."""
+        snap = self.manifest["snapshot"]
+        where = f"s3://{snap['bucket']}/{snap['key']}"
+        size = self.s3.object_size(snap["bucket"], snap["key"])
+        if size is None:
+            raise RestoreInputError(f"the snapshot {where} does not exist")
+        if size != snap["size_bytes"]:
+            raise RestoreInputError(
+                f"the snapshot {where} has {size} bytes, the manifest says {snap['size_bytes']}"
+            )
+        started = time.monotonic()
+        result = self.s3.sha256_object(
+            snap["bucket"],
+            snap["key"],
+            progress=lambda done, secs: self.log.info("hashed %d/%d bytes in %.0fs", done, size, secs),
+        )
+        if result is None:
+            raise RestoreInputError(f"the snapshot {where} disappeared while being read")
+        _, digest = result
+        if digest != snap["sha256"]:
+            raise RestoreInputError(
+                f"the snapshot {where} has sha256 {digest}, the manifest says {snap['sha256']}: "
+                "it is corrupt or was replaced; restore another backup"
+            )
+        seconds = time.monotonic() - started
+        self.log.info(
+            "snapshot %s: %d bytes, sha256 %s matches the manifest (%.1fs)", where, size, digest, seconds
+        )
+        return {"size_bytes": size, "sha256": digest, "seconds": round(seconds, 3)}
+
+
+class CheckKeyOperator(RestoreStepOperator):
+    """The escrowed key object(s) exist where the backup DAG puts them and match the manifest's fingerprint.
+
+    :param key_prefix: the escrow prefix; the manifest's key must be ``{key_prefix}/{ns}/{name}/{sha256}.key``
+        (a manifest cannot make a restore write an arbitrary object into a Secret). (templated)
+    :return: ``{role: fingerprint}``.
+    """
+
+    template_fields: tuple[str, ...] = (*RestoreStepOperator.template_fields, "key_prefix")
+
+    def __init__(self, *, key_prefix: str = "hcp-etcd/keys", **kwargs: Any) -> None:
+        """See the class docstring."""
+        super().__init__(**kwargs)
+        self.key_prefix = key_prefix
+
+    def run(self, context: Context) -> dict[str, str]:
+        """Read, fingerprint, forget."""
+        out = {}
+        source = ClusterRef.parse(self.backup["source"])
+        for role, entry in restore.key_entries(self.manifest).items():
+            _, key = restore.parse_s3_uri(entry["location"])
+            expected = encryption_key_key(validate_prefix(str(self.key_prefix)), source, entry["sha256"])
+            if key != expected:
+                raise RestoreInputError(
+                    f"the manifest's {role} {entry['location']} is not the escrow object "
+                    f"{expected} under key_prefix {self.key_prefix!r}"
+                )
+            raw = self.read_key(entry)
+            del raw
+            out[role] = entry["sha256"]
+            self.log.info("%s %s matches fingerprint %s", role, entry["location"], entry["sha256"])
+        return out
+
+
+class PresignSnapshotOperator(RestoreStepOperator):
+    """Presign a SigV4 GET URL and check it (<= 1024 chars, SigV4, not expiring soon).
+
+    The URL itself is not returned (a bearer credential): the create task presigns again with the
+    same settings and checks again.
+
+    :param url_expiry_hours: expiry, 1..168. (templated)
+    :return: ``{"length", "expires_at", "session_token"}``.
+    """
+
+    template_fields: tuple[str, ...] = (*RestoreStepOperator.template_fields, "url_expiry_hours")
+
+    def __init__(self, *, url_expiry_hours: int | str = 4, **kwargs: Any) -> None:
+        """See the class docstring."""
+        super().__init__(**kwargs)
+        self.url_expiry_hours = url_expiry_hours
+
+    def run(self, context: Context) -> dict[str, Any]:
+        """Presign and check."""
+        _, info = self.presign(self.url_expiry_hours)
+        self.log.info(
+            "presigned SigV4 URL: %d characters, expires %s%s",
+            info.length,
+            info.expires_at,
+            " (STS session token)" if info.session_token else "",
+        )
+        return {"length": info.length, "expires_at": info.expires_at, "session_token": info.session_token}
+
+
+class CreateRestoredClusterOperator(RestoreStepOperator):
+    """Build the objects of the restore and create them; the escrowed key goes into its Secret here.
+
+    Manifests come from, in this order: ``rendered_manifests`` (``s3://`` URI or a file path of the
+    output of ``hcp create cluster aws --render --render-sensitive``), ``render_options`` (run that
+    command, when ``hcp`` is on PATH), or ``clone`` (the live source HostedCluster: a drill). Every
+    check runs before the first write; an object that exists already is refused; on a failure
+    midway the objects created are deleted again before the error is raised.
+
+    :param rendered_manifests: S3 URI or path of rendered YAML. (templated)
+    :param render_options: ``hcp create cluster aws`` flags (``{"pull-secret": path}``). (templated)
+    :param clone: clone the source HostedCluster instead (control plane only).
+    :param url_expiry_hours: presigned URL expiry, 1..168. (templated)
+    :return: ``{"target", "created", "created_at", "url_expires_at"}``.
+    """
+
+    template_fields: tuple[str, ...] = (
+        *RestoreStepOperator.template_fields,
+        "rendered_manifests",
+        "render_options",
+        "url_expiry_hours",
+    )
+
+    def __init__(
+        self,
+        *,
+        rendered_manifests: str | None = None,
+        render_options: dict[str, Any] | None = None,
+        clone: bool = False,
+        url_expiry_hours: int | str = 4,
+        **kwargs: Any,
+    ) -> None:
+        """See the class docstring."""
+        super().__init__(**kwargs)
+        self.rendered_manifests = rendered_manifests
+        self.render_options = render_options
+        self.clone = clone
+        self.url_expiry_hours = url_expiry_hours
+
+    def run(self, context: Context) -> dict[str, Any]:
+        """Check everything, then create in order."""
+        target = self.target
+        url, info = self.presign(self.url_expiry_hours)
+        objects, copies = self._load_objects(target)
+        plan = restore.prepare_objects(
+            objects,
+            target,
+            url,
+            self.manifest,
+            self.backup["manifest_uri"],
+            f"{self.dag_id}/{context['run_id']}",
+        )
+        plan.copy_secrets = copies
+        if plan.replicas != len(self.manifest["etcd"]["members"]):
+            self.log.info(
+                "backup had %d member(s), the new cluster will have %d",
+                len(self.manifest["etcd"]["members"]),
+                plan.replicas,
+            )
+        self._refuse_existing(plan)
+        # Keys (and copied secrets) go into the objects last, right before the writes, in this task only.
+        for role, entry in restore.key_entries(self.manifest).items():
+            if role in plan.key_secrets:
+                plan.fill_key(role, self.read_key(entry))
+        self._copy_secrets(plan)
+        created_at = utcnow()
+        created = self._create_all(plan)
+        self.log.info(
+            "created %s from %s (snapshot URL expires %s)",
+            ", ".join(plan.summary()),
+            self.backup["manifest_uri"],
+            info.expires_at,
+        )
+        return {
+            "target": str(target),
+            "created": created,
+            "created_at": rfc3339(created_at),
+            "created_ts": created_at.timestamp(),
+            "url_expires_at": info.expires_at,
+        }
+
+    def _load_objects(self, target: ClusterRef) -> tuple[list[dict[str, Any]], dict[str, str]]:
+        if self.rendered_manifests:
+            where = str(self.rendered_manifests)
+            return restore.load_objects(self._read_rendered(where), where), {}
+        if self.render_options:
+            return restore.load_objects(self._render_with_hcp(target), "hcp create cluster aws --render"), {}
+        if self.clone:
+            source = ClusterRef.parse(self.backup["source"])
+            try:
+                hc = self.k8s.get_hosted_cluster(source)
+            except ApiException as err:
+                if err.status == 404:
+                    raise RestoreInputError(
+                        f"cannot clone {source} for the drill: it no longer exists; restore "
+                        "with rendered manifests instead"
+                    ) from None
+                raise
+            return restore.clone_objects(hc, target)
+        raise RestoreInputError(
+            "no manifests: give rendered_manifests (S3 URI or path of the output of "
+            "`hcp create cluster aws --render --render-sensitive`) or render_options"
+        )
+
+    def _read_rendered(self, where: str) -> str:
+        if where.startswith("s3://"):
+            bucket, key = restore.parse_s3_uri(where)
+            data = self.s3.get_small_object(bucket, key, _MANIFESTS_MAX_BYTES)
+            if data is None:
+                raise RestoreInputError(f"rendered manifests {where} do not exist")
+            return data.decode("utf-8")
+        path = Path(where)
+        if not path.is_file():
+            raise RestoreInputError(f"rendered manifests file {where} does not exist on this worker")
+        if path.stat().st_size > _MANIFESTS_MAX_BYTES:
+            raise RestoreInputError(f"{where} is larger than {_MANIFESTS_MAX_BYTES} bytes")
+        return path.read_text(encoding="utf-8")
+
+    def _render_with_hcp(self, target: ClusterRef) -> str:
+        hcp = shutil.which("hcp")
+        if not hcp:
+            raise RestoreInputError(
+                "render_options need the `hcp` CLI on the worker's PATH; or give rendered_manifests instead"
+            )
+        argv = [
+            hcp,
+            "create",
+            "cluster",
+            "aws",
+            "--render",
+            "--render-sensitive",
+            f"--name={target.name}",
+            f"--namespace={target.namespace}",
+        ]
+        for flag, value in sorted(dict(self.render_options or {}).items()):
+            if not _HCP_OPTION.match(str(flag)) or flag in _HCP_RESERVED:
+                raise RestoreInputError(f"render option {flag!r} is not allowed")
+            if isinstance(value, bool):
+                argv.append(f"--{flag}={'true' if value else 'false'}")
+            elif isinstance(value, int | float | str):
+                argv.append(f"--{flag}={value}")
+            else:
+                raise RestoreInputError(f"render option {flag!r} must be a string, number or boolean")
+        self.log.info("rendering with %s", " ".join(argv[:8]))
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, timeout=300, check=False, env=dict(os.environ)
+        )
+        if proc.returncode != 0:
+            # stderr only: stdout holds the rendered secrets.
+            raise RestoreInputError(
+                f"`hcp create cluster aws --render` exited with {proc.returncode}: "
+                f"{proc.stderr.strip()[-800:]}"
+            )
+        return proc.stdout
+
+    def _refuse_existing(self, plan: restore.RestorePlan) -> None:
+        if self.k8s.hosted_cluster_exists(plan.target):
+            raise RestoreInputError(
+                f"HostedCluster {plan.target} already exists: a restore only happens at creation"
+            )
+        taken = [
+            f"{o['kind']} {o['metadata']['namespace']}/{o['metadata']['name']}"
+            for o in plan.objects
+            if o["kind"] != "Namespace"
+            and self.k8s.object_exists(
+                o["apiVersion"], o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]
+            )
+        ]
+        if taken:
+            raise RestoreInputError(
+                f"these objects of the restore exist already: {', '.join(taken)}; "
+                "choose another target name or remove them"
+            )
+
+    def _copy_secrets(self, plan: restore.RestorePlan) -> None:
+        source = ClusterRef.parse(self.backup["source"])
+        by_name = {o["metadata"]["name"]: o for o in plan.objects if o["kind"] == "Secret"}
+        for target_name, source_name in plan.copy_secrets.items():
+            data = self.k8s.read_secret_data(source.namespace, source_name)
+            for value in data.values():
+                mask_secret(value)
+            by_name[target_name]["data"] = data
+
+    def _create_all(self, plan: restore.RestorePlan) -> list[dict[str, Any]]:
+        created: list[dict[str, Any]] = []
+        try:
+            for obj in plan.objects:
+                meta = obj["metadata"]
+                ident = {
+                    "apiVersion": obj["apiVersion"],
+                    "kind": obj["kind"],
+                    "namespace": meta.get("namespace"),
+                    "name": meta["name"],
+                }
+                if obj["kind"] == "Namespace" and self.k8s.object_exists(
+                    "v1", "Namespace", None, meta["name"]
+                ):
+                    continue
+                try:
+                    self.k8s.create_object(obj)
+                except ApiException as err:
+                    if err.status == 409:
+                        raise RestoreInputError(
+                            f"{obj['kind']} {meta.get('namespace')}/{meta['name']} appeared "
+                            "meanwhile: refusing to overwrite it"
+                        ) from None
+                    raise
+                created.append(ident)
+        except BaseException:
+            # Restore happens only at creation: leave nothing half-made, so a retry starts clean.
+            self.log.error("creation failed after %d object(s); deleting them again", len(created))
+            delete_objects(self.k8s, created, self.log)
+            raise
+        return created
+
+
+def delete_objects(k8s: Any, created: list[dict[str, Any]], log: Any) -> list[str]:
+    """Delete objects in reverse creation order; returns what could not be deleted.
+
+    :param k8s: the HostedClusterHook.
+    :param created: ``{"apiVersion", "kind", "namespace", "name"}`` items.
+    :param log: a logger.
+    """
+    left = []
+    for ident in reversed(created):
+        try:
+            gone = k8s.delete_object(ident["apiVersion"], ident["kind"], ident["namespace"], ident["name"])
+            log.info(
+                "%s %s/%s %s",
+                ident["kind"],
+                ident["namespace"],
+                ident["name"],
+                "deleted" if gone else "was already gone",
+            )
+        except Exception as err:
+            left.append(f"{ident['kind']} {ident['namespace']}/{ident['name']}: {err}")
+    return left
+
+
+class WaitRestoredOperator(RestoreStepOperator):
+    """Wait (deferrable) until the new cluster is Available with ``EtcdSnapshotRestored=True``.
+
+    Fails at once with etcd-init's message when ``EtcdSnapshotRestored`` turns False.
+
+    :param created: the result of the create task. (templated)
+    :param timeout: seconds.
+    :param poll_interval: seconds between polls.
+    :return: ``{"available_at", "recovery_seconds"}`` (create -> Available).
+    """
+
+    template_fields: tuple[str, ...] = (*RestoreStepOperator.template_fields, "created", "timeout")
+
+    def __init__(
+        self, *, created: Any = None, timeout: float | str = 1800, poll_interval: float = 5, **kwargs: Any
+    ) -> None:
+        """See the class docstring."""
+        super().__init__(**kwargs)
+        self.created = created
+        self.timeout = timeout
+        self.poll_interval = poll_interval
+
+    def run(self, context: Context) -> Any:
+        """Defer to the trigger."""
+        target = self.target
+        self.timeout = float(self.timeout)
+        trigger = RestoredClusterTrigger(
+            namespace=target.namespace,
+            name=target.name,
+            kubernetes_conn_id=self.kubernetes_conn_id,
+            timeout=self.timeout,
+            poll_interval=self.poll_interval,
+        )
+        return self.wait(trigger, "execute_complete", context)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Interpret the event.
+
+        :param context: task context.
+        :param event: the trigger's payload.
+        """
+        try:
+            target = self.target
+            if event.get("status") == "failed":
+                raise RuntimeError(f"restore of {target} failed in etcd-init: {event.get('message')}")
+            if event.get("status") != "success":
+                raise RuntimeError(
+                    f"{target} not Available with EtcdSnapshotRestored within {float(self.timeout):.0f}s: "
+                    f"{event.get('message')}"
+                )
+            available = parse_rfc3339(event["available_at"])
+            recovery = available.timestamp() - float(self.created["created_ts"])
+            self.log.info("%s restored and Available %.1fs after creation", target, recovery)
+            return {"available_at": event["available_at"], "recovery_seconds": round(recovery, 3)}
+        except Exception as err:
+            context["ti"].xcom_push(key=ERROR_XCOM_KEY, value=f"{self.task_id}: {err}"[:1000])
+            raise
+
+
+class VerifyRestoreOperator(RestoreStepOperator):
+    """Prove the restored etcd holds the backed-up data.
+
+    Checks: every member in one cluster of the expected size (``member list`` on each: the
+    split-brain guard), revision >= the manifest's, keys per resource at the manifest's revision equal
+    the manifest's counts, the key in the new cluster's Secret is the escrowed one, and Secrets read
+    from etcd decrypt with it.
+
+    :param fail_on_check_failure: raise when a check fails (the restore DAG); the drill reports instead.
+    :param secret_samples: Secrets to try the key on.
+    :return: ``{"checks": [...], "passed": bool}``.
+    """
+
+    def __init__(self, *, fail_on_check_failure: bool = True, secret_samples: int = 3, **kwargs: Any) -> None:
+        """See the class docstring."""
+        super().__init__(**kwargs)
+        self.fail_on_check_failure = fail_on_check_failure
+        self.secret_samples = secret_samples
+
+    def run(self, context: Context) -> dict[str, Any]:
+        """Run every check, then judge."""
+        target, manifest = self.target, self.manifest
+        ns = target.control_plane_namespace
+        revision = int(manifest["etcd"]["revision"])
+        hc = self.k8s.get_hosted_cluster(target)
+        pods = self.k8s.list_etcd_pods(ns)
+        if not pods:
+            raise RuntimeError(f"no etcd pods in {ns}")
+        per_pod: dict[str, list[str]] = {}
+        revisions: dict[str, int] = {}
+        for pod in pods:
+            per_pod[pod] = restore.parse_member_list(
+                self.k8s.exec_command(ns, pod, restore.member_list_command(), timeout=60).stdout
+            )
+            revisions[pod] = etcd.parse_endpoint_status(
+                self.k8s.exec_command(ns, pod, etcd.endpoint_status_command(), timeout=60).stdout
+            ).revision
+        checks = [
+            restore.check_members(per_pod, restore.replicas_of(hc)),
+            restore.check_revision(revisions, revision),
+            self._key_counts(ns, pods[0], revision, manifest["etcd"]["key_counts"]),
+        ]
+        checks += self._secrets(ns, pods[0], revision, hc)
+        for c in checks:
+            self.log.info("check %-20s %s  %s", c.name, "PASS" if c.passed else "FAIL", c.detail)
+        result = {"checks": [c.as_dict() for c in checks], "passed": not restore.failed(checks)}
+        if self.fail_on_check_failure and not result["passed"]:
+            raise RuntimeError(
+                f"restored {target} failed verification: {', '.join(restore.failed(checks))} "
+                "(see the log for each check)"
+            )
+        return result
+
+    def _key_counts(self, ns: str, pod: str, revision: int, expected: dict[str, int]) -> restore.Check:
+        counter = etcd.KeyCounter()
+        try:
+            self.k8s.exec_command(
+                ns,
+                pod,
+                etcd.keys_at_revision_command(revision),
+                timeout=600,
+                on_stdout_line=lambda line: counter.feed([line]),
+            )
+        except ExecError as err:
+            return restore.Check(
+                "key_counts", False, f"cannot list keys at revision {revision}: {str(err)[-300:]}"
+            )
+        return restore.compare_key_counts(counter.counts, expected)
+
+    def _secrets(self, ns: str, pod: str, revision: int, hc: dict[str, Any]) -> list[restore.Check]:
+        names = restore.key_secret_names(hc)
+        keys: dict[str, bytes] = {}
+        for role, name in names.items():
+            encoded = self.k8s.read_secret_data(self.target.namespace, name).get("key")
+            if encoded:
+                mask_secret(encoded)
+                keys[role] = base64.b64decode(encoded)
+        expected = restore.key_entries(self.manifest)["activeKey"]["sha256"]
+        active = keys.get("activeKey")
+        seen = hashlib.sha256(active).hexdigest() if active else None
+        matches = restore.Check(
+            "key_matches_manifest",
+            seen == expected,
+            f"the new cluster's key has sha256 {seen}, the backup's {expected}",
+        )
+        out = self.k8s.exec_command(
+            ns, pod, restore.secret_sample_command(revision, self.secret_samples), timeout=120
+        )
+        samples = restore.parse_get_values(out.stdout)
+        decrypts = restore.check_secret_decrypts(samples, active)
+        if not decrypts.passed and keys.get("backupKey"):
+            # Values written before a key rotation are still under the backup key.
+            decrypts = restore.check_secret_decrypts(samples, keys["backupKey"])
+        del keys, active
+        return [matches, decrypts]

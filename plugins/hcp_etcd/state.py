@@ -1,0 +1,193 @@
+"""State kept ON the HostedCluster (annotations), so retries and other runs see it (pure logic).
+
+Three annotations, each JSON:
+
+* ``backup-lock``: ``{"run_id", "dag_id", "expires_at"}`` — one backup per cluster at a time; a lock
+  whose ``expires_at`` passed (its run died) is taken over.
+* ``previous-paused-until``: ``{"run_id", "value"}`` — what ``spec.pausedUntil`` was before we paused.
+* ``original-replicas``: ``{"run_id", "replicas": {deployment: n}, "scaled_down_at"}`` — written
+  before the first scale-down, so a retry never records 0 as the original count.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from hcp_etcd.naming import (
+    LOCK_ANNOTATION,
+    ORIGINAL_REPLICAS_ANNOTATION,
+    PREVIOUS_PAUSE_ANNOTATION,
+    parse_rfc3339,
+    rfc3339,
+)
+
+
+class LockHeldError(RuntimeError):
+    """Another run holds the backup lock of a cluster."""
+
+
+@dataclass(frozen=True)
+class BackupLock:
+    """The backup lock of a cluster.
+
+    :param run_id: the Airflow run holding it.
+    :param dag_id: the DAG of that run.
+    :param expires_at: when it may be taken over.
+    """
+
+    run_id: str
+    dag_id: str
+    expires_at: datetime
+
+    def to_annotation(self) -> str:
+        """The annotation value."""
+        return json.dumps(
+            {"run_id": self.run_id, "dag_id": self.dag_id, "expires_at": rfc3339(self.expires_at)},
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_annotations(cls, annotations: dict[str, str] | None) -> BackupLock | None:
+        """Read the lock from an object's annotations (``None`` if absent or unreadable).
+
+        :param annotations: ``metadata.annotations``.
+        """
+        raw = (annotations or {}).get(LOCK_ANNOTATION)
+        if not raw:
+            return None
+        try:
+            data = json.loads(raw)
+            return cls(str(data["run_id"]), str(data.get("dag_id", "")), parse_rfc3339(data["expires_at"]))
+        except (ValueError, KeyError, TypeError):
+            # An unreadable lock cannot be honoured: treat it as expired (logged by the caller).
+            return None
+
+
+def check_lock(annotations: dict[str, str] | None, run_id: str, now: datetime, cluster: str) -> str:
+    """Decide whether ``run_id`` may take the lock; raise ``LockHeldError`` if another live run holds it.
+
+    :param annotations: the HostedCluster's annotations.
+    :param run_id: this run.
+    :param now: the current time.
+    :param cluster: ``namespace/name`` for the message.
+    :return: ``"free"``, ``"ours"`` (a retry of this run) or ``"expired"`` (taken over).
+    """
+    lock = BackupLock.from_annotations(annotations)
+    if lock is None:
+        return "free"
+    if lock.run_id == run_id:
+        return "ours"
+    if lock.expires_at <= now:
+        return "expired"
+    raise LockHeldError(
+        f"HostedCluster {cluster} is being backed up by run {lock.run_id!r} of DAG {lock.dag_id!r} "
+        f"(lock annotation {LOCK_ANNOTATION} expires at {rfc3339(lock.expires_at)}). "
+        "Wait for that run to finish, or remove the annotation if you are sure it is dead."
+    )
+
+
+def previous_pause_annotation(run_id: str, value: str | None) -> str:
+    """The annotation recording ``spec.pausedUntil`` before this run paused.
+
+    :param run_id: this run.
+    :param value: the previous ``pausedUntil``.
+    """
+    return json.dumps({"run_id": run_id, "value": value}, sort_keys=True)
+
+
+def read_previous_pause(annotations: dict[str, str] | None, run_id: str) -> tuple[bool, str | None]:
+    """What ``pausedUntil`` was before ``run_id`` paused.
+
+    :param annotations: the HostedCluster's annotations.
+    :param run_id: this run.
+    :return: ``(recorded, value)``; ``recorded`` is False if this run recorded nothing.
+    """
+    raw = (annotations or {}).get(PREVIOUS_PAUSE_ANNOTATION)
+    if not raw:
+        return False, None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return False, None
+    if data.get("run_id") != run_id:
+        return False, None
+    return True, data.get("value")
+
+
+@dataclass(frozen=True)
+class OriginalReplicas:
+    """API-server replicas found before the scale-down.
+
+    :param run_id: the run that recorded them.
+    :param replicas: deployment name -> replicas.
+    :param scaled_down_at: when the scale-down started (start of the API downtime).
+    """
+
+    run_id: str
+    replicas: dict[str, int]
+    scaled_down_at: datetime
+
+    def to_annotation(self) -> str:
+        """The annotation value."""
+        return json.dumps(
+            {
+                "run_id": self.run_id,
+                "replicas": self.replicas,
+                "scaled_down_at": rfc3339(self.scaled_down_at),
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_annotations(cls, annotations: dict[str, str] | None, run_id: str) -> OriginalReplicas | None:
+        """The record of ``run_id`` (a record of another run is ignored: it is stale).
+
+        :param annotations: the HostedCluster's annotations.
+        :param run_id: this run.
+        """
+        raw = (annotations or {}).get(ORIGINAL_REPLICAS_ANNOTATION)
+        if not raw:
+            return None
+        try:
+            data = json.loads(raw)
+            record = cls(
+                str(data["run_id"]),
+                {str(k): int(v) for k, v in data["replicas"].items()},
+                parse_rfc3339(data["scaled_down_at"]),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
+        return record if record.run_id == run_id else None
+
+
+def paused_by_someone_else(spec: dict[str, Any], annotations: dict[str, str] | None, run_id: str) -> bool:
+    """Whether the cluster is paused and not by this run.
+
+    :param spec: the HostedCluster's spec.
+    :param annotations: its annotations.
+    :param run_id: this run.
+    """
+    value = spec.get("pausedUntil")
+    if value in (None, "false"):
+        return False
+    recorded, _ = read_previous_pause(annotations, run_id)
+    return not recorded
+
+
+def is_paused(paused_until: str | None, now: datetime) -> bool:
+    """HyperShift's reading of ``spec.pausedUntil``.
+
+    :param paused_until: the field's value.
+    :param now: the current time.
+    """
+    if paused_until in (None, "", "false"):
+        return False
+    if paused_until == "true":
+        return True
+    try:
+        return parse_rfc3339(paused_until) > now
+    except ValueError:
+        return False

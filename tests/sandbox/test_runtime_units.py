@@ -1,0 +1,168 @@
+"""Unit tests of the sandbox runtime's pieces that need no running sandbox."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hcp_etcd import aescbc as product_aescbc
+from hcp_sandbox import aescbc, render, s3
+from hcp_sandbox.cli import build_parser, cluster_specs, fault_spec
+from hcp_sandbox.controllers import control_plane_namespace, is_paused, member_count, merge_conditions
+from hcp_sandbox.podexec import PodTarget, map_argument
+from hcp_sandbox.seed import generate
+
+ROOT = Path("/sbx/pods/clusters-a/etcd-1")
+SHIMS = Path("/sbx/shims")
+TARGET = PodTarget(ROOT, etcd_client_port=40001)
+
+
+@pytest.mark.parametrize(
+    ("arg", "expected"),
+    [
+        ("/usr/bin/etcdctl", "/sbx/shims/etcdctl"),
+        ("--endpoints=localhost:2379", "--endpoints=127.0.0.1:40001"),
+        ("--endpoints=https://127.0.0.1:2379", "--endpoints=https://127.0.0.1:40001"),
+        ("/var/lib/data/snapshot.db", f"{ROOT}/var/lib/data/snapshot.db"),
+        ("--cacert=/etc/etcd/tls/etcd-ca/ca.crt", f"--cacert={ROOT}/etc/etcd/tls/etcd-ca/ca.crt"),
+        (
+            "etcdctl snapshot save /var/lib/data/s.db && ls /var/lib",
+            f"etcdctl snapshot save {ROOT}/var/lib/data/s.db && ls {ROOT}/var/lib",
+        ),
+        # Look-alikes stay as they are.
+        ("/var/library", "/var/library"),
+        ("/opt/var/lib", "/opt/var/lib"),
+        ("localhost:23790", "localhost:23790"),
+    ],
+)
+def test_map_argument(arg, expected):
+    assert map_argument(arg, TARGET, SHIMS) == expected
+
+
+def test_map_argument_is_a_single_pass():
+    # The pod root itself contains /var/lib here: it must not be mapped twice.
+    target = PodTarget(Path("/var/lib/sbx/etcd-0"), etcd_client_port=1)
+    assert map_argument("/var/lib/data", target, SHIMS) == "/var/lib/sbx/etcd-0/var/lib/data"
+
+
+def test_is_paused():
+    now = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
+    assert is_paused("true", now)
+    assert not is_paused("false", now)
+    assert not is_paused(None, now)
+    assert is_paused("2030-01-01T00:00:05Z", now)
+    assert not is_paused("2029-12-31T23:59:59Z", now)
+
+
+def test_names_and_members():
+    assert control_plane_namespace("clusters", "prod.eu-1") == "clusters-prod-eu-1"
+    assert member_count({"spec": {"controllerAvailabilityPolicy": "HighlyAvailable"}}) == 3
+    assert member_count({"spec": {"controllerAvailabilityPolicy": "SingleReplica"}}) == 1
+
+
+def test_merge_conditions_keeps_transition_time():
+    old = [{"type": "A", "status": "True", "lastTransitionTime": "then"}]
+    kept = merge_conditions(old, [{"type": "A", "status": "True"}])
+    assert kept[0]["lastTransitionTime"] == "then"
+    changed = merge_conditions(old, [{"type": "A", "status": "False"}])
+    assert changed[0]["lastTransitionTime"] != "then"
+
+
+def test_aescbc_values_are_read_by_the_product_and_only_with_their_key():
+    """The sandbox writes as kube-apiserver does; the product's reader (restore verification) opens it."""
+    key = os.urandom(32)
+    value = aescbc.encrypt(b'{"kind":"Secret"}', key)
+    assert value.startswith(b"k8s:enc:aescbc:v1:activeKey:")
+    assert product_aescbc.key_name_of(value) == "activeKey"
+    assert product_aescbc.decrypt(value, key) == b'{"kind":"Secret"}'
+    with pytest.raises(ValueError):
+        product_aescbc.decrypt(value, os.urandom(32))
+    with pytest.raises(ValueError):
+        product_aescbc.decrypt(b"plain", key)
+
+
+def test_seed_generates_kubernetes_keys_of_the_asked_size():
+    key = os.urandom(32)
+    items = list(generate(512 * 1024, key))
+    assert 512 * 1024 <= sum(len(v) for _, v in items) < 600 * 1024
+    kinds = {k.split("/")[2] for k, _ in items}
+    assert {"configmaps", "secrets", "pods"} <= kinds
+    assert all(k.startswith("/kubernetes.io/") for k, _ in items)
+    assert all(len(v) <= 1024 * 1024 for _, v in items)
+    secrets = [v for k, v in items if k.startswith("/kubernetes.io/secrets/")]
+    assert secrets and all(product_aescbc.decrypt(v, key) for v in secrets)
+
+
+def test_render_uses_the_given_key():
+    key = os.urandom(32)
+    docs = render.manifests("x", members=1, encryption_key=key)
+    assert docs[3]["data"]["key"] == __import__("base64").b64encode(key).decode()
+    with pytest.raises(ValueError):
+        render.manifests("x", members=2)
+
+
+def test_df_shim_reports_the_volume(tmp_path):
+    volume = tmp_path / "var" / "lib"
+    (volume / "data").mkdir(parents=True)
+    (volume / "data" / "f").write_bytes(b"x" * 100_000)
+    env = {**os.environ, "HCP_SANDBOX_VOLUME": str(volume), "HCP_SANDBOX_VOLUME_CAPACITY": str(8 * 1024**3)}
+    df = Path(render.__file__).with_name("df.py")
+
+    def run(*args: str, **extra: str) -> str:
+        out = subprocess.run(
+            [sys.executable, str(df), *args], env={**env, **extra}, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    lines = run("-B1", str(volume / "data")).splitlines()
+    assert lines[0].split()[:2] == ["Filesystem", "1B-blocks"]
+    assert lines[1].split()[1] == str(8 * 1024**3) and lines[1].split()[-1] == "/var/lib"
+    assert run("-B1", "--output=avail", str(volume), HCP_SANDBOX_VOLUME_FREE="4096").split() == [
+        "Avail",
+        "4096",
+    ]
+    assert "8.0G" in run("-h", str(volume))
+
+
+def test_s3_fault_queue(tmp_path):
+    faults = tmp_path / "faults.json"
+    s3.add_fault(faults, count=2, code=503)
+    s3.add_fault(faults, count=1, drop=True, after_bytes=10)
+    taken = [s3._take_fault(faults) for _ in range(4)]
+    assert [f and (f["code"], f["drop"]) for f in taken] == [(503, False), (503, False), (None, True), None]
+    with pytest.raises(ValueError):
+        s3.add_fault(faults, count=1)
+
+
+def test_s3_middleware_answers_slowdown(tmp_path):
+    faults = tmp_path / "faults.json"
+    app = s3.FaultMiddleware(lambda environ, start: [b"ok"], faults)
+    s3.add_fault(faults, count=1, code=503)
+    seen = []
+    environ = {"CONTENT_LENGTH": "3", "wsgi.input": io.BytesIO(b"abc"), "PATH_INFO": "/b/k"}
+    body = b"".join(app(environ, lambda status, headers: seen.append(status)))
+    assert seen == ["503 Slow Down"] and b"<Code>SlowDown</Code>" in body
+    assert b"".join(app(environ, lambda status, headers: None)) == b"ok"
+
+
+def test_cli_arguments():
+    parser = build_parser()
+    args = parser.parse_args(["up", "--dir", "d", "--cluster", "a:1", "--cluster", "b"])
+    assert [(s.name, s.members) for s in cluster_specs(args)] == [("a", 1), ("b", 3)]
+    args = parser.parse_args(["up", "--dir", "d", "--hosted-clusters", "2", "--members", "1"])
+    assert [(s.name, s.members) for s in cluster_specs(args)] == [("hc-1", 1), ("hc-2", 1)]
+    args = parser.parse_args(["fault", "--dir", "d", "s3", "--drop", "--after-bytes", "5", "--count", "2"])
+    assert fault_spec(args) == {"kind": "s3", "drop": True, "after_bytes": 5, "count": 2}
+    args = parser.parse_args(
+        ["fault", "--dir", "d", "volume", "--namespace", "n", "--pod", "p", "--free-bytes", "9"]
+    )
+    assert fault_spec(args) == {"kind": "volume", "namespace": "n", "pod": "p", "free_bytes": 9}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["up", "--dir", "d", "--members", "2"])

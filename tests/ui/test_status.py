@@ -1,0 +1,200 @@
+"""status.py, metrics.py and notifications.py: pure logic over an in-memory store."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from types import SimpleNamespace
+
+import pytest
+from ui_fixtures import BUCKET, NOW, PREFIX, MemoryStore, add_backup
+
+from hcp_etcd import metrics, status
+from hcp_etcd.naming import ClusterRef, format_backup_ts, manifest_key
+from hcp_etcd.notifications import HcpEtcdFailureNotifier, failure_message, redact
+
+DAY = timedelta(hours=26)
+
+
+def collect(clusters, store, threshold=DAY):
+    return status.collect_status(clusters=clusters, store=store, bucket=BUCKET, prefix=PREFIX, now=NOW,
+                                 threshold=threshold, next_backup_at=NOW + timedelta(hours=14))  # fmt: skip
+
+
+def test_rows_states_and_order(fleet):
+    rows = {r.ref: r for r in collect(*fleet)}
+    # The drill's scratch cluster is not a row; the lost cluster (backups, no HostedCluster) is.
+    assert set(rows) == {f"clusters/{n}" for n in ("fresh", "stale", "drilled", "never", "lost")}
+    fresh = rows["clusters/fresh"]
+    assert fresh.state == "ok" and not fresh.reasons and fresh.backups == 2
+    assert fresh.backup_age_seconds == 2 * 3600 and fresh.revision == 4242
+    assert fresh.size_bytes == 25 * 1024**2
+    assert fresh.api_downtime_seconds == 12.5 and fresh.last_drill_passed is True
+    assert fresh.drill_recovery_seconds == 95.0 and fresh.available is True and not fresh.paused
+    assert fresh.manifest_uri.startswith(f"s3://{BUCKET}/{PREFIX}/clusters/fresh/") and fresh.next_backup_at
+    assert rows["clusters/stale"].state == "stale" and "older than 26 h" in rows["clusters/stale"].reasons[0]
+    drilled = rows["clusters/drilled"]
+    assert drilled.state == "drill-failed" and drilled.paused and drilled.api_downtime_seconds is None
+    assert drilled.drill_failures == ["key_counts"], "the newest report wins, and names the failed check"
+    never = rows["clusters/never"]
+    assert never.state == "no-backup" and never.last_backup_at is None and never.available is False
+    lost = rows["clusters/lost"]
+    assert lost.state == "ok" and not lost.on_management_cluster and "RUNBOOK" in lost.reasons[-1]
+    ordered = [r.state for r in collect(*fleet)]
+    assert ordered == sorted(ordered, key=["stale", "drill-failed", "no-backup", "ok"].index)
+    counts = status.summary(list(rows.values()))
+    assert counts == {"stale": 1, "drill-failed": 1, "no-backup": 1, "ok": 2, "total": 5}
+
+
+def test_threshold_from_environment():
+    assert status.stale_threshold({}) == timedelta(hours=26)
+    assert status.stale_threshold({"HCP_ETCD_STALE_HOURS": "1.5"}) == timedelta(hours=1.5)
+    with pytest.raises(ValueError):
+        status.stale_threshold({"HCP_ETCD_STALE_HOURS": "0"})
+
+
+def test_stale_and_failed_drill_together_is_stale_with_both_reasons(fleet):
+    clusters, store = fleet
+    rows = {r.ref: r for r in collect(clusters, store, threshold=timedelta(minutes=30))}
+    assert rows["clusters/drilled"].state == "stale"
+    assert any("drill failed" in r for r in rows["clusters/drilled"].reasons)
+
+
+def test_invalid_newest_manifest_is_skipped_and_foreign_one_ignored():
+    store = MemoryStore()
+    ref = ClusterRef("clusters", "a")
+    good = add_backup(store, ref, NOW - timedelta(hours=5))
+    store.put(manifest_key(PREFIX, ref, format_backup_ts(NOW - timedelta(hours=1))), {"schema_version": 1})
+    # a manifest of another cluster copied under a's prefix does not count as a's backup
+    other = status.newest_manifest
+    (row,) = collect(None, store)
+    assert row.manifest_uri == good and row.backup_age_seconds == 5 * 3600
+    assert other is status.newest_manifest
+    # a snapshot without a manifest (an unfinished backup) does not exist
+    store2 = MemoryStore()
+    store2.put(f"{PREFIX}/clusters/b/{format_backup_ts(NOW)}/snapshot.db", b"x")
+    assert collect(None, store2) == []
+
+
+def test_no_backups_at_all_still_lists_clusters(fleet):
+    clusters, _ = fleet
+    rows = collect(clusters, MemoryStore())
+    assert {r.state for r in rows} == {"no-backup"} and len(rows) == 4
+
+
+def test_metrics_names_and_values(monkeypatch, fleet):
+    sent = []
+    monkeypatch.setattr(metrics.stats, "gauge", lambda name, v, tags=None: sent.append(("g", name, v, tags)))
+    monkeypatch.setattr(metrics.stats, "timing", lambda name, v, tags=None: sent.append(("t", name, v, tags)))
+    _, store = fleet
+    newest = sorted(k for k in store.objects if "fresh" in k and "manifest" in k)[-1]
+    manifest = store.get_json(BUCKET, newest)
+    metrics.emit_backup(manifest, NOW)
+    names = {(kind, name) for kind, name, _, _ in sent}
+    assert ("t", "hcp_etcd.backup.duration") in names
+    assert ("g", "hcp_etcd.backup.snapshot_bytes.clusters.fresh") in names
+    by_name = {name: value for _, name, value, tags in sent if tags}
+    assert by_name["hcp_etcd.backup.duration"] == timedelta(hours=2)
+    assert by_name["hcp_etcd.backup.api_downtime_seconds"] == 12.5
+    assert by_name["hcp_etcd.backup.newest_timestamp"] == (NOW - timedelta(hours=2)).timestamp()
+    assert all(tags == {"namespace": "clusters", "hosted_cluster": "fresh"} for *_, tags in sent if tags)
+    sent.clear()
+    metrics.emit_drill({"hosted_cluster": {"namespace": "clusters", "name": "a.b"}, "passed": False,
+                        "recovery_seconds": 80})  # fmt: skip
+    assert ("g", "hcp_etcd.drill.result.clusters.a__b", 0.0, None) in sent
+    tags = {"namespace": "clusters", "hosted_cluster": "a.b"}
+    assert ("g", "hcp_etcd.drill.recovery_seconds", 80.0, tags) in sent
+    metrics.emit_drill({"nonsense": True})  # never raises
+
+
+def test_metrics_reach_a_statsd_server(monkeypatch):
+    """Through Airflow's own StatsD logger, to a UDP socket: the names a dashboard will see."""
+    import socket
+
+    pytest.importorskip("statsd", reason="the 'statsd' package (Airflow's [statsd] extra) is not installed")
+    from airflow.sdk._shared.observability.metrics.base_stats_logger import NoStatsLogger
+    from airflow.sdk.observability.metrics import stats_utils
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(5)
+    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_ON", "True")
+    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_HOST", "127.0.0.1")
+    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_PORT", str(sock.getsockname()[1]))
+    from airflow.sdk.configuration import conf
+
+    monkeypatch.setattr(conf, "getboolean", lambda s, k, **kw: (s, k) == ("metrics", "statsd_on") or False)
+    try:
+        metrics.stats.initialize(factory=stats_utils.get_stats_factory(), export_legacy_names=False)
+    except Exception as err:  # pragma: no cover - a config layout we did not expect
+        pytest.skip(f"cannot initialise Airflow's StatsD logger here: {err}")
+    try:
+        metrics.emit_drill({"hosted_cluster": {"namespace": "clusters", "name": "x"}, "passed": True,
+                            "recovery_seconds": 12})  # fmt: skip
+        got = set()
+        while len(got) < 4:
+            got.add(sock.recv(4096).decode())
+    finally:
+        metrics.stats.initialize(factory=NoStatsLogger, export_legacy_names=False)
+        sock.close()
+    assert any(line.endswith("hcp_etcd.drill.result.clusters.x:1|g") for line in got), got
+    assert any("hcp_etcd.drill.recovery_seconds:12" in line for line in got), got
+
+
+def test_redact_presigned_urls():
+    url = ("https://b.s3.amazonaws.com/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA%2F20260101"
+           "&X-Amz-Security-Token=FwoGZX&X-Amz-Signature=0123abcd&X-Amz-Expires=3600")  # fmt: skip
+    out = redact(f"curl failed for {url}")
+    assert "0123abcd" not in out and "AKIA" not in out and "FwoGZX" not in out
+    assert "X-Amz-Signature=REDACTED" in out and "X-Amz-Expires=3600" in out
+    assert len(redact("x" * 5000)) == 1000
+
+
+def _context(exc: Exception) -> dict:
+    ti = SimpleNamespace(dag_id="hcp_etcd_backup", run_id="manual__1", task_id="backup.upload", map_index=1,
+                         try_number=3, log_url="http://airflow/log")  # fmt: skip
+    return {"ti": ti, "task": SimpleNamespace(hosted_cluster="clusters/a"), "exception": exc}
+
+
+def test_failure_message():
+    msg = failure_message(_context(RuntimeError("S3 said 503 for ...?X-Amz-Signature=ff00")))
+    assert msg["hosted_cluster"] == "clusters/a" and msg["task_id"] == "backup.upload"
+    assert "ff00" not in msg["text"] and "backup.upload failed on clusters/a" in msg["text"]
+
+
+def test_notifier_logs_by_default(monkeypatch, caplog):
+    notifier = HcpEtcdFailureNotifier(conn_id="hcp_etcd_alerts_absent")
+    monkeypatch.setattr(notifier, "_connection", lambda: None)
+    with caplog.at_level(logging.ERROR, logger="hcp_etcd.alerts"):
+        notifier.notify(_context(RuntimeError("boom")))
+    assert "hcp_etcd_backup task backup.upload failed on clusters/a" in caplog.text
+
+
+def test_notifier_posts_to_a_webhook_connection(monkeypatch):
+    received = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            received.append((self.path, dict(self.headers), body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    conn = json.dumps({"conn_type": "http", "host": "127.0.0.1", "port": server.server_port,
+                       "password": "tok",
+                       "extra": {"endpoint": "hooks/alert", "headers": {"X-Team": "platform"}}})  # fmt: skip
+    monkeypatch.setenv("AIRFLOW_CONN_HCP_ETCD_ALERTS", conn)
+    HcpEtcdFailureNotifier().notify(_context(RuntimeError("boom")))
+    server.server_close()
+    path, headers, body = received[0]
+    assert path == "/hooks/alert" and headers["Authorization"] == "Bearer tok"
+    assert headers["X-Team"] == "platform"
+    assert body["hosted_cluster"] == "clusters/a" and body["text"].startswith("hcp-etcd: hcp_etcd_backup")

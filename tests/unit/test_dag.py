@@ -1,0 +1,55 @@
+import itertools
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def dag(tmp_path_factory):
+    os.environ.setdefault("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow-home")))
+    os.environ["HCP_ETCD_BUCKET"] = "my-backups"
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO / "dags" / "hcp_etcd_backup.py"))
+    assert bag.import_errors == {}
+    return bag.dags["hcp_etcd_backup"]
+
+
+def test_schedule_and_params(dag):
+    assert dag.max_active_runs == 1 and dag.catchup is False
+    assert dag.params["bucket"] == "my-backups"
+    assert dag.params["mode"] == "quiesced"
+    from airflow.sdk.definitions.param import ParamsDict
+
+    params = ParamsDict(dag.params)
+    params["hosted_clusters"] = ["clusters/ok-1"]
+    params.validate()
+    for key, bad in [("hosted_clusters", ["../etc"]), ("mode", "hot"), ("pause_deadline_minutes", 5),
+                     ("prefix", "a/../b"), ("keep_last", 0)]:  # fmt: skip
+        p = ParamsDict(dag.params)
+        with pytest.raises(Exception):  # noqa: B017 - ParamValidationError
+            p[key] = bad
+
+
+def test_graph_order_and_setup_teardown(dag):
+    t = dag.task_dict
+    g = "backup."
+    assert t[g + "pause"].is_setup and t[g + "quiesce"].is_setup
+    assert t[g + "resume"].is_teardown and t[g + "cleanup"].is_teardown and t[g + "unpause"].is_teardown
+    chain = ["preflight", "pause", "quiesce", "snapshot", "verify", "resume", "upload", "escrow_key",
+             "publish_manifest", "cleanup", "unpause", "wait_available"]  # fmt: skip
+    for a, b in itertools.pairwise(chain):
+        assert g + a in t[g + b].upstream_task_ids, (a, b)
+    assert g + "publish_manifest" in t[g + "wait_available"].upstream_task_ids
+    assert t["retention"].trigger_rule == "all_done"
+    for name in ("resume", "cleanup", "unpause"):
+        assert t[g + name].pool == "default_pool"
+    assert t[g + "snapshot"].pool == "hcp_etcd_backup"
+
+
+def test_dag_file_does_no_io_at_import():
+    text = (REPO / "dags" / "hcp_etcd_backup.py").read_text()
+    assert "Variable.get" not in text and "get_connection" not in text and "Hook(" not in text

@@ -1,0 +1,455 @@
+"""Unit tests of the restore domain logic (hcp_etcd.restore, hcp_etcd.aescbc, the restore trigger's state)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
+
+import pytest
+import yaml
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from hcp_etcd import aescbc, restore
+from hcp_etcd.naming import ClusterRef
+from hcp_etcd.restore import RestoreInputError
+from hcp_etcd.triggers.restore import restore_state
+
+NOW = datetime(2025, 3, 9, 12, 0, tzinfo=UTC)
+SHA = "a" * 64
+KEY_SHA = "b" * 64
+
+
+def manifest(ns: str = "clusters", name: str = "prod1", ts: str = "20250301T020000Z", **enc: object) -> dict:
+    base = f"hcp-etcd/backups/{ns}/{name}/{ts}"
+    return {
+        "schema_version": 1,
+        "kind": "hcp-etcd-backup",
+        "hosted_cluster": {"namespace": ns, "name": name},
+        "created_at": "2025-03-01T02:00:00Z",
+        "mode": "quiesced",
+        "snapshot": {"bucket": "bk", "key": f"{base}/snapshot.db", "size_bytes": 10, "sha256": SHA},
+        "etcd": {
+            "revision": 100,
+            "hash": 1,
+            "total_keys": 5,
+            "version": "3.5.17",
+            "members": [{"pod": "etcd-0", "revision": 100, "hash": 1}],
+            "key_counts": {"secrets": 2},
+        },
+        "encryption_key": {
+            "location": f"s3://bk/hcp-etcd/keys/{ns}/{name}/{KEY_SHA}.key",
+            "sha256": KEY_SHA,
+            **enc,
+        },
+        "api_downtime_seconds": 3.0,
+        "airflow": {"dag_id": "hcp_etcd_backup", "run_id": "r"},
+    }
+
+
+def uri(m: dict) -> str:
+    return f"s3://bk/{m['snapshot']['key'].rsplit('/', 1)[0]}/manifest.json"
+
+
+# ---- source and manifests --------------------------------------------------------------------------
+
+
+def test_parse_source_forms() -> None:
+    assert restore.parse_source("clusters/prod1").cluster == ClusterRef("clusters", "prod1")
+    assert restore.parse_source("s3://bk/a/b/manifest.json").manifest_uri == "s3://bk/a/b/manifest.json"
+    for bad in ("s3://bk/a/b/snapshot.db", "Clusters/x", "a/b/c", "../x", "s3://bk/../manifest.json", ""):
+        with pytest.raises(RestoreInputError):
+            restore.parse_source(bad)
+
+
+def test_source_pattern_matches_what_parse_accepts() -> None:
+    import re
+
+    pat = re.compile(restore.SOURCE_PATTERN)
+    assert pat.match("clusters/prod1") and pat.match("s3://bkt/hcp-etcd/x/manifest.json")
+    assert not pat.match("clusters/prod1/x") and not pat.match("s3://bkt/x/snapshot.db")
+
+
+def test_check_manifest_accepts_ours() -> None:
+    m = manifest()
+    assert restore.check_manifest(m, uri(m), ClusterRef("clusters", "prod1")) == m
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda m: m.update(kind="something-else"), "not an hcp-etcd backup manifest"),
+        (lambda m: m.pop("etcd"), "lacks etcd"),
+        (lambda m: m["snapshot"].update(sha256="xyz"), "not a hex SHA-256"),
+        (
+            lambda m: m["snapshot"].update(
+                key="hcp-etcd/backups/clusters/prod1/20250101T000000Z/snapshot.db"
+            ),
+            "points elsewhere",
+        ),
+        (lambda m: m["snapshot"].update(bucket="other"), "points elsewhere"),
+        (lambda m: m.update(schema_version=99), "schema_version"),
+    ],
+)
+def test_check_manifest_refuses(mutate, message: str) -> None:
+    m = manifest()
+    where = uri(m)
+    mutate(m)
+    with pytest.raises(RestoreInputError, match=message):
+        restore.check_manifest(m, where)
+
+
+def test_check_manifest_refuses_other_cluster() -> None:
+    m = manifest()
+    with pytest.raises(RestoreInputError, match="belongs to clusters/prod1"):
+        restore.check_manifest(m, uri(m), ClusterRef("clusters", "prod2"))
+
+
+def test_backup_candidates_newest_at_or_before() -> None:
+    t = datetime(2025, 1, 1, tzinfo=UTC)
+    base = "p/clusters/prod1"
+    objs = [
+        (f"{base}/20250101T000000Z/snapshot.db", t),
+        (f"{base}/20250101T000000Z/manifest.json", t),
+        (f"{base}/20250105T000000Z/snapshot.db", t),
+        (f"{base}/20250105T000000Z/manifest.json", t),
+        (f"{base}/20250107T000000Z/snapshot.db", t),  # no manifest: not a backup
+        (f"{base}/20250110T000000Z/manifest.json", t),
+        (f"{base}/drills/x.json", t),
+    ]
+    assert restore.backup_candidates(objs, base, datetime(2025, 1, 8, tzinfo=UTC)) == [
+        "20250105T000000Z",
+        "20250101T000000Z",
+    ]
+    assert restore.backup_candidates(objs, base, datetime(2025, 1, 5, tzinfo=UTC))[0] == "20250105T000000Z"
+    assert restore.backup_candidates(objs, base, datetime(2024, 12, 31, tzinfo=UTC)) == []
+
+
+def test_key_entries_with_backup_key() -> None:
+    m = manifest(backup_key={"location": "s3://bk/k/old.key", "sha256": "c" * 64})
+    assert set(restore.key_entries(m)) == {"activeKey", "backupKey"}
+    assert set(restore.key_entries(manifest())) == {"activeKey"}
+
+
+# ---- presigned URLs ---------------------------------------------------------------------------------
+
+
+def presigned(
+    signed: datetime = NOW,
+    expires: int = 4 * 3600,
+    token: str | None = None,
+    algorithm: str = "AWS4-HMAC-SHA256",
+    path: str = "/bk/snap.db",
+) -> str:
+    q = {
+        "X-Amz-Algorithm": algorithm,
+        "X-Amz-Credential": "AKIA/2025/us-east-1/s3/aws4_request",
+        "X-Amz-Date": signed.strftime("%Y%m%dT%H%M%SZ"),
+        "X-Amz-Expires": str(expires),
+        "X-Amz-SignedHeaders": "host",
+    }
+    if token:
+        q["X-Amz-Security-Token"] = token
+    q["X-Amz-Signature"] = "f" * 64
+    return f"https://s3.amazonaws.com{path}?{urlencode(q)}"
+
+
+def test_presigned_url_ok() -> None:
+    info = restore.check_presigned_url(presigned(), NOW)
+    assert info.expires_at == "2025-03-09T16:00:00Z" and not info.session_token and info.length < 1024
+
+
+def test_presigned_url_too_long_with_sts_says_why() -> None:
+    with pytest.raises(RestoreInputError, match=r"at most 1024.*STS session token"):
+        restore.check_presigned_url(presigned(token="T" * 900), NOW)
+
+
+def test_presigned_url_expired_or_soon() -> None:
+    with pytest.raises(RestoreInputError, match="expired"):
+        restore.check_presigned_url(presigned(signed=NOW - timedelta(hours=5)), NOW)
+    with pytest.raises(RestoreInputError, match="less than"):
+        restore.check_presigned_url(presigned(expires=600), NOW)
+
+
+def test_presigned_url_must_be_sigv4_https() -> None:
+    with pytest.raises(RestoreInputError, match="SigV4"):
+        restore.check_presigned_url(presigned(algorithm="HmacSHA1"), NOW)
+    with pytest.raises(RestoreInputError, match="https"):
+        restore.check_presigned_url(presigned().replace("https://", "http://"), NOW)
+
+
+@pytest.mark.parametrize(
+    "value, ok", [(4, True), ("168", True), (0, False), (169, False), (True, False), ("x", False)]
+)
+def test_url_expiry_hours(value: object, ok: bool) -> None:
+    if ok:
+        assert restore.check_url_expiry_hours(value) == int(value)  # type: ignore[arg-type]
+    else:
+        with pytest.raises(RestoreInputError):
+            restore.check_url_expiry_hours(value)
+
+
+# ---- targets and objects ----------------------------------------------------------------------------
+
+
+def test_check_target_and_drill_name() -> None:
+    assert restore.drill_target_name("prod1", NOW) == "prod1-drill-20250309"
+    assert restore.check_target("hcp-etcd-drills", "prod1-drill-20250309").name == "prod1-drill-20250309"
+    for ns, name in (("Bad", "x"), ("ok", "../x"), ("ok", "x" * 70)):
+        with pytest.raises(RestoreInputError):
+            restore.check_target(ns, name)
+
+
+def rendered(name: str = "new1", ns: str = "clusters", members: int = 3) -> list[dict]:
+    """What ``hcp create cluster aws --render --render-sensitive`` prints (shape of the sandbox's render)."""
+    from hcp_sandbox import render
+
+    return yaml.safe_load_all(render.to_yaml(render.manifests(name, ns, members)))  # type: ignore[return-value]
+
+
+def test_prepare_objects_renames_and_sets_restore_fields() -> None:
+    objs = list(rendered("rendered-as"))
+    target = ClusterRef("restore-ns", "prod1-restored")
+    m = manifest()
+    plan = restore.prepare_objects(objs, target, "https://s3/x?sig", m, uri(m), "dag/run")
+    hc = plan.hosted_cluster
+    assert hc["metadata"] == {
+        "name": "prod1-restored",
+        "namespace": "restore-ns",
+        "annotations": {restore.RESTORED_FROM_ANNOTATION: uri(m), restore.RESTORED_BY_ANNOTATION: "dag/run"},
+    }
+    storage = hc["spec"]["etcd"]["managed"]["storage"]
+    assert hc["spec"]["etcd"]["managementType"] == "Managed" and storage["type"] == "PersistentVolume"
+    assert storage["restoreSnapshotURL"] == ["https://s3/x?sig"]
+    assert hc["spec"]["pullSecret"]["name"] == "prod1-restored-pull-secret"
+    assert plan.key_secrets == {"activeKey": "prod1-restored-etcd-encryption-key"}
+    kinds = [o["kind"] for o in plan.objects]
+    assert kinds[0] == "Namespace" and kinds.index("HostedCluster") > kinds.index("Secret")
+    assert {o["metadata"].get("namespace") for o in plan.objects if o["kind"] != "Namespace"} == {
+        "restore-ns"
+    }
+    assert next(o for o in plan.objects if o["kind"] == "NodePool")["spec"]["clusterName"] == "prod1-restored"
+    key_secret = next(
+        o for o in plan.objects if o["metadata"]["name"] == "prod1-restored-etcd-encryption-key"
+    )
+    # The freshly rendered key is gone until the create task fills the escrowed one in.
+    assert "key" not in key_secret.get("data", {})
+    plan.fill_key("activeKey", b"k" * 32)
+    assert base64.b64decode(key_secret["data"]["key"]) == b"k" * 32
+    assert plan.replicas == 3
+    assert "Secret restore-ns/prod1-restored-etcd-encryption-key" in plan.summary()
+
+
+def test_prepare_objects_adds_backup_key_secret() -> None:
+    m = manifest(backup_key={"location": "s3://bk/k/old.key", "sha256": "c" * 64})
+    plan = restore.prepare_objects(
+        list(rendered(members=1)), ClusterRef("clusters", "x1"), "", m, uri(m), "r"
+    )
+    assert plan.key_secrets["backupKey"] == "x1-etcd-encryption-backup-key"
+    assert plan.hosted_cluster["spec"]["secretEncryption"]["aescbc"]["backupKey"] == {
+        "name": "x1-etcd-encryption-backup-key"
+    }
+    assert plan.replicas == 1
+
+
+def test_prepare_objects_refusals() -> None:
+    m = manifest()
+    objs = list(rendered())
+    with pytest.raises(RestoreInputError, match="exactly one"):
+        restore.prepare_objects(
+            [o for o in objs if o["kind"] != "HostedCluster"], ClusterRef("a", "b"), "", m, uri(m), "r"
+        )
+    no_key = [dict(o) for o in objs]
+    hc = next(o for o in no_key if o["kind"] == "HostedCluster")
+    hc["spec"] = {**hc["spec"], "secretEncryption": {"type": "kms", "kms": {}}}
+    with pytest.raises(RestoreInputError, match="aescbc"):
+        restore.prepare_objects(no_key, ClusterRef("a", "b"), "", m, uri(m), "r")
+
+
+def test_load_objects_refuses_unknown_kinds_and_bad_yaml() -> None:
+    with pytest.raises(RestoreInputError, match="not something a restore creates"):
+        restore.load_objects(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: x}\n",
+            "f.yaml",
+        )
+    with pytest.raises(RestoreInputError, match="not valid YAML"):
+        restore.load_objects("a: [", "f.yaml")
+    with pytest.raises(RestoreInputError, match="needs apiVersion"):
+        restore.load_objects("just: text\n", "f.yaml")
+    assert (
+        len(
+            restore.load_objects(
+                json.dumps(
+                    {
+                        "kind": "List",
+                        "items": [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}}],
+                    }
+                ),
+                "f.json",
+            )
+        )
+        == 1
+    )
+
+
+def test_clone_objects_then_prepare() -> None:
+    src = next(o for o in rendered("prod1") if o["kind"] == "HostedCluster")
+    src["metadata"].update(annotations={"hcp-etcd.openshift.io/backup-lock": "x"}, uid="u")
+    src["spec"]["pausedUntil"] = "true"
+    src["spec"]["clusterID"] = "id"
+    target = ClusterRef("drills", "prod1-drill-20250309")
+    objs, copies = restore.clone_objects(src, target)
+    assert copies == {
+        "prod1-drill-20250309-pull-secret": "prod1-pull-secret",
+        "prod1-drill-20250309-ssh-key": "prod1-ssh-key",
+    }
+    m = manifest()
+    plan = restore.prepare_objects(objs, target, "https://u", m, uri(m), "r")
+    hc = plan.hosted_cluster
+    assert "pausedUntil" not in hc["spec"] and "clusterID" not in hc["spec"]
+    assert hc["metadata"]["labels"] == {restore.DRILL_LABEL: "true"}
+    assert restore.RESTORED_FROM_ANNOTATION in hc["metadata"]["annotations"]
+    assert "hcp-etcd.openshift.io/backup-lock" not in hc["metadata"]["annotations"]
+    assert not [o for o in plan.objects if o["kind"] == "NodePool"]
+    names = {o["metadata"]["name"] for o in plan.objects if o["kind"] == "Secret"}
+    assert names == {
+        "prod1-drill-20250309-pull-secret",
+        "prod1-drill-20250309-ssh-key",
+        "prod1-drill-20250309-etcd-encryption-key",
+    }
+
+
+# ---- verification -----------------------------------------------------------------------------------
+
+
+def test_member_checks_catch_split_brain() -> None:
+    one = restore.check_members(
+        {
+            "etcd-0": ["etcd-0", "etcd-1", "etcd-2"],
+            "etcd-1": ["etcd-0", "etcd-1", "etcd-2"],
+            "etcd-2": ["etcd-0", "etcd-1", "etcd-2"],
+        },
+        3,
+    )
+    assert one.passed
+    split = restore.check_members({"etcd-0": ["etcd-0"], "etcd-1": ["etcd-1"], "etcd-2": ["etcd-2"]}, 3)
+    assert not split.passed and "split brain" in split.detail
+    assert restore.check_members({"etcd-0": ["etcd-0"]}, 1).passed
+
+
+def test_parse_member_list_and_get_values() -> None:
+    out = json.dumps({"header": {}, "members": [{"ID": 1, "name": "etcd-1"}, {"ID": 255, "name": ""}]})
+    assert restore.parse_member_list(out) == ["etcd-1", "ff"]
+    get = json.dumps(
+        {
+            "kvs": [
+                {
+                    "key": base64.b64encode(b"/kubernetes.io/secrets/a/b").decode(),
+                    "value": base64.b64encode(b"v").decode(),
+                }
+            ]
+        }
+    )
+    assert restore.parse_get_values(get) == [("/kubernetes.io/secrets/a/b", b"v")]
+    with pytest.raises(ValueError):
+        restore.parse_member_list("nope")
+
+
+def test_revision_and_key_counts() -> None:
+    assert restore.check_revision({"etcd-0": 101}, 100).passed
+    assert not restore.check_revision({"etcd-0": 101, "etcd-1": 99}, 100).passed
+    assert restore.compare_key_counts({"secrets": 2, "pods": 1}, {"secrets": 2, "pods": 1}).passed
+    bad = restore.compare_key_counts({"secrets": 1}, {"secrets": 2, "pods": 1})
+    assert not bad.passed and "secrets: backup 2 restored 1" in bad.detail
+
+
+def encrypt(plain: bytes, key: bytes) -> bytes:
+    iv = os.urandom(16)
+    padder = padding.PKCS7(128).padder()
+    enc = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+    body = enc.update(padder.update(plain) + padder.finalize()) + enc.finalize()
+    return aescbc.PREFIX + b"key1:" + iv + body
+
+
+def test_aescbc_decrypts_and_refuses_wrong_key() -> None:
+    key, other = os.urandom(32), os.urandom(32)
+    value = encrypt(b'{"kind":"Secret"}', key)
+    assert aescbc.decrypt(value, key) == b'{"kind":"Secret"}'
+    assert aescbc.key_name_of(value) == "key1"
+    with pytest.raises(aescbc.DecryptError):
+        aescbc.decrypt(value, other)
+    with pytest.raises(aescbc.DecryptError):
+        aescbc.decrypt(b"plain", key)
+
+
+def test_check_secret_decrypts() -> None:
+    key = os.urandom(32)
+    samples = [("/kubernetes.io/secrets/ns/a", encrypt(b"k8s\x00proto", key))]
+    assert restore.check_secret_decrypts(samples, key).passed
+    assert not restore.check_secret_decrypts(samples, os.urandom(32)).passed
+    assert not restore.check_secret_decrypts([("/k/s", b"plaintext")], key).passed
+    assert not restore.check_secret_decrypts([], key).passed
+    assert not restore.check_secret_decrypts(samples, None).passed
+
+
+# ---- report and trigger state -----------------------------------------------------------------------
+
+
+def test_drill_report() -> None:
+    m = manifest()
+    ref = ClusterRef("clusters", "prod1")
+    assert (
+        restore.drill_report_key("hcp-etcd/backups", ref, NOW)
+        == "hcp-etcd/backups/drills/clusters/prod1/20250309.json"
+    )
+    checks = [
+        restore.Check("members", True, "ok").as_dict(),
+        restore.Check("revision", False, "low").as_dict(),
+    ]
+    rep = restore.build_drill_report(
+        ref=ref,
+        target="d/prod1-drill-20250309",
+        as_of=NOW,
+        ran_at=NOW,
+        backup={"manifest_uri": uri(m), "manifest": m},
+        created={"created_at": "t"},
+        restored={"recovery_seconds": 12.5, "available_at": "t2"},
+        checks=checks,
+        errors=[],
+        run_id="r",
+    )
+    assert rep["passed"] is False and rep["recovery_seconds"] == 12.5
+    assert rep["snapshot_age_seconds"] == (NOW - datetime(2025, 3, 1, 2, tzinfo=UTC)).total_seconds()
+    nothing = restore.build_drill_report(
+        ref=ref,
+        target="?",
+        as_of=NOW,
+        ran_at=NOW,
+        backup=None,
+        created=None,
+        restored=None,
+        checks=[],
+        errors=[],
+        run_id="r",
+    )
+    assert nothing["passed"] is False and nothing["errors"]
+
+
+def cond(kind: str, status: str, reason: str = "", message: str = "") -> dict:
+    return {"type": kind, "status": status, "reason": reason, "message": message}
+
+
+def test_restore_state() -> None:
+    hc = {"status": {"conditions": [cond("Available", "True")]}}
+    hcp_ok = {"status": {"conditions": [cond("EtcdSnapshotRestored", "True")]}}
+    hcp_bad = {
+        "status": {"conditions": [cond("EtcdSnapshotRestored", "False", "EtcdRestoreFailed", "xml body")]}
+    }
+    assert restore_state(hc, hcp_ok) == ("done", "")
+    state, msg = restore_state({"status": {"conditions": [cond("Available", "False")]}}, hcp_bad)
+    assert state == "failed" and "xml body" in msg
+    assert restore_state(hc, None)[0] == "waiting"
+    assert restore_state({"status": {}}, hcp_ok)[0] == "waiting"
