@@ -53,9 +53,14 @@ bench: $(STAMP)
 # Refresh the lock after changing requirements*.txt; then run `make test`.
 lock: $(BIN)/python
 	@command -v uv >/dev/null 2>&1 || $(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
+	@# uv keeps the versions already in constraints.txt where they still fit (no surprise upgrades).
 	@UV=$$(command -v uv || echo $(BIN)/uv); $$UV pip compile --universal --python-version 3.11 --no-header \
-	  requirements.txt requirements-dev.txt -o constraints.txt.new
-	@{ sed -n '1,3p' constraints.txt; cat constraints.txt.new; } > constraints.txt && rm constraints.txt.new
+	  requirements.txt requirements-dev.txt -o constraints.txt
+	@{ echo '# The full lock: every package that requirements.txt and requirements-dev.txt resolve to, pinned.'; \
+	   echo '# Airflow publishes its constraints files only on GitHub; this file plays that role here.'; \
+	   echo '# Refresh with: make lock (uv pip compile --universal --python-version 3.11), then make test.'; \
+	   cat constraints.txt; } > constraints.txt.new
+	@mv constraints.txt.new constraints.txt
 	@echo "constraints.txt refreshed; run 'make test'."
 
 clean:

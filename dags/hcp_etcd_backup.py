@@ -41,7 +41,7 @@ DOC = """
 ### Back up the etcd of hosted clusters
 
 Per hosted cluster (mapped, at most 4 clusters' tasks at once through the pool `hcp_etcd_backup`):
-preflight → pause (setup) → quiesce (setup) → snapshot every member → verify → resume (teardown) →
+preflight → pause (setup) → quiesce (setup) → snapshot every member → resume (teardown) and verify →
 upload → escrow key → manifest (last) + Asset event → cleanup (teardown) → unpause (teardown) →
 wait Available. Then retention over the fleet.
 
@@ -208,8 +208,11 @@ def hcp_etcd_backup() -> None:
         wait = WaitHostedClusterAvailableOperator(task_id="wait_available", **hc, **K8S, **MODE)
 
         chain(preflight, pause.as_setup(), quiesce.as_setup(), snapshot, verify)
-        verify >> resume.as_teardown(setups=quiesce, on_failure_fail_dagrun=True)
-        chain(resume, upload, escrow, publish, cleanup.as_teardown(setups=pause))
+        # The API servers come back as soon as the snapshot files exist: verify reads only those files
+        # (and etcd at the snapshot's revision), so it runs after the downtime, not inside it.
+        snapshot >> resume.as_teardown(setups=quiesce, on_failure_fail_dagrun=True)
+        chain([resume, verify], upload)
+        chain(upload, escrow, publish, cleanup.as_teardown(setups=pause))
         cleanup >> unpause.as_teardown(setups=pause, on_failure_fail_dagrun=True) >> wait
         # A failed backup must fail the run, not only its (ignored) teardowns.
         publish >> wait

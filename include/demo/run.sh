@@ -24,7 +24,9 @@ if [ "${1:-}" = "down" ]; then stop; echo "demo stopped"; exit 0; fi
 
 mkdir -p "$DEMO"
 stop
-trap 'echo; echo "stopping the demo..."; stop' EXIT INT TERM
+# Ctrl-C (or a TERM) ends the script, and every ending stops what it started.
+trap 'stop' EXIT
+trap 'echo; echo "stopping the demo..."; exit 130' INT TERM
 
 echo "== starting the sandbox management cluster (one HA and one SingleReplica hosted cluster)"
 python -m hcp_sandbox up --dir "$DEMO/sandbox" --cluster demo-ha:3 --cluster demo-sno:1 --seed-mb 16
@@ -39,6 +41,8 @@ export AIRFLOW__CORE__PLUGINS_FOLDER=$ROOT/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__CORE__EXECUTOR=LocalExecutor
 export AIRFLOW__API__PORT=$PORT
+# Task processes report to the api-server's execution API: it must follow the port.
+export AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:$PORT/execution/
 # A local demo: every visitor of the UI is an admin, so no password has to be found.
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True
 
@@ -55,20 +59,44 @@ for _ in $(seq 1 180); do
 done
 curl -fsS "http://127.0.0.1:$PORT/api/v2/version" >/dev/null || { echo "Airflow did not start: see .demo/airflow.log" >&2; exit 1; }
 
+airflow dags reserialize >/dev/null 2>&1 || true
 for dag in $(cd "$ROOT/dags" && ls hcp_etcd_*.py | sed 's/\.py$//'); do
-  airflow dags reserialize >/dev/null 2>&1 || true
   airflow dags unpause "$dag" >/dev/null 2>&1 || true
 done
-airflow dags trigger hcp_etcd_backup >/dev/null && echo "== triggered a backup of both hosted clusters"
-if [ -f "$ROOT/dags/hcp_etcd_restore_drill.py" ]; then
-  airflow dags trigger hcp_etcd_restore_drill >/dev/null && echo "== triggered a restore drill"
-fi
 
+# The REST API, as the demo's all-admin user (the CLI would import Airflow for every call).
+API=http://127.0.0.1:$PORT
+TOKEN=$(curl -fsS "$API/auth/token" | python -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+api() { curl -fsS -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' "$@"; }
+trigger() {  # trigger DAG $1 now; prints the run id
+  api -X POST "$API/api/v2/dags/$1/dagRuns" -d '{"logical_date": null, "conf": {}}' \
+    | python -c 'import json,sys; print(json.load(sys.stdin)["dag_run_id"])'
+}
+run_state() {  # state of run $2 of DAG $1
+  api "$API/api/v2/dags/$1/dagRuns/$2" | python -c 'import json,sys; print(json.load(sys.stdin)["state"])'
+}
+
+backup_run=$(trigger hcp_etcd_backup)
+echo "== triggered a backup of both hosted clusters (run $backup_run)"
 cat <<MSG
 
-  Airflow UI:  http://127.0.0.1:$PORT   (demo mode: no login needed)
-  kubectl:     kubectl --kubeconfig .demo/sandbox/kubeconfig get hostedclusters -n clusters
-  Stop:        Ctrl-C here, or 'make demo-down' from another terminal
+  Airflow UI:   $API   (demo mode: every visitor is admin, no login)
+  Status page:  $API/hcp-etcd/   (in the UI: Browse > etcd backups)
+  kubectl:      kubectl --kubeconfig .demo/sandbox/kubeconfig get hostedclusters -n clusters
+  Stop:         Ctrl-C here, or 'make demo-down' from another terminal
 
 MSG
+# A drill restores the newest backup at or before its date: wait for the backup to exist first.
+if [ -f "$ROOT/dags/hcp_etcd_restore_drill.py" ]; then
+  state=queued
+  for _ in $(seq 1 180); do
+    kill -0 "$(cat "$DEMO/airflow.pid" 2>/dev/null)" 2>/dev/null || { echo "Airflow stopped" >&2; exit 1; }
+    state=$(run_state hcp_etcd_backup "$backup_run" 2>/dev/null || echo unknown)
+    case "$state" in success|failed) break ;; esac
+    sleep 5
+  done
+  echo "== backup run $backup_run: $state"
+  drill_run=$(trigger hcp_etcd_restore_drill)
+  echo "== triggered a restore drill (run $drill_run): its report shows on the status page when done"
+fi
 wait "$(cat "$DEMO/airflow.pid")"

@@ -94,7 +94,12 @@ class FaultMiddleware:
             log.warning("S3 fault: dropped %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
             # werkzeug treats a ConnectionError as "client went away" and writes nothing more.
             raise ConnectionAbortedError("sandbox fault: connection dropped")
-        # Drain the body so the keep-alive connection stays in sync, then answer the error.
+        # Drain the body so the keep-alive connection stays in sync, then answer the error. boto3
+        # sends small PUTs chunked (aws-chunked, no Content-Length): drain those to their end too,
+        # or the client sees a reset connection and retries instead of reading the error.
+        if environ.get("wsgi.input_terminated"):
+            while stream.read(65536):
+                pass
         while length > 0 and (chunk := stream.read(min(length, 65536))):
             length -= len(chunk)
         code = int(fault["code"])

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from hcp_etcd.naming import (
@@ -163,15 +163,21 @@ class OriginalReplicas:
         return record if record.run_id == run_id else None
 
 
-def paused_by_someone_else(spec: dict[str, Any], annotations: dict[str, str] | None, run_id: str) -> bool:
+def paused_by_someone_else(
+    spec: dict[str, Any], annotations: dict[str, str] | None, run_id: str, now: datetime | None = None
+) -> bool:
     """Whether the cluster is paused and not by this run.
+
+    A ``pausedUntil`` deadline that has passed is no pause (HyperShift reconciles again): it is what
+    a run that died leaves behind, and must not block every later backup.
 
     :param spec: the HostedCluster's spec.
     :param annotations: its annotations.
     :param run_id: this run.
+    :param now: the current time (default: now, UTC).
     """
     value = spec.get("pausedUntil")
-    if value in (None, "false"):
+    if not is_paused(value, now or datetime.now(UTC)):
         return False
     recorded, _ = read_previous_pause(annotations, run_id)
     return not recorded

@@ -39,10 +39,14 @@ def test_graph_order_and_setup_teardown(dag):
     g = "backup."
     assert t[g + "pause"].is_setup and t[g + "quiesce"].is_setup
     assert t[g + "resume"].is_teardown and t[g + "cleanup"].is_teardown and t[g + "unpause"].is_teardown
-    chain = ["preflight", "pause", "quiesce", "snapshot", "verify", "resume", "upload", "escrow_key",
+    chain = ["preflight", "pause", "quiesce", "snapshot", "resume", "upload", "escrow_key",
              "publish_manifest", "cleanup", "unpause", "wait_available"]  # fmt: skip
     for a, b in itertools.pairwise(chain):
         assert g + a in t[g + b].upstream_task_ids, (a, b)
+    # verify runs after the snapshot, outside the API downtime (resume does not wait for it).
+    assert g + "snapshot" in t[g + "verify"].upstream_task_ids
+    assert g + "verify" in t[g + "upload"].upstream_task_ids
+    assert g + "verify" not in t[g + "resume"].upstream_task_ids
     assert g + "publish_manifest" in t[g + "wait_available"].upstream_task_ids
     assert t["retention"].trigger_rule == "all_done"
     for name in ("resume", "cleanup", "unpause"):

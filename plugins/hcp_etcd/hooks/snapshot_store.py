@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import time
@@ -16,6 +17,19 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 MiB = 1024 * 1024
+# S3 takes at most 5 GiB in one PUT (a presigned PUT cannot be multipart without one URL per part).
+SINGLE_PUT_LIMIT = 5 * 1024 * MiB
+
+
+def sha256_b64(hex_digest: str) -> str:
+    """A hex SHA-256 as S3 wants it in ``x-amz-checksum-sha256`` (base64 of the 32 bytes).
+
+    :param hex_digest: 64 hex characters.
+    """
+    raw = bytes.fromhex(hex_digest)
+    if len(raw) != 32:
+        raise ValueError("a SHA-256 digest is 32 bytes")
+    return base64.b64encode(raw).decode()
 
 
 class Readable(Protocol):
@@ -189,6 +203,10 @@ class SnapshotStoreHook(S3Hook):
             max_concurrency=self.max_concurrency,
             use_threads=True,
         )
+        # A non-seekable stream is read into memory part by part; s3transfer keeps up to 10 such parts
+        # queued by default (10 x part size, measured: RSS +450 MiB for a 256 MiB snapshot). Queue no
+        # more parts than can be in flight: memory ~ 2 x part size x concurrency, whatever the size.
+        transfer.max_in_memory_upload_chunks = self.max_concurrency
         self.client.upload_fileobj(reader, bucket, key, ExtraArgs=extra, Config=transfer)  # type: ignore[arg-type]
         return UploadResult(
             bucket, key, reader.size, reader.sha256, reader.elapsed, extra["ServerSideEncryption"]
@@ -296,20 +314,62 @@ class SnapshotStoreHook(S3Hook):
         return url
 
     def presign_put(
-        self, bucket: str, key: str, expires_in: int = 3600, kms_key_id: str | None = None
+        self,
+        bucket: str,
+        key: str,
+        expires_in: int = 3600,
+        kms_key_id: str | None = None,
+        sha256: str | None = None,
     ) -> str:
-        """A SigV4 presigned PUT URL: the seam for an upload straight from the pod (``curl -T``).
+        """A SigV4 presigned PUT URL for an upload straight from the pod (``curl --upload-file``).
+
+        The SSE headers and, with ``sha256``, ``x-amz-checksum-sha256`` are signed into the URL: the
+        uploader must send exactly :meth:`put_headers`, and S3 rejects a body whose SHA-256 differs
+        (``BadDigest``), so the URL can only store those bytes.
 
         :param bucket: bucket.
         :param key: key.
-        :param expires_in: seconds.
+        :param expires_in: seconds (at most 7 days).
         :param kms_key_id: SSE-KMS key, else SSE-S3 (the uploader must send the same SSE headers).
+        :param sha256: hex SHA-256 of the body, signed as ``ChecksumSHA256``.
         """
+        if not 1 <= expires_in <= 7 * 24 * 3600:
+            raise ValueError("SigV4 presigned URLs live between 1 second and 7 days")
         params = {"Bucket": bucket, "Key": key, **self.sse_args(kms_key_id)}
+        if sha256:
+            params["ChecksumSHA256"] = sha256_b64(sha256)
         url = self.generate_presigned_url("put_object", params, expires_in)
         if not url:
             raise RuntimeError(f"could not presign an upload to s3://{bucket}/{key}")
         return url
+
+    @classmethod
+    def put_headers(cls, kms_key_id: str | None = None, sha256: str | None = None) -> dict[str, str]:
+        """The headers a PUT to a :meth:`presign_put` URL must carry (they are signed into it).
+
+        :param kms_key_id: as given to ``presign_put``.
+        :param sha256: as given to ``presign_put``.
+        """
+        headers = {"x-amz-server-side-encryption": cls.sse_args(kms_key_id)["ServerSideEncryption"]}
+        if kms_key_id:
+            headers["x-amz-server-side-encryption-aws-kms-key-id"] = kms_key_id
+        if sha256:
+            headers["x-amz-checksum-sha256"] = sha256_b64(sha256)
+        return headers
+
+    def object_checksum(self, bucket: str, key: str) -> tuple[int, str | None] | None:
+        """``(size, base64 SHA-256 checksum S3 stored or None)`` of an object; None if absent.
+
+        :param bucket: bucket.
+        :param key: key.
+        """
+        try:
+            head = self.client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return int(head["ContentLength"]), head.get("ChecksumSHA256")
 
     def download_to(self, bucket: str, key: str, fileobj: BinaryIO) -> None:
         """Download an object into a file object (multipart-aware).

@@ -9,11 +9,9 @@ from typing import Any
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException
 from airflow.sdk.log import mask_secret
-from kubernetes.client.rest import ApiException
 
 from hcp_etcd import etcd
 from hcp_etcd.conditions import unmet_conditions
-from hcp_etcd.hooks.hosted_cluster import ETCD_CONTAINER
 from hcp_etcd.naming import (
     API_SERVER_DEPLOYMENTS,
     LOCK_ANNOTATION,
@@ -35,7 +33,6 @@ from hcp_etcd.state import (
     previous_pause_annotation,
     read_previous_pause,
 )
-from hcp_etcd.triggers.wait import HostedClusterWaitTrigger
 
 MODES = ("quiesced", "online")
 # Replica counts HyperShift uses per availability policy: the fallback when a retry finds 0.
@@ -68,6 +65,11 @@ def encryption_secret_names(hc: dict[str, Any]) -> tuple[str, str | None]:
 
 def _annotations(hc: dict[str, Any]) -> dict[str, str]:
     return dict((hc.get("metadata") or {}).get("annotations") or {})
+
+
+# Quiesce and resume wait for pods inside the API downtime window: poll in the worker first (a few
+# seconds normally), defer only after this long.
+INLINE_WAIT_SECONDS = 60
 
 
 class BackupPreflightOperator(StoreOperator):
@@ -104,6 +106,7 @@ class BackupPreflightOperator(StoreOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Run the checks; raise with what to do on the first failure."""
+        from kubernetes.client.rest import ApiException
         ref, mode = self.ref, _mode(str(self.mode))
         validate_prefix(str(self.prefix))
         if not self.bucket:
@@ -119,7 +122,7 @@ class BackupPreflightOperator(StoreOperator):
         annotations = _annotations(hc)
         check_lock(annotations, self.run_id(context), utcnow(), str(ref))
         if mode == "quiesced" and paused_by_someone_else(
-            hc.get("spec") or {}, annotations, self.run_id(context)
+            hc.get("spec") or {}, annotations, self.run_id(context), utcnow()
         ):
             raise RuntimeError(
                 f"HostedCluster {ref} is already paused (spec.pausedUntil={hc['spec']['pausedUntil']!r}) by "
@@ -166,6 +169,7 @@ class BackupPreflightOperator(StoreOperator):
         return {"cluster": str(ref), "control_plane_namespace": ns, "members": members, "mode": mode}
 
     def _check_member(self, ns: str, pod: str, ref: ClusterRef) -> None:
+        from hcp_etcd.hooks.hosted_cluster import ETCD_CONTAINER
         if not self.k8s.pod_is_running(ns, pod, ETCD_CONTAINER):
             raise RuntimeError(f"etcd member {ns}/{pod} of {ref} is not running: fix etcd before backing up")
         status = etcd.parse_endpoint_status(
@@ -207,7 +211,7 @@ class PauseReconciliationOperator(HostedClusterOperator):
     unpause teardown is skipped when this setup fails.
 
     :param mode: ``quiesced`` or ``online`` (online only takes the lock). (templated)
-    :param pause_deadline_minutes: the dead-man's switch. (templated)
+    :param pause_deadline_minutes: the dead-man's switch; fractions allowed (tests). (templated)
     :param confirm_timeout: seconds to wait for ReconciliationActive=False.
     :return: ``{"previous_paused_until", "paused_until", "lock_expires_at"}``.
     """
@@ -222,7 +226,7 @@ class PauseReconciliationOperator(HostedClusterOperator):
         self,
         *,
         mode: str = "quiesced",
-        pause_deadline_minutes: int | str = 60,
+        pause_deadline_minutes: float | str = 60,
         confirm_timeout: float = 120,
         **kwargs: Any,
     ) -> None:
@@ -234,6 +238,7 @@ class PauseReconciliationOperator(HostedClusterOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Lock (and pause) in one conditional patch, then confirm."""
+        from kubernetes.client.rest import ApiException
         ref, mode, run_id = self.ref, _mode(str(self.mode)), self.run_id(context)
         until = deadline(self.pause_deadline_minutes)
         hc = self.k8s.get_hosted_cluster(ref)
@@ -245,6 +250,11 @@ class PauseReconciliationOperator(HostedClusterOperator):
         if not recorded:
             # A retry of this run must not record its own pause as "previous".
             previous = (hc.get("spec") or {}).get("pausedUntil")
+            dead = BackupLock.from_annotations(annotations) if state == "expired" else None
+            dead_recorded, dead_previous = read_previous_pause(annotations, dead.run_id if dead else "")
+            if dead_recorded:
+                # The expired run's deadline is not the cluster's own setting: restore what it found.
+                previous = dead_previous
         lock = BackupLock(run_id, self.dag_id, until)
         patch: dict[str, Any] = {"metadata": {"annotations": {LOCK_ANNOTATION: lock.to_annotation()}}}
         if mode == "quiesced":
@@ -337,6 +347,7 @@ class QuiesceApiServersOperator(HostedClusterOperator):
 
     def execute(self, context: Context) -> dict[str, Any] | None:
         """Record, scale down, defer until the pods are gone."""
+        from hcp_etcd.triggers.wait import HostedClusterWaitTrigger
         if _mode(str(self.mode)) == "online":
             self.log.info("online mode: API servers keep running")
             return None
@@ -367,8 +378,9 @@ class QuiesceApiServersOperator(HostedClusterOperator):
             label_selectors=selectors,
             kubernetes_conn_id=self.kubernetes_conn_id,
             timeout=self.timeout,
+            poll_interval=1,
         )
-        return self.wait(trigger, "execute_complete", context)
+        return self.wait(trigger, "execute_complete", context, inline_seconds=INLINE_WAIT_SECONDS)
 
     def _current_replicas(self, hc: dict[str, Any], ns: str) -> dict[str, int]:
         policy = (hc.get("spec") or {}).get("controllerAvailabilityPolicy", "HighlyAvailable")
@@ -429,6 +441,7 @@ class ResumeApiServersOperator(HostedClusterOperator):
 
     def execute(self, context: Context) -> dict[str, Any] | None:
         """Scale back, defer until ready."""
+        from hcp_etcd.triggers.wait import HostedClusterWaitTrigger
         if _mode(str(self.mode)) == "online":
             return {"api_available_at": None, "api_downtime_seconds": None}
         ref = self.ref
@@ -447,8 +460,9 @@ class ResumeApiServersOperator(HostedClusterOperator):
             deployments=list(record.replicas),
             kubernetes_conn_id=self.kubernetes_conn_id,
             timeout=self.timeout,
+            poll_interval=1,
         )
-        return self.wait(trigger, "execute_complete", context)
+        return self.wait(trigger, "execute_complete", context, inline_seconds=INLINE_WAIT_SECONDS)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Measure the downtime, drop the annotation."""
@@ -721,6 +735,7 @@ class WaitHostedClusterAvailableOperator(HostedClusterOperator):
 
     def execute(self, context: Context) -> Any:
         """Defer to the trigger."""
+        from hcp_etcd.triggers.wait import HostedClusterWaitTrigger
         ref = self.ref
         wanted = {"Available": "True"}
         if _mode(str(self.mode)) == "quiesced":

@@ -6,14 +6,18 @@ import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, Context
 from airflow.triggers.base import BaseTrigger
 
-from hcp_etcd.hooks.hosted_cluster import HostedClusterHook
-from hcp_etcd.hooks.snapshot_store import SnapshotStoreHook
 from hcp_etcd.naming import ClusterRef
+
+if TYPE_CHECKING:
+    # The hooks pull in the kubernetes client, boto3 and the providers (seconds of imports): DAG files
+    # import the operators at every parse, so the hooks are imported when a task first uses them.
+    from hcp_etcd.hooks.hosted_cluster import HostedClusterHook
+    from hcp_etcd.hooks.snapshot_store import SnapshotStoreHook
 
 
 def utcnow() -> datetime:
@@ -63,6 +67,8 @@ class HostedClusterOperator(BaseOperator):
     @cached_property
     def k8s(self) -> HostedClusterHook:
         """The Kubernetes hook."""
+        from hcp_etcd.hooks.hosted_cluster import HostedClusterHook
+
         return HostedClusterHook(kubernetes_conn_id=self.kubernetes_conn_id)
 
     @staticmethod
@@ -85,14 +91,32 @@ class HostedClusterOperator(BaseOperator):
 
         return emit
 
-    def wait(self, trigger: BaseTrigger, method_name: str, context: Context, **kwargs: Any) -> Any:
+    def wait(
+        self,
+        trigger: BaseTrigger,
+        method_name: str,
+        context: Context,
+        inline_seconds: float = 0,
+        **kwargs: Any,
+    ) -> Any:
         """Defer to ``trigger``, or run it in this process when not deferrable; then ``method_name``.
 
         :param trigger: the trigger.
         :param method_name: the method resumed with ``event``.
         :param context: task context.
+        :param inline_seconds: first poll in this process for up to this long, and defer only if the
+            wait is not over by then. A deferral costs two hand-offs (worker -> triggerer -> scheduler ->
+            a new worker process): for waits of a few seconds inside the API downtime window that is
+            most of the window (measured in BENCHMARKS.md, figure 1).
         :param kwargs: passed to the method.
         """
+        if self.deferrable and inline_seconds > 0:
+            try:
+                event = asyncio.run(asyncio.wait_for(_first_event(trigger), inline_seconds))
+            except TimeoutError:
+                event = None
+            if event is not None and event.get("status") == "success":
+                return getattr(self, method_name)(context, event=event, **kwargs)
         if self.deferrable:
             self.defer(trigger=trigger, method_name=method_name, kwargs=kwargs)
         event = asyncio.run(_first_event(trigger))
@@ -138,6 +162,8 @@ class StoreOperator(HostedClusterOperator):
     @cached_property
     def s3(self) -> SnapshotStoreHook:
         """The S3 hook."""
+        from hcp_etcd.hooks.snapshot_store import SnapshotStoreHook
+
         return SnapshotStoreHook(aws_conn_id=self.aws_conn_id)
 
     @property
@@ -146,9 +172,12 @@ class StoreOperator(HostedClusterOperator):
         return str(self.kms_key_id) if self.kms_key_id else None
 
 
-def deadline(minutes: int | str) -> datetime:
+def deadline(minutes: float | str) -> datetime:
     """Now + ``minutes`` (the dead-man's switch).
+
+    Fractions are accepted (``0.25`` = 15 s) so tests can watch a deadline pass; the DAG's
+    ``pause_deadline_minutes`` Param stays an integer of at least 10.
 
     :param minutes: minutes from now.
     """
-    return utcnow() + timedelta(minutes=int(minutes))
+    return utcnow() + timedelta(minutes=float(minutes))

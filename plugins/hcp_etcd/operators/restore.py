@@ -22,10 +22,8 @@ from typing import Any
 from airflow.sdk import Context
 from airflow.sdk.exceptions import TaskDeferred
 from airflow.sdk.log import mask_secret
-from kubernetes.client.rest import ApiException
 
 from hcp_etcd import etcd, restore
-from hcp_etcd.hooks.hosted_cluster import ExecError
 from hcp_etcd.naming import (
     ClusterRef,
     cluster_prefix,
@@ -36,7 +34,6 @@ from hcp_etcd.naming import (
 )
 from hcp_etcd.operators.base import StoreOperator, utcnow
 from hcp_etcd.restore import RestoreInputError
-from hcp_etcd.triggers.restore import RestoredClusterTrigger
 
 # An escrowed key is 32 bytes; anything much bigger is not a key.
 _KEY_MAX_BYTES = 1024
@@ -424,6 +421,7 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
         }
 
     def _load_objects(self, target: ClusterRef) -> tuple[list[dict[str, Any]], dict[str, str]]:
+        from kubernetes.client.rest import ApiException
         if self.rendered_manifests:
             where = str(self.rendered_manifests)
             return restore.load_objects(self._read_rendered(where), where), {}
@@ -526,6 +524,7 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
             by_name[target_name]["data"] = data
 
     def _create_all(self, plan: restore.RestorePlan) -> list[dict[str, Any]]:
+        from kubernetes.client.rest import ApiException
         created: list[dict[str, Any]] = []
         try:
             for obj in plan.objects:
@@ -605,6 +604,7 @@ class WaitRestoredOperator(RestoreStepOperator):
 
     def run(self, context: Context) -> Any:
         """Defer to the trigger."""
+        from hcp_etcd.triggers.restore import RestoredClusterTrigger
         target = self.target
         self.timeout = float(self.timeout)
         trigger = RestoredClusterTrigger(
@@ -694,6 +694,7 @@ class VerifyRestoreOperator(RestoreStepOperator):
         return result
 
     def _key_counts(self, ns: str, pod: str, revision: int, expected: dict[str, int]) -> restore.Check:
+        from hcp_etcd.hooks.hosted_cluster import ExecError
         counter = etcd.KeyCounter()
         try:
             self.k8s.exec_command(

@@ -1,0 +1,207 @@
+"""A real Airflow (``airflow standalone``: scheduler, dag-processor, triggerer, api-server, LocalExecutor).
+
+Runs are triggered with ``airflow dags trigger``; their state and task times are read from the
+metadata DB (SQLite in the temporary AIRFLOW_HOME), so polling costs no CLI start-up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bench.common import DAGS, PLUGINS, log, python_env
+
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ts(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace(" ", "T")).replace(tzinfo=None)
+
+
+class Airflow:
+    """``airflow standalone`` in ``home`` on the project's DAGs, wired to a sandbox.
+
+    :param home: a fresh AIRFLOW_HOME.
+    :param sandbox_env: the sandbox's ``airflow.env`` variables.
+    :param pool_slots: slots of the ``hcp_etcd_backup`` pool.
+    """
+
+    def __init__(self, home: Path, sandbox_env: dict[str, str], pool_slots: int = 4) -> None:
+        self.home = home
+        self.port = free_port()
+        self.pool_slots = pool_slots
+        self.env = python_env(
+            {
+                **sandbox_env,
+                "AIRFLOW_HOME": str(home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+                "AIRFLOW__API__PORT": str(self.port),
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
+                # Never a scheduled run during the bench: manual runs only. Feb 29 at 00:00 has no fire
+                # time between the DAGs' start_date (2025-01-01) and 2028, so unpausing creates no run.
+                "HCP_ETCD_BACKUP_SCHEDULE": "0 0 29 2 *",
+                "HCP_ETCD_DRILL_SCHEDULE": "0 0 29 2 *",
+                "HCP_ETCD_RETRY_DELAY_SECONDS": "5",
+            }
+        )
+        # standalone starts its components as `airflow ...` from PATH.
+        self.env["PATH"] = os.pathsep.join([str(Path(AIRFLOW).parent), self.env.get("PATH", "")])
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def cli(self, *args: str, timeout: float = 180) -> str:
+        """Run an ``airflow`` CLI command in this home.
+
+        :param args: the arguments.
+        :param timeout: seconds.
+        """
+        proc = subprocess.run(
+            [AIRFLOW, *args], capture_output=True, text=True, env=self.env, timeout=timeout, check=False
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"airflow {' '.join(args[:2])} failed: {proc.stderr[-1500:]}")
+        return proc.stdout
+
+    def start(self, timeout: float = 300) -> None:
+        """Migrate, create the pool, start standalone and wait until the DAGs are parsed.
+
+        :param timeout: seconds.
+        """
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.cli("db", "migrate", timeout=timeout)
+        self.cli("pools", "set", "hcp_etcd_backup", str(self.pool_slots), "hcp-etcd bench")
+        logfile = (self.home / "standalone.log").open("wb")
+        self.proc = subprocess.Popen(
+            [AIRFLOW, "standalone"],
+            env=self.env,
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"airflow standalone exited; see {self.home / 'standalone.log'}")
+            if self._api_up() and self._parsed({"hcp_etcd_backup", "hcp_etcd_restore"}):
+                return
+            time.sleep(2)
+        raise RuntimeError(f"airflow standalone not ready in {timeout:.0f}s")
+
+    def _api_up(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/v2/version", timeout=3):
+                return True
+        except OSError:
+            return False
+
+    def _query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        db = self.home / "airflow.db"
+        if not db.exists():
+            return []
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
+            try:
+                return list(conn.execute(sql, params))
+            except sqlite3.OperationalError:
+                return []
+
+    def _parsed(self, dag_ids: set[str]) -> bool:
+        rows = self._query("SELECT dag_id FROM dag WHERE is_paused = 0")
+        return dag_ids <= {r[0] for r in rows}
+
+    def stop(self) -> None:
+        """TERM the standalone process group (it started), KILL what is left after 30 s."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        pgid = self.proc.pid
+        os.killpg(pgid, signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(pgid, signal.SIGKILL)
+            self.proc.wait(10)
+        # Components may outlive the parent for a moment: the group is ours, make sure it is gone.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+
+    def trigger(self, dag_id: str, conf: dict[str, Any], run_id: str) -> str:
+        """``airflow dags trigger`` with ``conf``.
+
+        :param dag_id: the DAG.
+        :param conf: its Params.
+        :param run_id: the run id to use.
+        """
+        self.cli("dags", "trigger", dag_id, "--conf", json.dumps(conf), "--run-id", run_id)
+        return run_id
+
+    def wait(self, dag_id: str, run_id: str, timeout: float = 900) -> dict[str, Any]:
+        """Wait for a run to end; its state, duration and task instances.
+
+        :param dag_id: the DAG.
+        :param run_id: the run.
+        :param timeout: seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rows = self._query(
+                "SELECT state, start_date, end_date FROM dag_run WHERE dag_id = ? AND run_id = ?",
+                dag_id,
+                run_id,
+            )
+            if rows and rows[0][0] in ("success", "failed"):
+                state, start, end = rows[0]
+                tis = self._query(
+                    "SELECT task_id, map_index, state, start_date, end_date, try_number FROM task_instance "
+                    "WHERE dag_id = ? AND run_id = ?",
+                    dag_id,
+                    run_id,
+                )
+                tasks = {
+                    f"{t[0]}[{t[1]}]": {"state": t[2], "start": _ts(t[3]), "end": _ts(t[4]), "tries": t[5]}
+                    for t in tis
+                }
+                started, ended = _ts(start), _ts(end)
+                seconds = (ended - started).total_seconds() if started and ended else float("nan")
+                return {"state": state, "seconds": seconds, "tasks": tasks}
+            time.sleep(1)
+        raise TimeoutError(f"{dag_id} {run_id} did not finish in {timeout:.0f}s")
+
+    def run(self, dag_id: str, conf: dict[str, Any], run_id: str, timeout: float = 900) -> dict[str, Any]:
+        """Trigger and wait; raises when the run failed (with its failed tasks).
+
+        :param dag_id: the DAG.
+        :param conf: its Params.
+        :param run_id: the run id.
+        :param timeout: seconds.
+        """
+        log(f"trigger {dag_id} {run_id}")
+        self.trigger(dag_id, conf, run_id)
+        result = self.wait(dag_id, run_id, timeout)
+        if result["state"] != "success":
+            failed = [k for k, t in result["tasks"].items() if t["state"] not in ("success", "skipped")]
+            raise RuntimeError(f"{dag_id} {run_id} {result['state']}: {failed}; logs in {self.home}/logs")
+        log(f"{dag_id} {run_id} done in {result['seconds']:.1f}s")
+        return result

@@ -1,0 +1,498 @@
+"""The six figures of issue 7, each against a baseline measured in the same run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.airflow_run import Airflow, free_port
+from bench.common import DAGS, GiB, Member, MiB, Sandbox, log, median, python_env, run_timed
+
+BACKUP_PREFIX = "hcp-etcd/backups"
+
+
+@dataclass
+class Figure:
+    """One printed line: a project figure, its baseline, and how it compares with the target.
+
+    :param number: issue 7's number of the figure.
+    :param name: what is measured.
+    :param value: the compared figure (a difference in seconds, a ratio, MiB ...).
+    :param unit: its unit.
+    :param target: the target as text.
+    :param met: whether the target is met.
+    :param detail: the raw measurements behind it.
+    """
+
+    number: int
+    name: str
+    value: float
+    unit: str
+    target: str
+    met: bool
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def line(self) -> str:
+        """The one printed line."""
+        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in self.detail.items() if not isinstance(v, list))
+        verdict = "ok" if self.met else "MISS"
+        head = f"[{self.number}] {self.name}: {self.value:.2f} {self.unit}"
+        return f"{head} (target {self.target}: {verdict}) {shown}"
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.2f}" if isinstance(v, float) else str(v)
+
+
+# ---- 1. API downtime ---------------------------------------------------------------------------------
+
+
+def newest_manifest(cluster: str) -> dict[str, Any]:
+    """The newest ``manifest.json`` of a sandbox cluster (the connections are exported).
+
+    :param cluster: the HostedCluster name in ``clusters``.
+    """
+    from hcp_etcd.hooks.snapshot_store import SnapshotStoreHook
+
+    s3 = SnapshotStoreHook()
+    bucket = os.environ["HCP_ETCD_BUCKET"]
+    keys = sorted(
+        o.key
+        for o in s3.list_objects(bucket, f"{BACKUP_PREFIX}/clusters/{cluster}/")
+        if o.key.endswith("/manifest.json")
+    )
+    if not keys:
+        raise RuntimeError(f"no manifest for {cluster}")
+    return s3.get_json(bucket, keys[-1])
+
+
+def raw_snapshot_save(member: Member, workdir: Path) -> float:
+    """Seconds of ``etcdctl snapshot save`` of ``member`` to a local file (removed after).
+
+    :param member: the etcd member.
+    :param workdir: where the file goes.
+    """
+    target = workdir / f"raw-{member.pod}.db"
+    seconds = run_timed(member.etcdctl("snapshot", "save", str(target)))
+    target.unlink(missing_ok=True)
+    return seconds
+
+
+def downtime(
+    af: Airflow, box: Sandbox, cluster: str, label: str, reps: int, workdir: Path, run_tag: str
+) -> Figure:
+    """Quiesced backups under the scheduler: ``api_downtime_seconds`` - raw snapshot save.
+
+    :param af: the running Airflow.
+    :param box: the sandbox.
+    :param cluster: a one-member hosted cluster holding the data.
+    :param label: the data size as text.
+    :param reps: backups to run.
+    :param workdir: scratch space.
+    :param run_tag: makes run ids unique.
+    """
+    member = box.members(cluster)[0]
+    downs, raws, runs = [], [], []
+    for i in range(reps):
+        result = af.run(
+            "hcp_etcd_backup",
+            {"hosted_clusters": [f"clusters/{cluster}"], "mode": "quiesced"},
+            f"bench-{run_tag}-{cluster}-q{i}",
+        )
+        manifest = newest_manifest(cluster)
+        downs.append(float(manifest["api_downtime_seconds"]))
+        runs.append(result["seconds"])
+        raws.append(raw_snapshot_save(member, workdir))
+        log(f"{cluster}: downtime {downs[-1]:.2f}s, raw snapshot save {raws[-1]:.2f}s")
+    overhead = median([d - r for d, r in zip(downs, raws, strict=True)])
+    return Figure(
+        1,
+        f"API downtime overhead, quiesced, {label}",
+        overhead,
+        "s",
+        "<= 5 s",
+        overhead <= 5,
+        {
+            "downtime_s": median(downs),
+            "etcdctl_save_s": median(raws),
+            "run_s": median(runs),
+            "n": reps,
+            "downtimes": downs,
+            "raws": raws,
+        },
+    )
+
+
+def downtime_online(af: Airflow, cluster: str, run_tag: str) -> Figure:
+    """One online backup: its manifest must report no downtime.
+
+    :param af: the running Airflow.
+    :param cluster: the hosted cluster.
+    :param run_tag: makes run ids unique.
+    """
+    result = af.run(
+        "hcp_etcd_backup",
+        {"hosted_clusters": [f"clusters/{cluster}"], "mode": "online"},
+        f"bench-{run_tag}-{cluster}-online",
+    )
+    value = newest_manifest(cluster).get("api_downtime_seconds") or 0.0
+    return Figure(
+        1, "API downtime, online", float(value), "s", "0 s", value == 0, {"run_s": result["seconds"]}
+    )
+
+
+# ---- 2./3. transfer ----------------------------------------------------------------------------------
+
+
+def run_transfers(box: Sandbox, cluster: str, methods: list[str], reps: int) -> list[dict[str, Any]]:
+    """``python -m bench.transfer`` in a process of its own; its JSON results.
+
+    :param box: the sandbox.
+    :param cluster: the cluster whose ``etcd-0`` holds the file.
+    :param methods: methods in order (each rep runs them all, interleaved).
+    :param reps: repetitions.
+    """
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.transfer",
+            "--sandbox",
+            str(box.dir),
+            "--cluster",
+            cluster,
+            "--methods",
+            ",".join(methods),
+            "--reps",
+            str(reps),
+        ],
+        capture_output=True,
+        text=True,
+        env=python_env(),
+        timeout=3600,
+        check=False,
+    )
+    results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"method"')]
+    if proc.returncode != 0 or len(results) != len(methods) * reps:
+        raise RuntimeError(f"bench.transfer failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return results
+
+
+def throughput(box: Sandbox, cluster: str, size: int, reps: int) -> list[Figure]:
+    """Each method's time against boto3 ``upload_file`` of the same file (ratio of throughputs).
+
+    :param box: the sandbox.
+    :param cluster: a hosted cluster for the file.
+    :param size: bytes of the snapshot file.
+    :param reps: repetitions (interleaved).
+    """
+    from bench.common import write_random_file
+
+    member = box.members(cluster)[0]
+    write_random_file(member.snapshot_file, size)
+    results = run_transfers(box, cluster, ["boto3", "stream", "presigned-curl"], reps)
+    member.snapshot_file.unlink(missing_ok=True)
+    times: dict[str, list[float]] = {}
+    for r in results:
+        times.setdefault(r["method"], []).append(r["seconds"])
+    base = median(times["boto3"])
+    figures = []
+    for method in ("stream", "presigned-curl"):
+        ratio = base / median(times[method])
+        figures.append(
+            Figure(
+                2,
+                f"upload throughput {method} vs boto3 upload_file, {size // MiB} MiB",
+                ratio,
+                "x",
+                ">= 0.9",
+                ratio >= 0.9,
+                {
+                    "MiB_s": size / MiB / median(times[method]),
+                    "boto3_MiB_s": size / MiB / base,
+                    "s": median(times[method]),
+                    "boto3_s": base,
+                    "n": reps,
+                    "times": times[method],
+                    "boto3_times": times["boto3"],
+                },
+            )
+        )
+    return figures
+
+
+def memory(box: Sandbox, cluster: str, sizes: list[int]) -> list[Figure]:
+    """Peak RSS growth of the worker during each method's transfer, per size (own process each).
+
+    :param box: the sandbox.
+    :param cluster: a hosted cluster for the file.
+    :param sizes: snapshot sizes in bytes (small first).
+    """
+    from bench.common import write_random_file
+
+    member = box.members(cluster)[0]
+    growth: dict[str, dict[int, float]] = {"stream": {}, "presigned-curl": {}, "boto3": {}}
+    for size in sizes:
+        write_random_file(member.snapshot_file, size)
+        for method in growth:
+            if method == "boto3" and size != sizes[0]:
+                continue  # the reference: upload_file of the smallest file only
+            (r,) = run_transfers(box, cluster, [method], 1)
+            growth[method][size] = r["rss_peak_mib"] - r["rss_base_mib"]
+            log(
+                f"RSS growth {method} {size // MiB} MiB: {growth[method][size]:.1f} MiB "
+                f"in {r['seconds']:.1f}s"
+            )
+        member.snapshot_file.unlink(missing_ok=True)
+    figures = []
+    small, big = sizes[0], sizes[-1]
+    for method in ("stream", "presigned-curl"):
+        worst = max(growth[method].values())
+        slope = growth[method][big] - growth[method][small]
+        figures.append(
+            Figure(
+                3,
+                f"worker peak RSS growth, {method}, {small // MiB} and {big // MiB} MiB",
+                worst,
+                "MiB",
+                "<= 100 MiB, no growth with size",
+                worst <= 100 and slope <= 16,
+                {f"{s // MiB}MiB": growth[method][s] for s in sizes}
+                | {"growth_with_size_MiB": slope, "boto3_upload_file_small": growth["boto3"][small]},
+            )
+        )
+    return figures
+
+
+# ---- 4. fleet ----------------------------------------------------------------------------------------
+
+
+def fleet(af: Airflow, clusters: list[str], pool: int, run_tag: str) -> Figure:
+    """One cluster's run, then all ``clusters`` in one run: ideal/actual with ``pool`` slots.
+
+    :param af: the running Airflow (pool ``hcp_etcd_backup`` has ``pool`` slots).
+    :param clusters: hosted cluster names (same data size each).
+    :param pool: the pool's slots.
+    :param run_tag: makes run ids unique.
+    """
+    one = af.run("hcp_etcd_backup", {"hosted_clusters": [f"clusters/{clusters[0]}"]}, f"bench-{run_tag}-one")
+    many = af.run(
+        "hcp_etcd_backup",
+        {"hosted_clusters": [f"clusters/{c}" for c in clusters]},
+        f"bench-{run_tag}-fleet",
+        timeout=1800,
+    )
+    waves = -(-len(clusters) // pool)
+    efficiency = waves * one["seconds"] / many["seconds"]
+    return Figure(
+        4,
+        f"fleet efficiency, {len(clusters)} clusters, pool {pool}",
+        efficiency,
+        "x",
+        ">= 0.75",
+        efficiency >= 0.75,
+        {"fleet_s": many["seconds"], "one_cluster_s": one["seconds"], "ideal_s": waves * one["seconds"]},
+    )
+
+
+# ---- 5. restore --------------------------------------------------------------------------------------
+
+
+def raw_restore(snapshot: Path, workdir: Path) -> float:
+    """``etcdutl snapshot restore`` + an etcd member started on it until ``/health`` is true.
+
+    :param snapshot: the snapshot file.
+    :param workdir: scratch space.
+    """
+    from hcp_sandbox.etcd import binary
+
+    data = workdir / "raw-restore"
+    shutil.rmtree(data, ignore_errors=True)
+    client, peer = free_port(), free_port()
+    peer_url, client_url = f"http://127.0.0.1:{peer}", f"http://127.0.0.1:{client}"
+    started = time.monotonic()
+    run_timed(
+        [
+            binary("etcdutl"),
+            "snapshot",
+            "restore",
+            str(snapshot),
+            "--data-dir",
+            str(data),
+            "--name",
+            "raw",
+            "--initial-cluster",
+            f"raw={peer_url}",
+            "--initial-advertise-peer-urls",
+            peer_url,
+        ]
+    )
+    proc = subprocess.Popen(
+        [
+            binary("etcd"),
+            "--name",
+            "raw",
+            "--data-dir",
+            str(data),
+            "--listen-client-urls",
+            client_url,
+            "--advertise-client-urls",
+            client_url,
+            "--listen-peer-urls",
+            peer_url,
+            "--initial-advertise-peer-urls",
+            peer_url,
+            "--initial-cluster",
+            f"raw={peer_url}",
+            "--quota-backend-bytes",
+            str(8 * GiB),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(client_url + "/health", timeout=2) as resp:
+                    if json.loads(resp.read()).get("health") == "true":
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() - started > 300:
+                raise RuntimeError("raw etcd member did not become healthy")
+            time.sleep(0.05)
+        return time.monotonic() - started
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def restore(
+    af: Airflow, box: Sandbox, source: str, target: str, workdir: Path, run_tag: str, reps: int
+) -> Figure:
+    """The restore DAG's create -> Available against a raw restore of the same snapshot.
+
+    :param af: the running Airflow.
+    :param box: the sandbox.
+    :param source: the backed-up cluster (its newest backup is restored).
+    :param target: name of the new hosted cluster.
+    :param workdir: scratch space.
+    :param run_tag: makes run ids unique.
+    :param reps: raw restores.
+    """
+    from hcp_etcd.hooks.snapshot_store import SnapshotStoreHook
+
+    manifest = newest_manifest(source)
+    snapshot = workdir / "restore-source.db"
+    with snapshot.open("wb") as out:
+        SnapshotStoreHook().download_to(os.environ["HCP_ETCD_BUCKET"], manifest["snapshot"]["key"], out)
+    rendered = workdir / f"{target}.yaml"
+    rendered.write_text(box.cli("render", "--dir", str(box.dir), "--name", target, "--members", "1"))
+    result = af.run(
+        "hcp_etcd_restore",
+        {"source": f"clusters/{source}", "target_name": target, "rendered_manifests": str(rendered)},
+        f"bench-{run_tag}-restore-{target}",
+        timeout=1800,
+    )
+    tasks = result["tasks"]
+    project = (tasks["wait_restored[-1]"]["end"] - tasks["create[-1]"]["start"]).total_seconds()
+    raws = [raw_restore(snapshot, workdir) for _ in range(reps)]
+    snapshot.unlink(missing_ok=True)
+    overhead = project - median(raws)
+    return Figure(
+        5,
+        f"restore overhead, create->Available vs etcdutl restore + member start, "
+        f"{manifest['snapshot']['size_bytes'] // MiB} MiB",
+        overhead,
+        "s",
+        "<= 10 s",
+        overhead <= 10,
+        {"create_to_available_s": project, "raw_s": median(raws), "run_s": result["seconds"], "raw_n": reps},
+    )
+
+
+# ---- 6. DAG parse ------------------------------------------------------------------------------------
+
+MINIMAL_DAG = """
+from datetime import datetime
+from airflow.sdk import dag, task
+
+@dag(schedule=None, start_date=datetime(2025, 1, 1))
+def minimal():
+    @task
+    def hello():
+        return 1
+    hello()
+
+minimal()
+"""
+
+PARSE_PROBE = r"""
+import importlib.util, json, sys, time
+import airflow.sdk  # what the dag-processor has loaded before it parses a file
+def load(path, name):
+    t = time.perf_counter()
+    spec = importlib.util.spec_from_file_location(name, path)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    return time.perf_counter() - t
+minimal = load(sys.argv[1], "bench_minimal_dag")
+dag = load(sys.argv[2], "bench_dag_under_test")
+print(json.dumps({"minimal": minimal, "dag": dag}))
+"""
+
+
+def dag_parse(workdir: Path, reps: int, env: dict[str, str]) -> list[Figure]:
+    """Import time of each DAG file vs a minimal DAG, both in one fresh interpreter, ``reps`` times.
+
+    :param workdir: scratch space.
+    :param reps: interpreters per DAG file.
+    :param env: environment of a worker (connections etc.).
+    """
+    minimal = workdir / "minimal_dag.py"
+    minimal.write_text(MINIMAL_DAG)
+    child_env = python_env(env)
+    figures = []
+    for dag_file in sorted(DAGS.glob("hcp_etcd_*.py")):
+        ratios, dags, mins = [], [], []
+        for _ in range(reps):
+            out = subprocess.run(
+                [sys.executable, "-c", PARSE_PROBE, str(minimal), str(dag_file)],
+                capture_output=True,
+                text=True,
+                env=child_env,
+                timeout=300,
+                check=True,
+            ).stdout
+            data = json.loads(out.strip().splitlines()[-1])
+            dags.append(data["dag"])
+            mins.append(data["minimal"])
+            ratios.append(data["dag"] / data["minimal"])
+        ratio = median(ratios)
+        figures.append(
+            Figure(
+                6,
+                f"DAG parse {dag_file.name} vs minimal DAG",
+                ratio,
+                "x",
+                "<= 1.5",
+                ratio <= 1.5,
+                {"dag_s": median(dags), "minimal_s": median(mins), "n": reps},
+            )
+        )
+    return figures
+
+
+def scratch() -> Path:
+    """A scratch directory for one bench run."""
+    return Path(tempfile.mkdtemp(prefix="hcp-etcd-bench-"))

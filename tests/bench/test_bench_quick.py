@@ -1,0 +1,35 @@
+"""The bench harness runs end to end in its tiny mode (no timed assertion: the numbers mean nothing here)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_quick_prints_every_figure(tmp_path):
+    out = tmp_path / "bench.json"
+    env = {"PYTHONPATH": f"{REPO / 'include'}:{REPO / 'plugins'}:{REPO}"}
+    import os
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--json", str(out)],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("[")]
+    numbers = {int(line[1]) for line in lines}
+    assert numbers == {1, 2, 3, 4, 5, 6}, proc.stdout
+    data = json.loads(out.read_text())
+    assert data["quick"] and len(data["figures"]) == len(lines)
+    assert all(f["target"] and f["unit"] for f in data["figures"])

@@ -1,0 +1,557 @@
+"""Reliability fixtures: a sandbox that enforces ``include/rbac``, and a harness that runs the real
+operators the way Airflow does (one fresh operator per try, ``retries=2``, setups/teardowns with the
+backup DAG's trigger rules), injects faults, and checks the safety invariants afterwards.
+
+Why operators and not ``dag.test()`` for the matrix: a ``dag.test()`` costs 45-90 s here, a chain of
+operators on a 1-member cluster a few seconds, and the operators are exactly what the DAG wires. The
+harness runs in the pytest process (connections from ``AIRFLOW_CONN_*``, as a worker reads them);
+``deferrable=False`` runs each trigger inline, as ``dag.test()`` does. One whole-DAG run
+(``test_security.py``) checks the wiring under the same faults and RBAC.
+
+Every Kubernetes call of the harness (and of the operators) goes through the sandbox token, so the
+RBAC of ``include/rbac`` is enforced on all of it: a missing rule fails the scenario with a 403.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import inspect
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tenacity
+import yaml
+from airflow.providers.cncf.kubernetes import kubernetes_helper_functions
+
+from hcp_etcd.hooks.hosted_cluster import HostedClusterHook
+from hcp_etcd.hooks.snapshot_store import SnapshotStoreHook
+from hcp_etcd.naming import API_SERVER_DEPLOYMENTS, ClusterRef
+from hcp_etcd.operators import backup as ops
+from hcp_etcd.operators.fleet import BackupRetentionOperator
+from hcp_etcd.operators.publish import PublishManifestOperator
+from hcp_etcd.operators.transfer import SnapshotToS3Operator
+from hcp_etcd.triggers import wait
+from tests.conftest import Sandbox, start_sandbox
+
+REPO = Path(__file__).resolve().parents[2]
+RBAC = REPO / "include" / "rbac"
+HA, ONE = "rel-ha", "rel-one"
+REPLICAS = {HA: 3, ONE: 1}
+PREFIX, KEY_PREFIX = "hcp-etcd/backups", "hcp-etcd/keys"
+OURS = "hcp-etcd.openshift.io/"
+WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
+TRIES = 3  # the DAGs' retries=2
+
+
+@dataclass
+class Figures:
+    """What docs/RELIABILITY.md reports; filled by the tests, printed at the end of the session."""
+
+    scenarios_run: int = 0
+    scenarios_passed: int = 0
+    bad_inputs: int = 0
+    writes_by_bad_inputs: int = 0
+    secret_hits: int | None = None
+    outcomes: dict[str, str] = field(default_factory=dict)
+
+
+FIGURES = Figures()
+
+
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> None:
+    """Count each reliability test as a scenario, and each ``test_bad_input`` case as a bad input."""
+    if call.when != "call":
+        return
+    FIGURES.scenarios_run += 1
+    passed = call.excinfo is None
+    FIGURES.scenarios_passed += passed
+    FIGURES.bad_inputs += item.name.startswith("test_bad_input")
+    FIGURES.outcomes[item.name] = "passed" if passed else "failed"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the figures (the ones docs/RELIABILITY.md quotes)."""
+    if FIGURES.scenarios_run:
+        figures = {k: v for k, v in vars(FIGURES).items() if k != "outcomes"}
+        terminalreporter.write_line("hcp-etcd reliability figures: " + json.dumps(figures, sort_keys=True))
+
+
+class OutletEvents(defaultdict):
+    """``context["outlet_events"]``: accepts ``[alias].add(asset, extra=...)`` and keeps the events."""
+
+    def __init__(self) -> None:
+        super().__init__(list)
+
+    def __missing__(self, key: Any) -> Any:
+        events: list[Any] = []
+
+        class _Accessor:
+            def add(self, asset: Any, extra: dict[str, Any] | None = None) -> None:
+                events.append((asset, extra))
+
+        self[key] = _Accessor()
+        return self[key]
+
+
+class TaskInstanceStub:
+    """The part of ``context["ti"]`` the restore steps use (``xcom_push`` of an error message)."""
+
+    def __init__(self) -> None:
+        self.xcom: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcom[key] = value
+
+
+@dataclass
+class Outcome:
+    """One task after its tries."""
+
+    ok: bool
+    seconds: float = 0.0
+    tries: int = 0
+    result: Any = None
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Trace:
+    """One emulated backup run: what each task did."""
+
+    run_id: str
+    tasks: dict[str, Outcome] = field(default_factory=dict)
+
+    @property
+    def succeeded(self) -> bool:
+        return all(o.ok for o in self.tasks.values()) and "wait_available" in self.tasks
+
+    def errors(self) -> str:
+        return "; ".join(f"{t}: {e}" for t, o in self.tasks.items() for e in o.errors)
+
+
+class Harness:
+    """The operators against the reliability sandbox, and the checks of the invariants."""
+
+    def __init__(self, box: Sandbox) -> None:
+        self.box = box
+        self.bucket = box.bucket
+        self.k8s = HostedClusterHook()
+        self.s3 = SnapshotStoreHook()
+        self.exec_commands: list[list[str]] = []
+        self.logs: list[str] = []
+        kubeconfig = yaml.safe_load(box.kubeconfig.read_text())
+        self._server = kubeconfig["clusters"][0]["cluster"]["server"]
+        self._token = kubeconfig["users"][0]["user"]["token"]
+        self._runs = 0
+        self.pod_cmdlines: set[str] = set()
+        self._sampling = threading.Event()
+
+    # ---- command lines of the processes the sandbox runs "in" pods ---------------------------------
+
+    def _sample_cmdlines(self) -> None:
+        pods = str(self.box.dir / "pods")
+        while not self._sampling.wait(0.1):
+            for proc in Path("/proc").glob("[0-9]*"):
+                try:
+                    cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+                except OSError:
+                    continue
+                if pods in cmdline:
+                    self.pod_cmdlines.add(cmdline)
+
+    def start_sampler(self) -> threading.Thread:
+        """Sample ``/proc/*/cmdline`` of processes that run in a pod of this sandbox (10 Hz)."""
+        thread = threading.Thread(target=self._sample_cmdlines, name="cmdline-sampler", daemon=True)
+        thread.start()
+        return thread
+
+    def stop_sampler(self, thread: threading.Thread) -> None:
+        """Stop the sampler thread."""
+        self._sampling.set()
+        thread.join(timeout=10)
+
+    # ---- the sandbox's request log ----------------------------------------------------------------
+
+    def requests_since(self, seq: int) -> tuple[list[dict[str, Any]], int]:
+        """Entries of the API request log after ``seq``, and the latest seq."""
+        req = urllib.request.Request(
+            f"{self._server}/sandbox/v1/requests?since={seq}",
+            headers={"Authorization": f"Bearer {self._token}"},
+        )
+        ctx = ssl.create_default_context(cafile=str(self.box.ca))
+        with urllib.request.urlopen(req, context=ctx, timeout=30) as resp:
+            data = json.loads(resp.read())
+        return data["items"], data["latest"]
+
+    def clear_faults(self) -> dict[str, Any]:
+        """Drop the API and exec faults not consumed yet (``DELETE /sandbox/v1/faults``)."""
+        req = urllib.request.Request(
+            f"{self._server}/sandbox/v1/faults",
+            method="DELETE",
+            headers={"Authorization": f"Bearer {self._token}"},
+        )
+        ctx = ssl.create_default_context(cafile=str(self.box.ca))
+        with urllib.request.urlopen(req, context=ctx, timeout=30) as resp:
+            return json.loads(resp.read())
+
+    def seq(self) -> int:
+        """The latest request seq."""
+        return self.requests_since(10**12)[1]
+
+    def writes_since(self, seq: int) -> list[str]:
+        """Every write to the cluster after ``seq`` (exec included: it is a create on pods/exec)."""
+        items, _ = self.requests_since(seq)
+        return [
+            f"{i['method']} {i['plural']}{'/' + i['subresource'] if i.get('subresource') else ''} "
+            f"{i.get('namespace')}/{i.get('name')} -> {i['code']}"
+            for i in items
+            if i["method"] in ("POST", "PUT", "PATCH", "DELETE") or i.get("verb") in WRITE_VERBS
+        ]
+
+    # ---- running tasks as Airflow does ---------------------------------------------------------------
+
+    def new_run_id(self, label: str) -> str:
+        self._runs += 1
+        return f"reliability__{label}__{self._runs}__{time.time_ns()}"
+
+    @staticmethod
+    def context(run_id: str) -> dict[str, Any]:
+        return {"run_id": run_id, "ti": TaskInstanceStub(), "outlet_events": OutletEvents()}
+
+    def attempt(self, task_id: str, make: Callable[[], Any], run_id: str, tries: int = TRIES) -> Outcome:
+        """Execute a fresh operator up to ``tries`` times (Airflow's retries), like a new worker each try."""
+        outcome = Outcome(ok=False)
+        started = time.monotonic()
+        for _ in range(tries):
+            outcome.tries += 1
+            op = make()
+            try:
+                outcome.result = op.execute(self.context(run_id))
+            except Exception as err:  # a failed try: Airflow retries it
+                outcome.errors.append(f"{type(err).__name__}: {str(err)[:300]}")
+                continue
+            outcome.ok = True
+            break
+        outcome.seconds = round(time.monotonic() - started, 2)
+        return outcome
+
+    def common(self, cluster: str, task_id: str) -> dict[str, Any]:
+        return {"task_id": task_id, "hosted_cluster": f"clusters/{cluster}", "deferrable": False}
+
+    def store(self, cluster: str, task_id: str) -> dict[str, Any]:
+        return {**self.common(cluster, task_id), "bucket": self.bucket, "prefix": PREFIX}
+
+    def backup(
+        self,
+        cluster: str,
+        inject: dict[str, Callable[[], Any]] | None = None,
+        run_id: str | None = None,
+        mode: str = "quiesced",
+        pause_deadline_minutes: float = 30,
+    ) -> Trace:
+        """One backup of ``cluster`` with the DAG's wiring; ``inject[task]()`` runs right before that task.
+
+        Trigger rules as in ``dags/hcp_etcd_backup.py``: resume is the teardown of quiesce, cleanup
+        and unpause the teardowns of pause (they run when their setup succeeded, whatever failed in
+        between); upload needs verify and resume; wait needs publish and unpause.
+        """
+        inject = inject or {}
+        trace = Trace(run_id or self.new_run_id(cluster))
+        rid = trace.run_id
+        m = {"mode": mode}
+
+        def run(task_id: str, make: Callable[[], Any]) -> Outcome:
+            if task_id in inject:
+                inject[task_id]()
+            trace.tasks[task_id] = self.attempt(task_id, make, rid)
+            return trace.tasks[task_id]
+
+        if not run(
+            "preflight", lambda: ops.BackupPreflightOperator(**self.store(cluster, "preflight"), **m)
+        ).ok:
+            return trace
+        pause = run(
+            "pause",
+            lambda: ops.PauseReconciliationOperator(
+                **self.common(cluster, "pause"), pause_deadline_minutes=pause_deadline_minutes, **m
+            ),
+        )
+        quiesce = snap = verify = resume = None
+        if pause.ok:
+            quiesce = run(
+                "quiesce", lambda: ops.QuiesceApiServersOperator(**self.common(cluster, "quiesce"), **m)
+            )
+        if quiesce and quiesce.ok:
+            snap = run("snapshot", lambda: ops.SnapshotMembersOperator(**self.common(cluster, "snapshot")))
+        if snap and snap.ok:
+            verify = run("verify", lambda: ops.VerifySnapshotsOperator(**self.common(cluster, "verify"), **m))
+        if quiesce and quiesce.ok:
+            resume = run(
+                "resume", lambda: ops.ResumeApiServersOperator(**self.common(cluster, "resume"), **m)
+            )
+        publish = None
+        if verify and verify.ok and resume and resume.ok:
+            s, v = snap.result, verify.result  # type: ignore[union-attr]
+            upload = run(
+                "upload", lambda: SnapshotToS3Operator(**self.store(cluster, "upload"), snapshot=s, verify=v)
+            )
+            escrow = None
+            if upload.ok:
+                escrow = run(
+                    "escrow_key",
+                    lambda: ops.EscrowEncryptionKeyOperator(
+                        **self.store(cluster, "escrow_key"), key_prefix=KEY_PREFIX
+                    ),
+                )
+            if escrow and escrow.ok:
+                u, e, r = upload.result, escrow.result, resume.result
+                publish = run(
+                    "publish_manifest",
+                    lambda: PublishManifestOperator(
+                        **self.store(cluster, "publish_manifest"),
+                        snapshot=s, verify=v, upload=u, escrow=e, resume=r, **m,
+                    ),
+                )  # fmt: skip
+        if pause.ok:
+            run("cleanup", lambda: ops.CleanupSnapshotsOperator(**self.common(cluster, "cleanup")))
+            unpause = run(
+                "unpause", lambda: ops.UnpauseReconciliationOperator(**self.common(cluster, "unpause"), **m)
+            )
+            if unpause.ok and publish and publish.ok:
+                run(
+                    "wait_available",
+                    lambda: ops.WaitHostedClusterAvailableOperator(
+                        **self.common(cluster, "wait_available"), timeout=180, **m
+                    ),
+                )
+        return trace
+
+    def retention(self, clusters: list[str], inject: Callable[[], Any] | None = None) -> Outcome:
+        """The fleet's retention task (keep_last=2 so it has something to delete)."""
+        if inject:
+            inject()
+        return self.attempt(
+            "retention",
+            lambda: BackupRetentionOperator(
+                task_id="retention",
+                bucket=self.bucket,
+                prefix=PREFIX,
+                key_prefix=KEY_PREFIX,
+                hosted_clusters=[f"clusters/{c}" for c in clusters],
+                keep_last=2,
+                keep_daily=0,
+                keep_weekly=0,
+                keep_monthly=0,
+            ),
+            self.new_run_id("retention"),
+        )
+
+    def wait_available(self, cluster: str, timeout: float = 180) -> Outcome:
+        """Wait (bounded) until the cluster is Available and reconciling, as ``wait_available`` does."""
+        return self.attempt(
+            "wait_available",
+            lambda: ops.WaitHostedClusterAvailableOperator(
+                **self.common(cluster, "wait_available"), timeout=timeout
+            ),
+            self.new_run_id("wait"),
+            tries=1,
+        )
+
+    # ---- S3 ------------------------------------------------------------------------------------------
+
+    def objects(self, cluster: str) -> dict[str, tuple[int, str]]:
+        """Every object of the cluster (backups and keys): key -> (size, sha256)."""
+        found = {}
+        for prefix in (f"{PREFIX}/clusters/{cluster}/", f"{KEY_PREFIX}/clusters/{cluster}/"):
+            for obj in self.s3.list_objects(self.bucket, prefix):
+                body = self.s3.client.get_object(Bucket=self.bucket, Key=obj.key)["Body"].read()
+                found[obj.key] = (len(body), hashlib.sha256(body).hexdigest())
+        return found
+
+    def manifests(self, cluster: str) -> list[str]:
+        return sorted(k for k in self.objects(cluster) if k.endswith("/manifest.json"))
+
+    # ---- the invariants -----------------------------------------------------------------------------
+
+    def etcd_pods(self, cluster: str) -> list[str]:
+        return self.k8s.list_etcd_pods(ClusterRef("clusters", cluster).control_plane_namespace)
+
+    def snapshot_files(self, cluster: str) -> dict[str, str]:
+        """``ls /var/lib/data`` of each etcd pod that shows a snapshot file."""
+        ns = ClusterRef("clusters", cluster).control_plane_namespace
+        left = {}
+        for pod in self.etcd_pods(cluster):
+            out = self.k8s.exec_command(ns, pod, ["ls", "-a", "/var/lib/data"], timeout=60).stdout
+            if "snapshot" in out:
+                left[pod] = out
+        return left
+
+    def assert_invariants(
+        self,
+        cluster: str,
+        before: dict[str, tuple[int, str]],
+        trace: Trace | None,
+        succeeded: bool | None = None,
+    ) -> None:
+        """The four invariants of issue 6 after a run, whatever happened in it.
+
+        1. unpaused, none of our annotations left, API servers at their original replicas, Available;
+        2. every manifest describes the object next to it (size, SHA-256): no manifest for a snapshot
+           whose checks did not pass, and a manifest was added only when the run succeeded;
+        3. no snapshot file in any etcd pod;
+        4. every earlier object is still there, byte for byte.
+        """
+        ref = ClusterRef("clusters", cluster)
+        hc = self.k8s.get_hosted_cluster(ref)
+        assert hc["spec"].get("pausedUntil") in (None, "false"), hc["spec"].get("pausedUntil")
+        leftover = [k for k in (hc["metadata"].get("annotations") or {}) if k.startswith(OURS)]
+        assert not leftover, f"annotations left on {ref}: {leftover}"
+        for dep in API_SERVER_DEPLOYMENTS:
+            want, _ = self.k8s.get_deployment_replicas(ref.control_plane_namespace, dep)
+            assert want == REPLICAS[cluster], f"{dep} at {want}, originally {REPLICAS[cluster]}"
+        assert self.wait_available(cluster).ok, f"{ref} not Available again"
+        after = self.objects(cluster)
+        changed = {k: v for k, v in before.items() if after.get(k) != v}
+        assert not changed, f"earlier backups changed or deleted: {sorted(changed)}"
+        new_manifests = sorted(k for k in after if k.endswith("/manifest.json") and k not in before)
+        if succeeded is None:
+            succeeded = trace is not None and trace.succeeded
+        expected = 1 if succeeded else 0
+        assert len(new_manifests) == expected, (new_manifests, trace.errors() if trace else None)
+        for key in new_manifests:
+            manifest = self.s3.get_json(self.bucket, key)
+            snap = manifest["snapshot"]
+            assert after[snap["key"]] == (snap["size_bytes"], snap["sha256"]), (
+                f"{key} does not match its object"
+            )
+            members = {(x["revision"], x["hash"]) for x in manifest["etcd"]["members"]}
+            assert manifest["mode"] != "quiesced" or len(members) == 1, f"{key}: members disagree {members}"
+        assert not self.snapshot_files(cluster), f"snapshot files left: {self.snapshot_files(cluster)}"
+
+    # ---- secrets ------------------------------------------------------------------------------------
+
+    def key_needles(self) -> dict[str, bytes]:
+        """The encryption keys of every HostedCluster (raw, base64, urlsafe base64, hex) and the S3
+        secret key: what must appear nowhere."""
+        needles: dict[str, bytes] = {}
+        for hc in self.k8s.list_hosted_clusters():
+            ns, name = hc["metadata"]["namespace"], hc["metadata"]["name"]
+            secret = hc["spec"]["secretEncryption"]["aescbc"]["activeKey"]["name"]
+            b64 = self.k8s.read_secret_data(ns, secret)["key"]
+            raw = base64.b64decode(b64)
+            needles[f"{name} key raw"] = raw
+            needles[f"{name} key base64"] = b64.encode()
+            needles[f"{name} key urlsafe-base64"] = base64.urlsafe_b64encode(raw)
+            needles[f"{name} key hex"] = raw.hex().encode()
+        password = json.loads(self.box.env["AIRFLOW_CONN_AWS_DEFAULT"]).get("password")
+        if password:
+            needles["S3 secret access key"] = password.encode()
+        needles["presigned URL signature"] = b"X-Amz-Signature="
+        return needles
+
+
+def _record_exec(harness: Harness, original: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap ``HostedClusterHook._connect_exec`` to keep every argv sent into a pod."""
+    names = list(inspect.signature(original).parameters)
+
+    def connect(self: Any, *args: Any, **kwargs: Any) -> Any:
+        bound = dict(zip(names[1:], args, strict=False)) | kwargs
+        harness.exec_commands.append([str(a) for a in bound["command"]])
+        return original(self, *args, **kwargs)
+
+    return connect
+
+
+@pytest.fixture(scope="package")
+def rel_box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    """A sandbox of its own that enforces ``include/rbac`` for its token: 3 + 1 etcd members."""
+    box = start_sandbox(
+        tmp_path_factory.mktemp("reliability-sandbox"),
+        "--rbac", str(RBAC), "--cluster", f"{HA}:3", "--cluster", f"{ONE}:1", "--seed-mb", "2",
+    )  # fmt: skip
+    try:
+        yield box
+    finally:
+        box.down()
+
+
+@pytest.fixture(scope="package")
+def harness(rel_box: Sandbox) -> Iterator[Harness]:
+    """The harness, with the sandbox's connections in the environment and short API-retry waits."""
+    mp = pytest.MonkeyPatch()
+    for key, value in rel_box.env.items():
+        mp.setenv(key, value)
+    # The provider's exponential wait (1..15 s) would make each injected 500 cost half a minute.
+    mp.setattr(kubernetes_helper_functions, "_default_wait", tenacity.wait_fixed(0.05))
+    # Poll the waits every 0.5 s instead of 5 s: the same checks, seconds saved per scenario.
+    mp.setattr(
+        wait, "HostedClusterWaitTrigger", functools.partial(wait.HostedClusterWaitTrigger, poll_interval=0.5)
+    )
+    h = Harness(rel_box)
+    mp.setattr(HostedClusterHook, "_connect_exec", _record_exec(h, HostedClusterHook._connect_exec))
+    sampler = h.start_sampler()
+    try:
+        yield h
+    finally:
+        h.stop_sampler(sampler)
+        mp.undo()
+
+
+@pytest.fixture(autouse=True)
+def _keep_output(request: pytest.FixtureRequest, capfd: pytest.CaptureFixture[str]) -> Iterator[None]:
+    """Keep every test's output (the in-process task logs) for the secret search."""
+    yield
+    out, err = capfd.readouterr()
+    if "harness" in request.fixturenames:
+        request.getfixturevalue("harness").logs.append(out + err)
+    sys.stdout.write(out)
+    sys.stderr.write(err)
+
+
+TASK_RUNNER = r"""
+import json, os, sys, time
+spec = json.loads(sys.argv[1])
+from hcp_etcd.operators import backup as ops
+for name, kwargs in spec["steps"]:
+    op = getattr(ops, name)(**kwargs)
+    op.execute({"run_id": spec["run_id"]})
+    print("@@DONE@@ " + name, flush=True)
+if spec.get("hang"):
+    time.sleep(3600)
+"""
+
+
+def start_task_process(
+    box: Sandbox, run_id: str, steps: list[tuple[str, dict[str, Any]]], hang: bool
+) -> subprocess.Popen[str]:
+    """Run backup operators in a process of their own (a worker that can be killed with SIGKILL)."""
+    env = {**os.environ, **box.env}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "plugins"), str(REPO / "include")])
+    env["AIRFLOW__WORKERS__API_RETRY_WAIT_MAX"] = "1"
+    spec = {"run_id": run_id, "steps": steps, "hang": hang}
+    return subprocess.Popen(
+        [sys.executable, "-c", TASK_RUNNER, json.dumps(spec)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
+    )  # fmt: skip
+
+
+def sigkill(proc: subprocess.Popen[str]) -> str:
+    """SIGKILL the task process (and anything it started); return its output."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=60)
+    return out

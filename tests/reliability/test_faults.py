@@ -1,0 +1,169 @@
+"""The fault matrix (issue 6): each (task, fault) pair against the sandbox, then the invariants.
+
+Each scenario runs one backup with the DAG's wiring and retries (see ``conftest.Harness.backup``),
+with the fault injected right before the task, and then checks: the cluster unpaused with its API
+servers at their original replicas and Available, no manifest for a snapshot whose checks did not
+pass (and one new manifest exactly when the run succeeded), no snapshot file in any etcd pod, earlier
+backups untouched. Every scenario states whether the run must succeed through retries or fail cleanly.
+"""
+
+# ruff: noqa: E501 -- the case tables read best one case per line
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.reliability.conftest import HA, ONE, Harness, sigkill, start_task_process
+
+pytestmark = pytest.mark.integration
+
+HA_NS, ONE_NS = f"clusters-{HA}", f"clusters-{ONE}"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row of the matrix."""
+
+    id: str
+    cluster: str
+    task: str
+    fault: tuple[str, ...]
+    succeeds: bool  # through retries (True) or fails cleanly (False)
+    failed_task: str | None = None
+    repair: tuple[str, ...] | None = None  # injected before resume (etcd comes back as its pod restarts)
+
+
+CASES = [
+    Case("pause-api-500", ONE, "pause", ("api", "--resource", "hostedclusters", "--verb", "patch",
+                                         "--code", "500", "--count", "6"), True),
+    Case("pause-409-conflict", ONE, "pause", ("api", "--resource", "hostedclusters", "--verb", "patch",
+                                              "--code", "409", "--count", "1"), True),
+    Case("quiesce-api-500", ONE, "quiesce", ("api", "--resource", "deployments/scale", "--verb", "patch",
+                                             "--code", "500", "--count", "6"), True),
+    Case("snapshot-exec-dropped", HA, "snapshot", ("exec-drop", "--namespace", HA_NS, "--pod", "etcd-1",
+                                                   "--count", "1", "--after-bytes", "0"), True),
+    Case("snapshot-etcd-member-stopped", HA, "snapshot", ("etcd-stop", "--namespace", HA_NS, "--pod", "etcd-2"),
+         False, "snapshot", ("etcd-start", "--namespace", HA_NS, "--pod", "etcd-2")),
+    Case("verify-exec-dropped-every-try", ONE, "verify", ("exec-drop", "--namespace", ONE_NS, "--pod", "etcd-0",
+                                                          "--count", "3"), False, "verify"),
+    Case("resume-api-500", ONE, "resume", ("api", "--resource", "deployments/scale", "--verb", "patch",
+                                           "--code", "500", "--count", "6"), True),
+    Case("upload-s3-503", ONE, "upload", ("s3", "--code", "503", "--count", "3"), True),
+    Case("upload-s3-dropped-mid-upload", ONE, "upload", ("s3", "--drop", "--after-bytes", "65536",
+                                                         "--count", "1"), True),
+    Case("upload-exec-dropped-mid-stream", ONE, "upload", ("exec-drop", "--namespace", ONE_NS, "--pod", "etcd-0",
+                                                           "--count", "2", "--after-bytes", "100000"), True),
+    Case("upload-exec-dropped-every-try", ONE, "upload", ("exec-drop", "--namespace", ONE_NS, "--pod", "etcd-0",
+                                                          "--count", "6", "--after-bytes", "100000"), False, "upload"),
+    Case("escrow-s3-503", ONE, "escrow_key", ("s3", "--code", "503", "--count", "6"), True),
+    Case("publish-s3-503", ONE, "publish_manifest", ("s3", "--code", "503", "--count", "6"), True),
+    Case("publish-s3-dropped", ONE, "publish_manifest", ("s3", "--drop", "--count", "1"), True),
+    Case("cleanup-exec-dropped", ONE, "cleanup", ("exec-drop", "--namespace", ONE_NS, "--pod", "etcd-0",
+                                                  "--count", "1"), True),
+    Case("unpause-api-500", ONE, "unpause", ("api", "--resource", "hostedclusters", "--verb", "patch",
+                                             "--code", "500", "--count", "6"), True),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_fault(harness: Harness, case: Case) -> None:
+    before = harness.objects(case.cluster)
+    inject: dict[str, Callable[[], Any]] = {case.task: lambda: harness.box.fault(*case.fault)}
+    if case.repair:
+        inject["resume"] = lambda: harness.box.fault(*case.repair)  # type: ignore[misc]
+    try:
+        trace = harness.backup(case.cluster, inject)
+    finally:
+        if case.repair:
+            harness.box.fault(*case.repair)
+    assert trace.succeeded is case.succeeds, trace.errors()
+    if case.succeeds:
+        retried = [t for t, o in trace.tasks.items() if o.tries > 1]
+        assert set(retried) <= {case.task}, f"only the faulted task may need a retry: {retried}"
+    else:
+        assert not trace.tasks[case.failed_task].ok and trace.tasks[case.failed_task].tries == 3
+        assert trace.tasks["resume"].ok and trace.tasks["cleanup"].ok and trace.tasks["unpause"].ok
+    harness.assert_invariants(case.cluster, before, trace)
+    if not case.succeeds and case.failed_task == "upload":
+        # A snapshot that failed its transfer check is deleted, not left half-written in the bucket.
+        assert not [
+            k for k in harness.objects(case.cluster) if k not in before and k.endswith("/snapshot.db")
+        ]
+
+
+def test_retention_s3_503(harness: Harness) -> None:
+    """Retention under S3 503s: retried, and the newest verified backup of each cluster survives."""
+    newest = {c: harness.manifests(c)[-1] for c in (HA, ONE)}
+    outcome = harness.retention([HA, ONE], lambda: harness.box.fault("s3", "--code", "503", "--count", "6"))
+    assert outcome.ok, outcome.errors
+    for cluster, key in newest.items():
+        assert key in harness.manifests(cluster)
+        harness.assert_invariants(cluster, harness.objects(cluster), None)
+
+
+def wait_for_request(harness: Harness, seq: int, proc: Any, match: Callable[[dict[str, Any]], bool]) -> None:
+    """Poll the request log until a request of the task process matches (or the process ends)."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(match(i) for i in harness.requests_since(seq)[0]):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the task process never got there (rc={proc.poll()})")
+
+
+def test_quiesce_sigkilled_midway_then_retried(harness: Harness) -> None:
+    """SIGKILL the quiesce task after its first scale-down; the retry still records 3 replicas, not 0."""
+    before = harness.objects(HA)
+    run_id = harness.new_run_id("sigkill-quiesce")
+    common = {"hosted_cluster": f"clusters/{HA}", "deferrable": False}
+    pause = harness.attempt("pause", lambda: __import__("hcp_etcd.operators.backup").operators.backup
+                            .PauseReconciliationOperator(task_id="pause", **common), run_id)  # fmt: skip
+    assert pause.ok, pause.errors
+    seq = harness.seq()
+    proc = start_task_process(harness.box, run_id, [("QuiesceApiServersOperator", {"task_id": "quiesce", **common})],
+                              hang=False)  # fmt: skip
+    try:
+        wait_for_request(
+            harness, seq, proc, lambda i: i["method"] == "PATCH" and i.get("subresource") == "scale"
+        )
+        assert proc.poll() is None, "the task ended before it could be killed"
+    finally:
+        output = sigkill(proc)
+    assert proc.returncode == -9, output[-2000:]
+    trace = harness.backup(HA, run_id=run_id, inject={})  # the Airflow retry: same run, same lock
+    assert trace.succeeded, trace.errors()
+    assert trace.tasks["quiesce"].result["replicas"] == {
+        d: 3 for d in trace.tasks["quiesce"].result["replicas"]
+    }
+    harness.assert_invariants(HA, before, trace)
+
+
+def test_snapshot_sigkilled_midway_then_retried(harness: Harness) -> None:
+    """SIGKILL the snapshot task after its first exec; the retried run ends with a good backup, no file left."""
+    before = harness.objects(HA)
+    run_id = harness.new_run_id("sigkill-snapshot")
+    common = {"hosted_cluster": f"clusters/{HA}", "deferrable": False}
+    steps = [
+        ("PauseReconciliationOperator", {"task_id": "pause", **common}),
+        ("QuiesceApiServersOperator", {"task_id": "quiesce", **common}),
+        ("SnapshotMembersOperator", {"task_id": "snapshot", **common}),
+    ]
+    seq = harness.seq()
+    proc = start_task_process(harness.box, run_id, steps, hang=False)
+    try:
+        # The first exec of the snapshot task is its `rm -f` in etcd-0; the kill lands after it.
+        wait_for_request(
+            harness, seq, proc, lambda i: i.get("subresource") == "exec" and i.get("name") == "etcd-0"
+        )
+        assert proc.poll() is None
+    finally:
+        output = sigkill(proc)
+    assert proc.returncode == -9, output[-2000:]
+    trace = harness.backup(HA, run_id=run_id)
+    assert trace.succeeded, trace.errors()
+    harness.assert_invariants(HA, before, trace)

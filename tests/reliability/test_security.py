@@ -1,0 +1,101 @@
+"""Least privilege, one whole-DAG run under it, and secret hygiene after everything (issue 6).
+
+Runs last in the package (file order): the hygiene test searches what every reliability run left.
+"""
+
+from __future__ import annotations
+
+import pytest
+from kubernetes.client.rest import ApiException
+
+from tests.integration.conftest import AirflowEnv, make_airflow_env
+from tests.reliability.conftest import FIGURES, ONE, Harness
+
+pytestmark = pytest.mark.integration
+
+ONE_NS = f"clusters-{ONE}"
+
+
+@pytest.fixture(scope="module")
+def airflow(harness: Harness, tmp_path_factory: pytest.TempPathFactory) -> AirflowEnv:
+    """An Airflow home (migrated DB, pool) whose connections reach the RBAC-enforcing sandbox."""
+    return make_airflow_env(tmp_path_factory.mktemp("reliability-airflow"), harness.box.env)
+
+
+OUTSIDE_RBAC = {
+    "delete a Deployment": lambda k: k.apps_v1_client.delete_namespaced_deployment("kube-apiserver", ONE_NS),
+    "update a Deployment (not through scale)": lambda k: k.apps_v1_client.patch_namespaced_deployment(
+        "kube-apiserver", ONE_NS, {"metadata": {"labels": {"x": "y"}}}
+    ),
+    "delete an etcd pod": lambda k: k.core_v1_client.delete_namespaced_pod("etcd-0", ONE_NS),
+    "list Secrets in every namespace": lambda k: k.core_v1_client.list_secret_for_all_namespaces(),
+    "patch a Secret": lambda k: k.core_v1_client.patch_namespaced_secret(
+        f"{ONE}-etcd-encryption-key", "clusters", {"data": {"key": "AAAA"}}
+    ),
+    "patch HostedCluster status": lambda k: k.custom_object_client.patch_namespaced_custom_object_status(
+        "hypershift.openshift.io", "v1beta1", "clusters", "hostedclusters", ONE, {"status": {}}
+    ),
+    "delete a StatefulSet": lambda k: k.apps_v1_client.delete_namespaced_stateful_set("etcd", ONE_NS),
+}
+
+
+@pytest.mark.parametrize("what", list(OUTSIDE_RBAC))
+def test_operation_outside_rbac_is_refused(harness: Harness, what: str) -> None:
+    """The identity of include/rbac cannot do what the DAGs never do: 403, and nothing changed."""
+    with pytest.raises(ApiException) as err:
+        OUTSIDE_RBAC[what](harness.k8s)
+    assert err.value.status == 403, err.value
+    assert "forbidden" in str(err.value.body).lower()
+    assert harness.k8s.get_deployment_replicas(ONE_NS, "kube-apiserver")[0] == 1
+
+
+def test_whole_dag_upload_fails_for_good_cluster_given_back(harness: Harness, airflow: AirflowEnv) -> None:
+    """``dag.test()`` of hcp_etcd_backup under include/rbac with every snapshot stream cut mid-way.
+
+    The upload fails on all three tries; the teardowns (resume, cleanup, unpause) still run through
+    the DAG's own trigger rules, no manifest is written, and the run fails (it must not look green).
+    """
+    before = harness.objects(ONE)
+    # Only a stream of more than 1 MB (the `cat` of the snapshot) is cut: the small commands pass.
+    harness.box.fault(
+        "exec-drop", "--namespace", ONE_NS, "--pod", "etcd-0", "--count", "500", "--after-bytes", "1000000"
+    )
+    try:
+        run = airflow.run({"hosted_clusters": [f"clusters/{ONE}"]}, timeout=420)
+    finally:
+        harness.clear_faults()
+    assert run.state == "failed", run.tis
+    assert run.state_of("backup.upload", 0) == "failed" and run.tries_of("backup.upload", 0) == 3, run.tis
+    assert run.state_of("backup.publish_manifest", 0) == "upstream_failed", run.tis
+    for teardown in ("resume", "cleanup", "unpause"):
+        assert run.state_of(f"backup.{teardown}", 0) == "success", (teardown, run.tis)
+    assert run.state_of("all_backups_succeeded") == "upstream_failed", run.tis
+    harness.assert_invariants(ONE, before, None)
+    assert not [k for k in harness.objects(ONE) if k not in before and k.endswith("/snapshot.db")]
+
+
+def _search(haystacks: dict[str, bytes], needles: dict[str, bytes]) -> list[str]:
+    return [f"{n} in {h}" for h, text in haystacks.items() for n, needle in needles.items() if needle in text]
+
+
+def test_secret_hygiene_after_all_runs(harness: Harness, airflow: AirflowEnv) -> None:
+    """The keys (raw, base64, hex), the S3 secret key and presigned-URL signatures appear nowhere:
+    metadata DB (every table), task logs, Airflow's output, the in-process task logs, every command
+    sent into a pod, the command lines of the processes the sandbox ran in pods, the request log."""
+    assert airflow.logs and harness.logs and harness.exec_commands, "nothing ran before this test"
+    box = harness.box
+    haystacks: dict[str, bytes] = {
+        "metadata DB": airflow.db_dump(),
+        "Airflow task logs": airflow.log_files(),
+        "Airflow process output": "\n".join(airflow.logs).encode(),
+        "in-process task logs": "\n".join(harness.logs).encode(),
+        "commands sent into pods": "\n".join(" ".join(c) for c in harness.exec_commands).encode(),
+        "pod process command lines": "\n".join(sorted(harness.pod_cmdlines)).encode(),
+        "sandbox request log": (box.dir / "logs" / "requests.jsonl").read_bytes(),
+    }
+    needles = harness.key_needles()
+    hits = _search(haystacks, needles)
+    FIGURES.secret_hits = len(hits)
+    assert not hits, hits
+    assert harness.pod_cmdlines, "the command-line sampler saw no pod process"
+    assert any("etcdctl" in c for c in harness.pod_cmdlines)
