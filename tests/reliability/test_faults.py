@@ -11,13 +11,16 @@ backups untouched. Every scenario states whether the run must succeed through re
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from hcp_sandbox import s3
 from tests.reliability.conftest import HA, ONE, Harness, sigkill, start_task_process
 
 pytestmark = pytest.mark.integration
@@ -167,3 +170,16 @@ def test_snapshot_sigkilled_midway_then_retried(harness: Harness) -> None:
     trace = harness.backup(HA, run_id=run_id)
     assert trace.succeeded, trace.errors()
     harness.assert_invariants(HA, before, trace)
+
+
+def test_sandbox_s3_error_fault_reaches_chunked_puts(tmp_path: Path) -> None:
+    """boto3 sends small PUTs aws-chunked (no Content-Length): the fault drains the body and answers
+    the error, so the client reads a 403/503 instead of a reset connection (a fix found here)."""
+    faults = tmp_path / "faults.json"
+    app = s3.FaultMiddleware(lambda environ, start: [b"ok"], faults)
+    s3.add_fault(faults, count=1, code=403)
+    body, seen = io.BytesIO(b"x" * 200_000), []
+    environ = {"wsgi.input": body, "wsgi.input_terminated": True, "PATH_INFO": "/b/k"}
+    answer = b"".join(app(environ, lambda status, headers: seen.append(status)))
+    assert seen == ["403 Forbidden"] and b"<Code>AccessDenied</Code>" in answer
+    assert body.read() == b"", "the chunked body was drained"

@@ -60,10 +60,13 @@ def test_whole_dag_upload_fails_for_good_cluster_given_back(harness: Harness, ai
     harness.box.fault(
         "exec-drop", "--namespace", ONE_NS, "--pod", "etcd-0", "--count", "500", "--after-bytes", "1000000"
     )
+    seq = harness.seq()
     try:
         run = airflow.run({"hosted_clusters": [f"clusters/{ONE}"]}, timeout=420)
     finally:
         harness.clear_faults()
+    refused = [i for i in harness.requests_since(seq)[0] if i["code"] == 403]
+    assert not refused, f"include/rbac lacks what the DAG does: {refused}"
     assert run.state == "failed", run.tis
     assert run.state_of("backup.upload", 0) == "failed" and run.tries_of("backup.upload", 0) == 3, run.tis
     assert run.state_of("backup.publish_manifest", 0) == "upstream_failed", run.tis

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHook
-from airflow.triggers.base import BaseTrigger, TriggerEvent
 from kubernetes_asyncio import client as async_client
 from kubernetes_asyncio.client.rest import ApiException
 
 from hcp_etcd.conditions import condition, unmet_conditions
 from hcp_etcd.naming import control_plane_namespace
+from hcp_etcd.triggers.base import KubernetesPollingTrigger, State
 
 RESTORED = "EtcdSnapshotRestored"
 
 
-def restore_state(hc: dict[str, Any], hcp: dict[str, Any] | None) -> tuple[str, str]:
+def restore_state(hc: dict[str, Any], hcp: dict[str, Any] | None) -> tuple[State, str]:
     """``("done" | "failed" | "waiting", message)`` from the HostedCluster and its HostedControlPlane.
 
     ``EtcdSnapshotRestored`` is a HostedControlPlane condition (HyperShift may mirror it on the
@@ -40,7 +36,7 @@ def restore_state(hc: dict[str, Any], hcp: dict[str, Any] | None) -> tuple[str, 
     return ("waiting", "; ".join(missing)) if missing else ("done", "")
 
 
-class RestoredClusterTrigger(BaseTrigger):
+class RestoredClusterTrigger(KubernetesPollingTrigger):
     """Poll until a restored HostedCluster is Available with ``EtcdSnapshotRestored=True``.
 
     Yields one event: ``success`` (with ``available_at``), ``failed`` (etcd-init's message) or
@@ -64,29 +60,24 @@ class RestoredClusterTrigger(BaseTrigger):
         started_at: float | None = None,
     ) -> None:
         """See the class docstring."""
-        super().__init__()
+        super().__init__(kubernetes_conn_id, timeout, poll_interval, started_at)
         self.namespace = namespace
         self.name = name
-        self.kubernetes_conn_id = kubernetes_conn_id
-        self.timeout = timeout
-        self.poll_interval = poll_interval
-        self.started_at = started_at if started_at is not None else time.time()
 
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        """Classpath and kwargs."""
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "namespace": self.namespace,
-                "name": self.name,
-                "kubernetes_conn_id": self.kubernetes_conn_id,
-                "timeout": self.timeout,
-                "poll_interval": self.poll_interval,
-                "started_at": self.started_at,
-            },
-        )
+    def probe_kwargs(self) -> dict[str, Any]:
+        """This trigger's own arguments."""
+        return {"namespace": self.namespace, "name": self.name}
 
-    async def _probe(self, api: async_client.ApiClient) -> tuple[str, str]:
+    def describe(self) -> str:
+        """What is awaited, for the log."""
+        return f"the restore of {self.namespace}/{self.name}"
+
+    def success_details(self) -> dict[str, Any]:
+        """When the restored cluster was seen Available (recovery time ends there)."""
+        return {"available_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+    async def probe(self, api: async_client.ApiClient) -> tuple[State, str]:
+        """The restore state from the HostedCluster and its HostedControlPlane."""
         objects = async_client.CustomObjectsApi(api)
         hc = await objects.get_namespaced_custom_object(
             "hypershift.openshift.io", "v1beta1", self.namespace, "hostedclusters", self.name
@@ -104,38 +95,3 @@ class RestoredClusterTrigger(BaseTrigger):
                 raise
             hcp = None
         return restore_state(hc, hcp)
-
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        """Poll; yield one event."""
-        hook = AsyncKubernetesHook(conn_id=self.kubernetes_conn_id)
-        message, last_error = "not checked yet", ""
-        while True:
-            try:
-                async with hook.get_conn() as api:
-                    state, message = await self._probe(api)
-                last_error = ""
-            except Exception as err:
-                # The API answers errors while a control plane comes up: keep waiting until the timeout.
-                state, last_error = "waiting", f"{type(err).__name__}: {str(err)[:300]}"
-                self.log.warning("probe failed, will retry: %s", last_error)
-            elapsed = time.time() - self.started_at
-            if state == "done":
-                yield TriggerEvent(
-                    {
-                        "status": "success",
-                        "elapsed": elapsed,
-                        "available_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    }
-                )
-                return
-            if state == "failed":
-                yield TriggerEvent({"status": "failed", "elapsed": elapsed, "message": message})
-                return
-            if elapsed > self.timeout:
-                detail = message + (f"; last error: {last_error}" if last_error else "")
-                yield TriggerEvent({"status": "timeout", "elapsed": elapsed, "message": detail})
-                return
-            self.log.info(
-                "waiting for the restore of %s/%s: %s", self.namespace, self.name, message or last_error
-            )
-            await asyncio.sleep(self.poll_interval)

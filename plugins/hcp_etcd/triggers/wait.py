@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator
 from typing import Any
 
-from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHook
-from airflow.triggers.base import BaseTrigger, TriggerEvent
 from kubernetes_asyncio import client as async_client
 
 from hcp_etcd.conditions import unmet_conditions
+from hcp_etcd.triggers.base import KubernetesPollingTrigger, State
 
 CHECKS = ("hosted_cluster_conditions", "pods_gone", "deployments_ready")
 
 
-class HostedClusterWaitTrigger(BaseTrigger):
+class HostedClusterWaitTrigger(KubernetesPollingTrigger):
     """Poll until a HostedCluster-related state is reached, or time out.
 
     :param check: ``hosted_cluster_conditions`` (``conditions`` on the HostedCluster
@@ -49,7 +45,7 @@ class HostedClusterWaitTrigger(BaseTrigger):
 
         :param started_at: wall-clock start (kept across triggerer restarts).
         """
-        super().__init__()
+        super().__init__(kubernetes_conn_id, timeout, poll_interval, started_at)
         if check not in CHECKS:
             raise ValueError(f"unknown check {check!r}; one of {CHECKS}")
         self.check = check
@@ -58,30 +54,28 @@ class HostedClusterWaitTrigger(BaseTrigger):
         self.conditions = conditions or {}
         self.label_selectors = label_selectors or []
         self.deployments = deployments or []
-        self.kubernetes_conn_id = kubernetes_conn_id
-        self.timeout = timeout
-        self.poll_interval = poll_interval
-        self.started_at = started_at if started_at is not None else time.time()
 
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        """Classpath and kwargs."""
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "check": self.check,
-                "namespace": self.namespace,
-                "name": self.name,
-                "conditions": self.conditions,
-                "label_selectors": self.label_selectors,
-                "deployments": self.deployments,
-                "kubernetes_conn_id": self.kubernetes_conn_id,
-                "timeout": self.timeout,
-                "poll_interval": self.poll_interval,
-                "started_at": self.started_at,
-            },
-        )
+    def probe_kwargs(self) -> dict[str, Any]:
+        """This trigger's own arguments."""
+        return {
+            "check": self.check,
+            "namespace": self.namespace,
+            "name": self.name,
+            "conditions": self.conditions,
+            "label_selectors": self.label_selectors,
+            "deployments": self.deployments,
+        }
 
-    async def _probe(self, api: async_client.ApiClient) -> list[str]:
+    def describe(self) -> str:
+        """What is awaited, for the log."""
+        return f"{self.check} in {self.namespace}"
+
+    async def probe(self, api: async_client.ApiClient) -> tuple[State, str]:
+        """Done when nothing is missing."""
+        missing = await self._missing(api)
+        return ("waiting", "; ".join(missing)) if missing else ("done", "")
+
+    async def _missing(self, api: async_client.ApiClient) -> list[str]:
         """What is still missing (empty = done)."""
         if self.check == "hosted_cluster_conditions":
             obj = await async_client.CustomObjectsApi(api).get_namespaced_custom_object(
@@ -104,32 +98,3 @@ class HostedClusterWaitTrigger(BaseTrigger):
             if want == 0 or ready < want:
                 waiting.append(f"{dep} ready {ready}/{want}")
         return waiting
-
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        """Poll; yield one event: ``success``, ``timeout`` (with what was still missing)."""
-        hook = AsyncKubernetesHook(conn_id=self.kubernetes_conn_id)
-        missing: list[str] = ["not checked yet"]
-        last_error = ""
-        while True:
-            try:
-                async with hook.get_conn() as api:
-                    missing = await self._probe(api)
-                last_error = ""
-            except Exception as err:
-                # API hiccups are expected while control planes restart: keep waiting until the timeout.
-                last_error = f"{type(err).__name__}: {str(err)[:300]}"
-                self.log.warning("probe failed, will retry: %s", last_error)
-            if not missing and not last_error:
-                yield TriggerEvent({"status": "success", "elapsed": time.time() - self.started_at})
-                return
-            if time.time() - self.started_at > self.timeout:
-                yield TriggerEvent(
-                    {
-                        "status": "timeout",
-                        "elapsed": time.time() - self.started_at,
-                        "message": "; ".join(missing) + (f"; last error: {last_error}" if last_error else ""),
-                    }
-                )
-                return
-            self.log.info("waiting (%s): %s", self.check, "; ".join(missing) or last_error)
-            await asyncio.sleep(self.poll_interval)

@@ -1,0 +1,89 @@
+"""The shared polling loop of the triggers, with the Kubernetes connection faked (one class under test)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import pytest
+
+from hcp_etcd.triggers import base
+from hcp_etcd.triggers.restore import RestoredClusterTrigger
+from hcp_etcd.triggers.wait import HostedClusterWaitTrigger
+
+
+class FakeHook:
+    def __init__(self, conn_id: str) -> None:
+        self.conn_id = conn_id
+
+    @contextlib.asynccontextmanager
+    async def get_conn(self):
+        yield object()
+
+
+class Scripted(base.KubernetesPollingTrigger):
+    """Answers its probes from a script: a state tuple, or an exception to raise."""
+
+    def __init__(self, script: list[Any], **kwargs: Any) -> None:
+        super().__init__(poll_interval=0, **kwargs)
+        self.script = script
+
+    def probe_kwargs(self) -> dict[str, Any]:
+        return {"script": self.script}
+
+    async def probe(self, api: Any) -> tuple[base.State, str]:
+        step = self.script.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+
+@pytest.fixture(autouse=True)
+def fake_hook(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(base, "AsyncKubernetesHook", FakeHook)
+
+
+def events(trigger: base.KubernetesPollingTrigger) -> list[dict[str, Any]]:
+    async def collect() -> list[dict[str, Any]]:
+        return [event.payload async for event in trigger.run()]
+
+    return asyncio.run(collect())
+
+
+def test_waits_through_api_errors_until_done() -> None:
+    trigger = Scripted([("waiting", "pods left"), ConnectionError("reset"), ("done", "")])
+    [event] = events(trigger)
+    assert event["status"] == "success" and trigger.script == []
+
+
+def test_a_failed_probe_ends_the_wait_with_its_message() -> None:
+    [event] = events(Scripted([("waiting", "x"), ("failed", "etcd-init: <?xml NoSuchKey")]))
+    assert event == {"status": "failed", "elapsed": event["elapsed"], "message": "etcd-init: <?xml NoSuchKey"}
+
+
+def test_timeout_says_what_was_missing_and_the_last_error() -> None:
+    trigger = Scripted([("waiting", "kube-apiserver ready 0/3"), RuntimeError("boom")], timeout=0)
+    [event] = events(trigger)
+    assert event["status"] == "timeout"
+    assert "kube-apiserver ready 0/3" in event["message"]
+    trigger = Scripted([RuntimeError("boom")], timeout=0)
+    assert "last error: RuntimeError: boom" in events(trigger)[0]["message"]
+
+
+@pytest.mark.parametrize(
+    "trigger",
+    [
+        HostedClusterWaitTrigger(check="pods_gone", namespace="clusters-a", label_selectors=["app=kas"]),
+        RestoredClusterTrigger(namespace="clusters", name="a-restored", timeout=60),
+    ],
+    ids=["wait", "restore"],
+)
+def test_serialize_round_trips(trigger: base.KubernetesPollingTrigger) -> None:
+    classpath, kwargs = trigger.serialize()
+    module, _, name = classpath.rpartition(".")
+    import importlib
+
+    again = getattr(importlib.import_module(module), name)(**kwargs)
+    assert again.serialize() == (classpath, kwargs)
+    assert kwargs["started_at"] == trigger.started_at  # the deadline survives a triggerer restart
