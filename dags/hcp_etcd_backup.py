@@ -7,13 +7,12 @@ Read at parse: environment variables only (no Variable or Connection lookups).
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import Param, TriggerRule, WeightRule, chain, dag, task_group
 
-from hcp_etcd.naming import CLUSTER_REF_PATTERN, S3_PREFIX_PATTERN
-from hcp_etcd.notifications import failure_callbacks
+from hcp_etcd import params
 from hcp_etcd.operators.backup import (
     BackupPreflightOperator,
     CleanupSnapshotsOperator,
@@ -29,13 +28,11 @@ from hcp_etcd.operators.backup import (
 from hcp_etcd.operators.fleet import BackupRetentionOperator, ResolveHostedClustersOperator
 from hcp_etcd.operators.publish import PublishManifestOperator
 from hcp_etcd.operators.transfer import SnapshotToS3Operator
+from hcp_etcd.params import KUBERNETES as K8S
+from hcp_etcd.params import ref as P
 
 SCHEDULE = os.environ.get("HCP_ETCD_BACKUP_SCHEDULE", "0 2 * * *")
-BUCKET = os.environ.get("HCP_ETCD_BUCKET", "")
-K8S_CONN = os.environ.get("HCP_ETCD_KUBERNETES_CONN_ID", "kubernetes_default")
-AWS_CONN = os.environ.get("HCP_ETCD_AWS_CONN_ID", "aws_default")
 POOL = os.environ.get("HCP_ETCD_POOL", "hcp_etcd_backup")
-RETRY_DELAY = timedelta(seconds=float(os.environ.get("HCP_ETCD_RETRY_DELAY_SECONDS", "30")))
 
 DOC = """
 ### Back up the etcd of hosted clusters
@@ -55,19 +52,12 @@ Docs: `docs/BACKUP.md`.
 """
 
 PARAMS = {
-    "hosted_clusters": Param(
-        [],
-        type="array",
-        items={"type": "string", "pattern": CLUSTER_REF_PATTERN, "maxLength": 317},
-        uniqueItems=True,
-        description="HostedClusters as namespace/name (e.g. clusters/prod1). Empty: every HostedCluster "
-        "matching label_selector.",
+    "hosted_clusters": params.hosted_clusters(
+        "HostedClusters as namespace/name (e.g. clusters/prod1). Empty: every HostedCluster matching "
+        "label_selector."
     ),
-    "label_selector": Param(
-        "",
-        type="string",
-        maxLength=1024,
-        description="Label selector for HostedClusters when hosted_clusters is empty (empty: all).",
+    "label_selector": params.label_selector(
+        "", "Label selector for HostedClusters when hosted_clusters is empty (empty: all)."
     ),
     "mode": Param(
         "quiesced",
@@ -76,28 +66,7 @@ PARAMS = {
         description="quiesced: pause and stop the API servers while snapshotting (the documented "
         "procedure). online: no pause, no downtime.",
     ),
-    "bucket": Param(
-        BUCKET,
-        type="string",
-        maxLength=63,
-        # Empty is allowed only so the scheduled DAG parses without HCP_ETCD_BUCKET; preflight refuses it.
-        pattern=r"^$|^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
-        description="S3 bucket for snapshots and manifests (default: env HCP_ETCD_BUCKET; required).",
-    ),
-    "prefix": Param(
-        "hcp-etcd/backups",
-        type="string",
-        pattern=S3_PREFIX_PATTERN,
-        maxLength=512,
-        description="Key prefix: {prefix}/{ns}/{name}/{YYYYmmddTHHMMSSZ}/snapshot.db and manifest.json.",
-    ),
-    "key_prefix": Param(
-        "hcp-etcd/keys",
-        type="string",
-        pattern=S3_PREFIX_PATTERN,
-        maxLength=512,
-        description="Key prefix of the escrowed etcd encryption keys (give it its own permissions).",
-    ),
+    **params.storage("Key prefix of the escrowed etcd encryption keys (give it its own permissions)."),
     "key_bucket": Param(
         None,
         type=["null", "string"],
@@ -126,22 +95,11 @@ PARAMS = {
         6, type="integer", minimum=0, maximum=240, description="Keep one per month, N months."
     ),
     "dry_run": Param(False, type="boolean", description="Preflight only; retention lists, deletes nothing."),
-    "kubernetes_conn_id": Param(
-        K8S_CONN, type="string", minLength=1, description="Kubernetes connection id."
-    ),
-    "aws_conn_id": Param(AWS_CONN, type="string", minLength=1, description="AWS connection id."),
+    **params.connections(),
 }
 
-P = "{{ params.%s }}"
-K8S = {"kubernetes_conn_id": P % "kubernetes_conn_id"}
-S3 = {
-    **K8S,
-    "aws_conn_id": P % "aws_conn_id",
-    "bucket": P % "bucket",
-    "prefix": P % "prefix",
-    "kms_key_id": P % "kms_key_id",
-}
-MODE = {"mode": P % "mode"}
+S3 = {**params.STORE, "kms_key_id": P("kms_key_id")}
+MODE = {"mode": P("mode")}
 # Restoring the cluster must never queue behind other clusters' work: those tasks skip the pool.
 RESTORE = {"pool": "default_pool", "priority_weight": 100}
 
@@ -156,31 +114,24 @@ RESTORE = {"pool": "default_pool", "priority_weight": 100}
     render_template_as_native_obj=True,
     doc_md=DOC,
     tags=["hcp", "etcd", "backup"],
-    default_args={
-        "retries": 2,
-        "retry_delay": RETRY_DELAY,
-        "pool": POOL,
-        # Finish clusters in flight before starting new ones: deeper tasks weigh more.
-        "weight_rule": WeightRule.UPSTREAM,
-        # Alert when a task fails for good (log line by default; connection hcp_etcd_alerts).
-        "on_failure_callback": failure_callbacks(),
-    },
+    # Finish clusters in flight before starting new ones: deeper tasks weigh more.
+    default_args=params.default_args(pool=POOL, weight_rule=WeightRule.UPSTREAM),
 )
 def hcp_etcd_backup() -> None:
     """The backup DAG."""
     resolve = ResolveHostedClustersOperator(
         task_id="resolve_clusters",
-        hosted_clusters=P % "hosted_clusters",
-        label_selector=P % "label_selector",
+        hosted_clusters=P("hosted_clusters"),
+        label_selector=P("label_selector"),
         **K8S,
     )
 
     @task_group(group_id="backup")
     def backup_cluster(hosted_cluster: str) -> None:
         hc = {"hosted_cluster": hosted_cluster}
-        preflight = BackupPreflightOperator(task_id="preflight", dry_run=P % "dry_run", **hc, **S3, **MODE)
+        preflight = BackupPreflightOperator(task_id="preflight", dry_run=P("dry_run"), **hc, **S3, **MODE)
         pause = PauseReconciliationOperator(
-            task_id="pause", pause_deadline_minutes=P % "pause_deadline_minutes", **hc, **K8S, **MODE
+            task_id="pause", pause_deadline_minutes=P("pause_deadline_minutes"), **hc, **K8S, **MODE
         )
         quiesce = QuiesceApiServersOperator(task_id="quiesce", **hc, **K8S, **MODE)
         snapshot = SnapshotMembersOperator(task_id="snapshot", **hc, **K8S)
@@ -190,7 +141,7 @@ def hcp_etcd_backup() -> None:
             task_id="upload", snapshot=snapshot.output, verify=verify.output, **hc, **S3
         )
         escrow = EscrowEncryptionKeyOperator(
-            task_id="escrow_key", key_prefix=P % "key_prefix", key_bucket=P % "key_bucket", **hc, **S3
+            task_id="escrow_key", key_prefix=P("key_prefix"), key_bucket=P("key_bucket"), **hc, **S3
         )
         publish = PublishManifestOperator(
             task_id="publish_manifest",
@@ -221,13 +172,13 @@ def hcp_etcd_backup() -> None:
     retention = BackupRetentionOperator(
         task_id="retention",
         hosted_clusters=resolve.output,
-        key_prefix=P % "key_prefix",
-        key_bucket=P % "key_bucket",
-        keep_last=P % "keep_last",
-        keep_daily=P % "keep_daily",
-        keep_weekly=P % "keep_weekly",
-        keep_monthly=P % "keep_monthly",
-        dry_run=P % "dry_run",
+        key_prefix=P("key_prefix"),
+        key_bucket=P("key_bucket"),
+        keep_last=P("keep_last"),
+        keep_daily=P("keep_daily"),
+        keep_weekly=P("keep_weekly"),
+        keep_monthly=P("keep_monthly"),
+        dry_run=P("dry_run"),
         # Retention reads only manifests (verified backups), so a failed cluster cannot mislead it.
         trigger_rule=TriggerRule.ALL_DONE,
         **S3,

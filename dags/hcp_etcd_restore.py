@@ -6,13 +6,12 @@ Read at parse: environment variables only (no Variable or Connection lookups).
 
 from __future__ import annotations
 
-import os
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from airflow.sdk import Param, chain, dag
 
-from hcp_etcd.naming import DNS1123_LABEL_RE, DNS1123_SUBDOMAIN_RE, S3_PREFIX_PATTERN
-from hcp_etcd.notifications import failure_callbacks
+from hcp_etcd import params
+from hcp_etcd.naming import DNS1123_LABEL_RE, DNS1123_SUBDOMAIN_RE
 from hcp_etcd.operators.restore import (
     CheckKeyOperator,
     CheckSnapshotOperator,
@@ -22,12 +21,9 @@ from hcp_etcd.operators.restore import (
     VerifyRestoreOperator,
     WaitRestoredOperator,
 )
+from hcp_etcd.params import STORE
+from hcp_etcd.params import ref as P
 from hcp_etcd.restore import MAX_URL_EXPIRY_HOURS, SOURCE_PATTERN
-
-BUCKET = os.environ.get("HCP_ETCD_BUCKET", "")
-K8S_CONN = os.environ.get("HCP_ETCD_KUBERNETES_CONN_ID", "kubernetes_default")
-AWS_CONN = os.environ.get("HCP_ETCD_AWS_CONN_ID", "aws_default")
-RETRY_DELAY = timedelta(seconds=float(os.environ.get("HCP_ETCD_RETRY_DELAY_SECONDS", "30")))
 
 DOC = """
 ### Restore an etcd backup into a new hosted cluster
@@ -97,55 +93,11 @@ PARAMS = {
         '--render-sensitive` run on the worker (needs `hcp` on PATH), e.g. {"pull-secret": "/path", '
         '"base-domain": "example.com"}. --name/--namespace come from the target.',
     ),
-    "url_expiry_hours": Param(
-        4,
-        type="integer",
-        minimum=1,
-        maximum=MAX_URL_EXPIRY_HOURS,
-        description="Lifetime of the presigned snapshot URL (SigV4: at most 168 h = 7 days).",
+    **params.restore_limits(MAX_URL_EXPIRY_HOURS, "the new cluster"),
+    **params.storage(
+        "Prefix of the escrowed encryption keys, as in hcp_etcd_backup (the manifest's key must be there)."
     ),
-    "bucket": Param(
-        BUCKET,
-        type="string",
-        maxLength=63,
-        # Empty is allowed only so the DAG parses without HCP_ETCD_BUCKET; the first task refuses it.
-        pattern=r"^$|^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
-        description="Backup bucket (for source=namespace/name; default: env HCP_ETCD_BUCKET).",
-    ),
-    "prefix": Param(
-        "hcp-etcd/backups",
-        type="string",
-        pattern=S3_PREFIX_PATTERN,
-        maxLength=512,
-        description="Backup key prefix, as in hcp_etcd_backup.",
-    ),
-    "key_prefix": Param(
-        "hcp-etcd/keys",
-        type="string",
-        pattern=S3_PREFIX_PATTERN,
-        maxLength=512,
-        description="Prefix of the escrowed encryption keys, as in hcp_etcd_backup (the manifest's key "
-        "must be there).",
-    ),
-    "wait_timeout_minutes": Param(
-        60,
-        type="integer",
-        minimum=5,
-        maximum=1440,
-        description="How long to wait for the new cluster to be Available with EtcdSnapshotRestored.",
-    ),
-    "kubernetes_conn_id": Param(
-        K8S_CONN, type="string", minLength=1, description="Kubernetes connection id."
-    ),
-    "aws_conn_id": Param(AWS_CONN, type="string", minLength=1, description="AWS connection id."),
-}
-
-P = "{{ params.%s }}"
-CONNS = {
-    "kubernetes_conn_id": P % "kubernetes_conn_id",
-    "aws_conn_id": P % "aws_conn_id",
-    "bucket": P % "bucket",
-    "prefix": P % "prefix",
+    **params.connections(),
 }
 
 
@@ -159,27 +111,27 @@ CONNS = {
     render_template_as_native_obj=True,
     doc_md=DOC,
     tags=["hcp", "etcd", "restore"],
-    default_args={"retries": 2, "retry_delay": RETRY_DELAY, "on_failure_callback": failure_callbacks()},
+    default_args=params.default_args(),
 )
 def hcp_etcd_restore() -> None:
     """The restore DAG."""
     resolve = ResolveBackupOperator(
         task_id="resolve_backup",
-        source=P % "source",
-        at_or_before=P % "at_or_before",
-        target_namespace=P % "target_namespace",
-        target_name=P % "target_name",
-        **CONNS,
+        source=P("source"),
+        at_or_before=P("at_or_before"),
+        target_namespace=P("target_namespace"),
+        target_name=P("target_name"),
+        **STORE,
     )
-    backup = {"backup": resolve.output, **CONNS}
+    backup = {"backup": resolve.output, **STORE}
     snapshot = CheckSnapshotOperator(task_id="check_snapshot", **backup)
-    key = CheckKeyOperator(task_id="check_key", key_prefix=P % "key_prefix", **backup)
-    presign = PresignSnapshotOperator(task_id="presign", url_expiry_hours=P % "url_expiry_hours", **backup)
+    key = CheckKeyOperator(task_id="check_key", key_prefix=P("key_prefix"), **backup)
+    presign = PresignSnapshotOperator(task_id="presign", url_expiry_hours=P("url_expiry_hours"), **backup)
     create = CreateRestoredClusterOperator(
         task_id="create",
-        rendered_manifests=P % "rendered_manifests",
-        render_options=P % "render_options",
-        url_expiry_hours=P % "url_expiry_hours",
+        rendered_manifests=P("rendered_manifests"),
+        render_options=P("render_options"),
+        url_expiry_hours=P("url_expiry_hours"),
         **backup,
     )
     wait = WaitRestoredOperator(

@@ -7,12 +7,12 @@ Read at parse: environment variables only (no Variable or Connection lookups).
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from airflow.sdk import Param, TriggerRule, chain, dag, task_group
 
-from hcp_etcd.naming import CLUSTER_REF_PATTERN, DNS1123_LABEL_RE, S3_PREFIX_PATTERN
-from hcp_etcd.notifications import failure_callbacks
+from hcp_etcd import params
+from hcp_etcd.naming import DNS1123_LABEL_RE
 from hcp_etcd.operators.drill import DeleteRestoredClusterOperator, DrillReportOperator, DrillVerdictOperator
 from hcp_etcd.operators.fleet import ResolveHostedClustersOperator
 from hcp_etcd.operators.restore import (
@@ -24,13 +24,11 @@ from hcp_etcd.operators.restore import (
     VerifyRestoreOperator,
     WaitRestoredOperator,
 )
+from hcp_etcd.params import STORE
+from hcp_etcd.params import ref as P
 from hcp_etcd.restore import DRILL_LABEL, MAX_URL_EXPIRY_HOURS
 
 SCHEDULE = os.environ.get("HCP_ETCD_DRILL_SCHEDULE", "0 4 * * 0")
-BUCKET = os.environ.get("HCP_ETCD_BUCKET", "")
-K8S_CONN = os.environ.get("HCP_ETCD_KUBERNETES_CONN_ID", "kubernetes_default")
-AWS_CONN = os.environ.get("HCP_ETCD_AWS_CONN_ID", "aws_default")
-RETRY_DELAY = timedelta(seconds=float(os.environ.get("HCP_ETCD_RETRY_DELAY_SECONDS", "30")))
 
 DOC = """
 ### Restore drill: prove every backup brings a cluster back
@@ -50,19 +48,12 @@ Docs: `docs/RESTORE.md`.
 """
 
 PARAMS = {
-    "hosted_clusters": Param(
-        [],
-        type="array",
-        items={"type": "string", "pattern": CLUSTER_REF_PATTERN, "maxLength": 317},
-        uniqueItems=True,
-        description="Clusters to drill (namespace/name). Empty: every HostedCluster matching label_selector.",
+    "hosted_clusters": params.hosted_clusters(
+        "Clusters to drill (namespace/name). Empty: every HostedCluster matching label_selector."
     ),
-    "label_selector": Param(
+    "label_selector": params.label_selector(
         f"!{DRILL_LABEL}",
-        type="string",
-        maxLength=1024,
-        description="Label selector when hosted_clusters is empty (default: every cluster that is not a "
-        "drill).",
+        "Label selector when hosted_clusters is empty (default: every cluster that is not a drill).",
     ),
     "drill_namespace": Param(
         "hcp-etcd-drills",
@@ -71,54 +62,9 @@ PARAMS = {
         maxLength=40,
         description="Namespace of the scratch clusters (created if missing; kept).",
     ),
-    "bucket": Param(
-        BUCKET,
-        type="string",
-        maxLength=63,
-        # Empty is allowed only so the DAG parses without HCP_ETCD_BUCKET; the first task refuses it.
-        pattern=r"^$|^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
-        description="Backup bucket (default: env HCP_ETCD_BUCKET). Reports go to {prefix}/drills/.",
-    ),
-    "prefix": Param(
-        "hcp-etcd/backups",
-        type="string",
-        pattern=S3_PREFIX_PATTERN,
-        maxLength=512,
-        description="Backup key prefix, as in hcp_etcd_backup.",
-    ),
-    "key_prefix": Param(
-        "hcp-etcd/keys",
-        type="string",
-        pattern=S3_PREFIX_PATTERN,
-        maxLength=512,
-        description="Prefix of the escrowed encryption keys, as in hcp_etcd_backup.",
-    ),
-    "url_expiry_hours": Param(
-        4,
-        type="integer",
-        minimum=1,
-        maximum=MAX_URL_EXPIRY_HOURS,
-        description="Lifetime of the presigned snapshot URL (SigV4: at most 168 h).",
-    ),
-    "wait_timeout_minutes": Param(
-        60,
-        type="integer",
-        minimum=5,
-        maximum=1440,
-        description="How long to wait for a drill cluster to be Available with EtcdSnapshotRestored.",
-    ),
-    "kubernetes_conn_id": Param(
-        K8S_CONN, type="string", minLength=1, description="Kubernetes connection id."
-    ),
-    "aws_conn_id": Param(AWS_CONN, type="string", minLength=1, description="AWS connection id."),
-}
-
-P = "{{ params.%s }}"
-CONNS = {
-    "kubernetes_conn_id": P % "kubernetes_conn_id",
-    "aws_conn_id": P % "aws_conn_id",
-    "bucket": P % "bucket",
-    "prefix": P % "prefix",
+    **params.storage("Prefix of the escrowed encryption keys, as in hcp_etcd_backup."),
+    **params.restore_limits(MAX_URL_EXPIRY_HOURS, "a drill cluster"),
+    **params.connections(),
 }
 
 
@@ -132,30 +78,28 @@ CONNS = {
     render_template_as_native_obj=True,
     doc_md=DOC,
     tags=["hcp", "etcd", "restore", "drill"],
-    default_args={"retries": 2, "retry_delay": RETRY_DELAY, "on_failure_callback": failure_callbacks()},
+    default_args=params.default_args(),
 )
 def hcp_etcd_restore_drill() -> None:
     """The drill DAG."""
     clusters = ResolveHostedClustersOperator(
         task_id="resolve_clusters",
-        hosted_clusters=P % "hosted_clusters",
-        label_selector=P % "label_selector",
-        kubernetes_conn_id=P % "kubernetes_conn_id",
+        hosted_clusters=P("hosted_clusters"),
+        label_selector=P("label_selector"),
+        kubernetes_conn_id=P("kubernetes_conn_id"),
     )
 
     @task_group(group_id="drill")
     def drill_cluster(hosted_cluster: str) -> None:
         resolve = ResolveBackupOperator(
-            task_id="resolve_backup", source=hosted_cluster, target_namespace=P % "drill_namespace", **CONNS
+            task_id="resolve_backup", source=hosted_cluster, target_namespace=P("drill_namespace"), **STORE
         )
-        backup = {"backup": resolve.output, **CONNS}
+        backup = {"backup": resolve.output, **STORE}
         snapshot = CheckSnapshotOperator(task_id="check_snapshot", **backup)
-        key = CheckKeyOperator(task_id="check_key", key_prefix=P % "key_prefix", **backup)
-        presign = PresignSnapshotOperator(
-            task_id="presign", url_expiry_hours=P % "url_expiry_hours", **backup
-        )
+        key = CheckKeyOperator(task_id="check_key", key_prefix=P("key_prefix"), **backup)
+        presign = PresignSnapshotOperator(task_id="presign", url_expiry_hours=P("url_expiry_hours"), **backup)
         create = CreateRestoredClusterOperator(
-            task_id="create", clone=True, url_expiry_hours=P % "url_expiry_hours", **backup
+            task_id="create", clone=True, url_expiry_hours=P("url_expiry_hours"), **backup
         )
         wait = WaitRestoredOperator(
             task_id="wait_restored",
@@ -177,17 +121,17 @@ def hcp_etcd_restore_drill() -> None:
                 )
             ),
             trigger_rule=TriggerRule.ALL_DONE,
-            **CONNS,
+            **STORE,
         )
         delete = DeleteRestoredClusterOperator(
-            task_id="delete_drill_cluster", create_task_id=create.task_id, **CONNS
+            task_id="delete_drill_cluster", create_task_id=create.task_id, **STORE
         )
         verdict = DrillVerdictOperator(
             task_id="verdict",
             hosted_cluster=hosted_cluster,
             report_task_id=report.task_id,
             retries=0,
-            **CONNS,
+            **STORE,
         )
         chain(resolve, snapshot, key, presign, create.as_setup(), wait, verify, report, verdict)
         report >> delete.as_teardown(setups=create, on_failure_fail_dagrun=True)

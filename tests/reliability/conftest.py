@@ -46,6 +46,7 @@ from hcp_etcd.operators.fleet import BackupRetentionOperator
 from hcp_etcd.operators.publish import PublishManifestOperator
 from hcp_etcd.operators.transfer import SnapshotToS3Operator
 from hcp_etcd.triggers import wait
+from hcp_sandbox import s3 as s3_faults
 from tests.conftest import Sandbox, start_sandbox
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,28 +68,43 @@ class Figures:
     bad_inputs: int = 0
     writes_by_bad_inputs: int = 0
     secret_hits: int | None = None
+    secret_needles: int = 0
+    secret_haystacks: int = 0
     outcomes: dict[str, str] = field(default_factory=dict)
 
 
-FIGURES = Figures()
+FIGURES_KEY = pytest.StashKey[Figures]()
+
+
+def figures_of(config: pytest.Config) -> Figures:
+    """The figures of this pytest session (kept in the config's stash: one object per session)."""
+    return config.stash.setdefault(FIGURES_KEY, Figures())
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Figures:
+    """The session's figures, for tests that add to them."""
+    return figures_of(request.config)
 
 
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> None:
     """Count each reliability test as a scenario, and each ``test_bad_input`` case as a bad input."""
     if call.when != "call":
         return
-    FIGURES.scenarios_run += 1
+    figures = figures_of(item.config)
+    figures.scenarios_run += 1
     passed = call.excinfo is None
-    FIGURES.scenarios_passed += passed
-    FIGURES.bad_inputs += item.name.startswith("test_bad_input")
-    FIGURES.outcomes[item.name] = "passed" if passed else "failed"
+    figures.scenarios_passed += passed
+    figures.bad_inputs += item.name.startswith("test_bad_input")
+    figures.outcomes[item.name] = "passed" if passed else "failed"
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Print the figures (the ones docs/RELIABILITY.md quotes)."""
-    if FIGURES.scenarios_run:
-        figures = {k: v for k, v in vars(FIGURES).items() if k != "outcomes"}
-        terminalreporter.write_line("hcp-etcd reliability figures: " + json.dumps(figures, sort_keys=True))
+    figures = figures_of(terminalreporter.config)
+    if figures.scenarios_run:
+        shown = {k: v for k, v in vars(figures).items() if k != "outcomes"}
+        terminalreporter.write_line("hcp-etcd reliability figures: " + json.dumps(shown, sort_keys=True))
 
 
 class OutletEvents(defaultdict):
@@ -209,6 +225,23 @@ class Harness:
         with urllib.request.urlopen(req, context=ctx, timeout=30) as resp:
             return json.loads(resp.read())
 
+    def post_fault(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Inject a fault straight through ``POST /sandbox/v1/faults`` (what ``fault`` does, faster)."""
+        req = urllib.request.Request(
+            f"{self._server}/sandbox/v1/faults",
+            method="POST",
+            data=json.dumps(spec).encode(),
+            headers={"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"},
+        )
+        ctx = ssl.create_default_context(cafile=str(self.box.ca))
+        with urllib.request.urlopen(req, context=ctx, timeout=30) as resp:
+            return json.loads(resp.read())
+
+    def clear_s3_faults(self) -> None:
+        """Drop the S3 faults not consumed yet (the queue file, under the sandbox's own lock)."""
+        with s3_faults._locked_faults(self.box.dir / "s3-faults.json") as pending:
+            pending.clear()
+
     def seq(self) -> int:
         """The latest request seq."""
         return self.requests_since(10**12)[1]
@@ -263,6 +296,7 @@ class Harness:
         run_id: str | None = None,
         mode: str = "quiesced",
         pause_deadline_minutes: float = 30,
+        upload_method: str | None = None,
     ) -> Trace:
         """One backup of ``cluster`` with the DAG's wiring; ``inject[task]()`` runs right before that task.
 
@@ -274,6 +308,7 @@ class Harness:
         trace = Trace(run_id or self.new_run_id(cluster))
         rid = trace.run_id
         m = {"mode": mode}
+        method = {"method": upload_method} if upload_method else {}  # None: the operator's default
 
         def run(task_id: str, make: Callable[[], Any]) -> Outcome:
             if task_id in inject:
@@ -308,7 +343,8 @@ class Harness:
         if verify and verify.ok and resume and resume.ok:
             s, v = snap.result, verify.result  # type: ignore[union-attr]
             upload = run(
-                "upload", lambda: SnapshotToS3Operator(**self.store(cluster, "upload"), snapshot=s, verify=v)
+                "upload",
+                lambda: SnapshotToS3Operator(**self.store(cluster, "upload"), snapshot=s, verify=v, **method),
             )
             escrow = None
             if upload.ok:

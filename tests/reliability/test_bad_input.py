@@ -27,7 +27,7 @@ from hcp_etcd.naming import LOCK_ANNOTATION, ClusterRef
 from hcp_etcd.operators import restore as rops
 from hcp_etcd.operators.backup import BackupPreflightOperator
 from hcp_etcd.operators.fleet import ResolveHostedClustersOperator
-from tests.reliability.conftest import FIGURES, ONE, PREFIX, REPO, Harness
+from tests.reliability.conftest import ONE, PREFIX, REPO, Figures, Harness
 
 pytestmark = pytest.mark.integration
 
@@ -106,7 +106,7 @@ PARAM_CASES = [
     ("dag_id", "conf", "expected"), [c[1:] for c in PARAM_CASES], ids=[c[0] for c in PARAM_CASES]
 )
 def test_bad_input_param(
-    harness: Harness, dags: dict[str, Any], dag_id: str, conf: dict[str, Any], expected: str
+    harness: Harness, figures: Figures, dags: dict[str, Any], dag_id: str, conf: dict[str, Any], expected: str
 ) -> None:
     """Airflow's own Param validation refuses the conf: no run, so no write."""
     seq = harness.seq()
@@ -115,7 +115,7 @@ def test_bad_input_param(
         params.update(conf)
         params.validate()
     writes = harness.writes_since(seq)
-    FIGURES.writes_by_bad_inputs += len(writes)
+    figures.writes_by_bad_inputs += len(writes)
     assert not writes
 
 
@@ -269,7 +269,7 @@ TASK_CASES: dict[str, TaskCase] = {
 
 
 @pytest.mark.parametrize("case_id", list(TASK_CASES))
-def test_bad_input_task(harness: Harness, backup: Backup, case_id: str) -> None:
+def test_bad_input_task(harness: Harness, figures: Figures, backup: Backup, case_id: str) -> None:
     """The task refuses with a clear error, and the cluster saw no write meanwhile."""
     case = TASK_CASES[case_id]
     if case.setup:
@@ -282,7 +282,7 @@ def test_bad_input_task(harness: Harness, backup: Backup, case_id: str) -> None:
     finally:
         if case.teardown:
             case.teardown(harness)
-    FIGURES.writes_by_bad_inputs += len(writes)
+    figures.writes_by_bad_inputs += len(writes)
     assert not writes, f"{case_id} wrote to the cluster: {writes}"
     assert len(str(err.value)) > 20, f"not a clear error: {err.value!r}"
 

@@ -39,6 +39,7 @@ class Case:
     succeeds: bool  # through retries (True) or fails cleanly (False)
     failed_task: str | None = None
     repair: tuple[str, ...] | None = None  # injected before resume (etcd comes back as its pod restarts)
+    method: str | None = None  # upload method; None: the operator's default
 
 
 CASES = [
@@ -56,13 +57,16 @@ CASES = [
                                                           "--count", "3"), False, "verify"),
     Case("resume-api-500", ONE, "resume", ("api", "--resource", "deployments/scale", "--verb", "patch",
                                            "--code", "500", "--count", "6"), True),
-    Case("upload-s3-503", ONE, "upload", ("s3", "--code", "503", "--count", "3"), True),
-    Case("upload-s3-dropped-mid-upload", ONE, "upload", ("s3", "--drop", "--after-bytes", "65536",
-                                                         "--count", "1"), True),
+    Case("upload-stream-s3-503", ONE, "upload", ("s3", "--code", "503", "--count", "3"), True, method="stream"),
+    Case("upload-presigned-s3-503", ONE, "upload", ("s3", "--code", "503", "--count", "1"), True, method="presigned-curl"),
+    Case("upload-stream-s3-dropped-mid-upload", ONE, "upload", ("s3", "--drop", "--after-bytes", "65536",
+                                                                "--count", "1"), True, method="stream"),
+    Case("upload-presigned-s3-dropped-mid-upload", ONE, "upload", ("s3", "--drop", "--after-bytes", "65536",
+                                                                   "--count", "1"), True, method="presigned-curl"),
     Case("upload-exec-dropped-mid-stream", ONE, "upload", ("exec-drop", "--namespace", ONE_NS, "--pod", "etcd-0",
-                                                           "--count", "2", "--after-bytes", "100000"), True),
+                                                           "--count", "2", "--after-bytes", "100000"), True, method="stream"),
     Case("upload-exec-dropped-every-try", ONE, "upload", ("exec-drop", "--namespace", ONE_NS, "--pod", "etcd-0",
-                                                          "--count", "6", "--after-bytes", "100000"), False, "upload"),
+                                                          "--count", "6", "--after-bytes", "100000"), False, "upload", method="stream"),
     Case("escrow-s3-503", ONE, "escrow_key", ("s3", "--code", "503", "--count", "6"), True),
     Case("publish-s3-503", ONE, "publish_manifest", ("s3", "--code", "503", "--count", "6"), True),
     Case("publish-s3-dropped", ONE, "publish_manifest", ("s3", "--drop", "--count", "1"), True),
@@ -80,7 +84,7 @@ def test_fault(harness: Harness, case: Case) -> None:
     if case.repair:
         inject["resume"] = lambda: harness.box.fault(*case.repair)  # type: ignore[misc]
     try:
-        trace = harness.backup(case.cluster, inject)
+        trace = harness.backup(case.cluster, inject, upload_method=case.method)
     finally:
         if case.repair:
             harness.box.fault(*case.repair)

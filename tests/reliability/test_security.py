@@ -5,11 +5,14 @@ Runs last in the package (file order): the hygiene test searches what every reli
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import pytest
 from kubernetes.client.rest import ApiException
 
 from tests.integration.conftest import AirflowEnv, make_airflow_env
-from tests.reliability.conftest import FIGURES, ONE, Harness
+from tests.reliability.conftest import ONE, Figures, Harness
 
 pytestmark = pytest.mark.integration
 
@@ -49,22 +52,35 @@ def test_operation_outside_rbac_is_refused(harness: Harness, what: str) -> None:
     assert harness.k8s.get_deployment_replicas(ONE_NS, "kube-apiserver")[0] == 1
 
 
+def inject_after_quiesce(harness: Harness, seq: int, spec: dict[str, Any], done: threading.Event) -> None:
+    """Inject ``spec`` once the run's quiesce has scaled a Deployment: preflight's S3 probe is over,
+    and the next S3 requests are the upload's (snapshot, verify and resume use none)."""
+    while not done.wait(0.2):
+        items, _ = harness.requests_since(seq)
+        if any(i["method"] == "PATCH" and i.get("subresource") == "scale" for i in items):
+            harness.post_fault(spec)
+            return
+
+
 def test_whole_dag_upload_fails_for_good_cluster_given_back(harness: Harness, airflow: AirflowEnv) -> None:
-    """``dag.test()`` of hcp_etcd_backup under include/rbac with every snapshot stream cut mid-way.
+    """``dag.test()`` of hcp_etcd_backup under include/rbac with S3 answering 503 to every upload try.
 
     The upload fails on all three tries; the teardowns (resume, cleanup, unpause) still run through
     the DAG's own trigger rules, no manifest is written, and the run fails (it must not look green).
     """
     before = harness.objects(ONE)
-    # Only a stream of more than 1 MB (the `cat` of the snapshot) is cut: the small commands pass.
-    harness.box.fault(
-        "exec-drop", "--namespace", ONE_NS, "--pod", "etcd-0", "--count", "500", "--after-bytes", "1000000"
-    )
     seq = harness.seq()
+    done = threading.Event()
+    watcher = threading.Thread(
+        target=inject_after_quiesce, args=(harness, seq, {"kind": "s3", "code": 503, "count": 60}, done)
+    )
+    watcher.start()
     try:
         run = airflow.run({"hosted_clusters": [f"clusters/{ONE}"]}, timeout=420)
     finally:
-        harness.clear_faults()
+        done.set()
+        watcher.join(timeout=30)
+        harness.clear_s3_faults()
     refused = [i for i in harness.requests_since(seq)[0] if i["code"] == 403]
     assert not refused, f"include/rbac lacks what the DAG does: {refused}"
     assert run.state == "failed", run.tis
@@ -81,7 +97,7 @@ def _search(haystacks: dict[str, bytes], needles: dict[str, bytes]) -> list[str]
     return [f"{n} in {h}" for h, text in haystacks.items() for n, needle in needles.items() if needle in text]
 
 
-def test_secret_hygiene_after_all_runs(harness: Harness, airflow: AirflowEnv) -> None:
+def test_secret_hygiene_after_all_runs(harness: Harness, airflow: AirflowEnv, figures: Figures) -> None:
     """The keys (raw, base64, hex), the S3 secret key and presigned-URL signatures appear nowhere:
     metadata DB (every table), task logs, Airflow's output, the in-process task logs, every command
     sent into a pod, the command lines of the processes the sandbox ran in pods, the request log."""
@@ -96,9 +112,22 @@ def test_secret_hygiene_after_all_runs(harness: Harness, airflow: AirflowEnv) ->
         "pod process command lines": "\n".join(sorted(harness.pod_cmdlines)).encode(),
         "sandbox request log": (box.dir / "logs" / "requests.jsonl").read_bytes(),
     }
+    # Positive controls: the haystacks hold what the runs did (a search of empty text proves nothing).
+    assert f"preflight of clusters/{ONE} passed".encode() in haystacks["in-process task logs"]
+    assert (
+        b"hcp_etcd_backup" in haystacks["metadata DB"]
+        and b"snapshot save" in haystacks["commands sent into pods"]
+    )
     needles = harness.key_needles()
+    assert len(needles) >= 2 * 4 + 2, sorted(
+        needles
+    )  # two clusters' keys in four encodings, S3 key, signature
     hits = _search(haystacks, needles)
-    FIGURES.secret_hits = len(hits)
+    figures.secret_hits, figures.secret_needles, figures.secret_haystacks = (
+        len(hits),
+        len(needles),
+        len(haystacks),
+    )
     assert not hits, hits
     assert harness.pod_cmdlines, "the command-line sampler saw no pod process"
     assert any("etcdctl" in c for c in harness.pod_cmdlines)

@@ -16,8 +16,9 @@ if TYPE_CHECKING:
     from hcp_etcd.hooks.snapshot_store import SnapshotStoreHook
 
 METHODS = ("stream", "presigned-curl")
-# The default chosen by measurement (BENCHMARKS.md, figure 2): see the class docstring.
-DEFAULT_METHOD = "stream"
+# The default chosen by measurement (BENCHMARKS.md, figures 2 and 3): the PUT from the pod is as fast
+# as boto3's own upload_file and keeps the worker out of the data path; streaming is the fallback.
+DEFAULT_METHOD = "presigned-curl"
 # curl exit codes that mean "this pod cannot reach S3" (or has no curl): resolve, connect, proxy,
 # TLS handshake/verification, send/receive failures, timeouts. 127: command not found.
 EGRESS_EXIT_CODES = frozenset({5, 6, 7, 28, 35, 52, 55, 56, 60, 77, 127})
@@ -100,7 +101,8 @@ class SnapshotToS3Operator(StoreOperator):
     :param snapshot: result of the snapshot task (gives the backup timestamp ``ts``). (templated)
     :param verify: result of the verify task (gives the ``canonical`` pod to upload from). (templated)
     :param snapshot_path: the file in the etcd container.
-    :param method: ``stream`` or ``presigned-curl``. (templated)
+    :param method: ``presigned-curl`` (default, chosen by measurement: BENCHMARKS.md) or ``stream``.
+        (templated)
     :param fallback_to_stream: on ``presigned-curl``, stream when the pod cannot upload by itself.
     :param presign_expiry: seconds the presigned URL lives (``presigned-curl``).
     :param part_size_mib: multipart part size (``stream``); worker memory is ~2 x this x 4.
