@@ -145,6 +145,7 @@ class SnapshotToS3Operator(StoreOperator):
     def s3(self) -> SnapshotStoreHook:  # type: ignore[override]
         """The S3 hook with this operator's part size."""
         from hcp_etcd.hooks.snapshot_store import SnapshotStoreHook
+
         return SnapshotStoreHook(aws_conn_id=self.aws_conn_id, part_size_mib=self.part_size_mib)
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -180,6 +181,7 @@ class SnapshotToS3Operator(StoreOperator):
     def _returncode(self, stream: Any, s3: SnapshotStoreHook, bucket: str, key: str, pod: str) -> int:
         # A cut exec stream has no exit status: what reached S3 may be a prefix of the snapshot.
         from hcp_etcd.hooks.hosted_cluster import ExecError
+
         try:
             return int(stream.returncode)
         except ExecError as err:
@@ -190,6 +192,7 @@ class SnapshotToS3Operator(StoreOperator):
         self, bucket: str, key: str, size: int, sha: str, seconds: float, sse: str, pod: str, method: str
     ) -> dict[str, Any]:
         from hcp_etcd.hooks.snapshot_store import MiB
+
         self.log.info(
             "uploaded %d bytes by %s in %.1fs (%.1f MiB/s), sha256 %s verified against the pod",
             size,
@@ -212,10 +215,10 @@ class SnapshotToS3Operator(StoreOperator):
     def _stream(self, ns: str, pod: str, bucket: str, key: str, pod_sha: str) -> dict[str, Any]:
         from hcp_etcd.hooks.hosted_cluster import ETCD_CONTAINER
         from hcp_etcd.hooks.snapshot_store import MiB
+
         s3 = self.s3
 
         def progress(done: int, seconds: float) -> None:
-            from hcp_etcd.hooks.snapshot_store import MiB
             self.log.info(
                 "uploaded %d MiB of %s in %.0fs (%.1f MiB/s)",
                 done // MiB,
