@@ -50,25 +50,33 @@ class Airflow:
         self.home = home
         self.port = free_port()
         self.pool_slots = pool_slots
-        self.env = python_env(
-            {
-                **sandbox_env,
-                "AIRFLOW_HOME": str(home),
-                "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-                "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS),
-                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-                "AIRFLOW__API__PORT": str(self.port),
-                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
-                # Never a scheduled run during the bench: manual runs only. Feb 29 at 00:00 has no fire
-                # time between the DAGs' start_date (2025-01-01) and 2028, so unpausing creates no run.
-                "HCP_ETCD_BACKUP_SCHEDULE": "0 0 29 2 *",
-                "HCP_ETCD_DRILL_SCHEDULE": "0 0 29 2 *",
-                "HCP_ETCD_RETRY_DELAY_SECONDS": "5",
-            }
-        )
+        settings = {
+            **sandbox_env,
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__API__PORT": str(self.port),
+            # Log servers of the scheduler and triggerer: free ports too, so that another Airflow on
+            # this machine (a demo, a test suite) cannot make a component fail to start.
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
+            # Never a scheduled run during the bench: manual runs only. Feb 29 at 00:00 has no fire
+            # time between the DAGs' start_date (2025-01-01) and 2028, so unpausing creates no run.
+            "HCP_ETCD_BACKUP_SCHEDULE": "0 0 29 2 *",
+            "HCP_ETCD_DRILL_SCHEDULE": "0 0 29 2 *",
+            "HCP_ETCD_RETRY_DELAY_SECONDS": "5",
+        }
+        self.env = python_env()
+        # Nothing inherited may point this Airflow elsewhere (a test session sets its own DB, home ...).
+        for key in [k for k in self.env if k.startswith("AIRFLOW")]:
+            del self.env[key]
+        self.env.update(settings)
+        self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{home / 'airflow.db'}"
         # standalone starts its components as `airflow ...` from PATH.
         self.env["PATH"] = os.pathsep.join([str(Path(AIRFLOW).parent), self.env.get("PATH", "")])
         self.proc: subprocess.Popen[bytes] | None = None
@@ -109,7 +117,8 @@ class Airflow:
             if self._api_up() and self._parsed({"hcp_etcd_backup", "hcp_etcd_restore"}):
                 return
             time.sleep(2)
-        raise RuntimeError(f"airflow standalone not ready in {timeout:.0f}s")
+        tail = (self.home / "standalone.log").read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"airflow standalone not ready in {timeout:.0f}s; its log ends with:\n{tail}")
 
     def _api_up(self) -> bool:
         try:

@@ -1,7 +1,8 @@
 """What the three DAGs share: settings read from the environment at parse time, and their Params.
 
-DAG files import this at parse time, so it reads environment variables only (no Variable or
-Connection lookups: those are I/O). One definition per Param keeps the backup, restore and drill
+DAG files call this at parse time, so it reads environment variables only (no Variable or
+Connection lookups: those are I/O), and reads them when called, so every parse sees the current
+environment. One definition per Param keeps the backup, restore and drill
 forms in step: the same bucket, prefixes and connections mean the same thing in each.
 """
 
@@ -16,10 +17,6 @@ from airflow.sdk import Param
 from hcp_etcd.naming import CLUSTER_REF_PATTERN, S3_PREFIX_PATTERN
 from hcp_etcd.notifications import failure_callbacks
 
-BUCKET = os.environ.get("HCP_ETCD_BUCKET", "")
-KUBERNETES_CONN_ID = os.environ.get("HCP_ETCD_KUBERNETES_CONN_ID", "kubernetes_default")
-AWS_CONN_ID = os.environ.get("HCP_ETCD_AWS_CONN_ID", "aws_default")
-RETRY_DELAY = timedelta(seconds=float(os.environ.get("HCP_ETCD_RETRY_DELAY_SECONDS", "30")))
 DEFAULT_PREFIX = "hcp-etcd/backups"
 DEFAULT_KEY_PREFIX = "hcp-etcd/keys"
 # S3's rules for bucket names; empty only so that a DAG parses where HCP_ETCD_BUCKET is unset
@@ -40,7 +37,8 @@ def default_args(**extra: Any) -> dict[str, Any]:
 
     :param extra: more default arguments (e.g. a pool).
     """
-    return {"retries": 2, "retry_delay": RETRY_DELAY, "on_failure_callback": failure_callbacks(), **extra}
+    retry_delay = timedelta(seconds=float(os.environ.get("HCP_ETCD_RETRY_DELAY_SECONDS", "30")))
+    return {"retries": 2, "retry_delay": retry_delay, "on_failure_callback": failure_callbacks(), **extra}
 
 
 def hosted_clusters(description: str) -> Param:
@@ -73,7 +71,7 @@ def storage(key_prefix_description: str) -> dict[str, Param]:
     """
     return {
         "bucket": Param(
-            BUCKET,
+            os.environ.get("HCP_ETCD_BUCKET", ""),
             type="string",
             maxLength=63,
             pattern=_BUCKET_PATTERN,
@@ -125,9 +123,17 @@ def connections() -> dict[str, Param]:
     """``kubernetes_conn_id`` and ``aws_conn_id`` (defaults per deployment from the environment)."""
     return {
         "kubernetes_conn_id": Param(
-            KUBERNETES_CONN_ID, type="string", minLength=1, description="Kubernetes connection id."
+            os.environ.get("HCP_ETCD_KUBERNETES_CONN_ID", "kubernetes_default"),
+            type="string",
+            minLength=1,
+            description="Kubernetes connection id (default: env HCP_ETCD_KUBERNETES_CONN_ID).",
         ),
-        "aws_conn_id": Param(AWS_CONN_ID, type="string", minLength=1, description="AWS connection id."),
+        "aws_conn_id": Param(
+            os.environ.get("HCP_ETCD_AWS_CONN_ID", "aws_default"),
+            type="string",
+            minLength=1,
+            description="AWS connection id (default: env HCP_ETCD_AWS_CONN_ID).",
+        ),
     }
 
 

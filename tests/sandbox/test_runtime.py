@@ -143,9 +143,17 @@ def conditions(custom, name: str, namespace: str = "clusters") -> dict[str, dict
 
 
 def hcp_conditions(custom, name: str) -> dict[str, dict[str, Any]]:
-    hcp = custom.get_namespaced_custom_object(
-        HC_GROUP, HC_VERSION, f"clusters-{name}", "hostedcontrolplanes", name
-    )
+    """The HostedControlPlane's conditions; none while the controller has not created it yet."""
+    from kubernetes.client.rest import ApiException
+
+    try:
+        hcp = custom.get_namespaced_custom_object(
+            HC_GROUP, HC_VERSION, f"clusters-{name}", "hostedcontrolplanes", name
+        )
+    except ApiException as err:
+        if err.status == 404:
+            return {}
+        raise
     return {c["type"]: c for c in hcp.get("status", {}).get("conditions", [])}
 
 
