@@ -700,37 +700,3 @@ def test_failed_up_leaves_nothing_running(tmp_path):
             except OSError:
                 pass
     assert not leftovers
-
-
-def _processes_running(marker: str) -> list[int]:
-    """Pids whose command line contains ``marker`` (read from /proc: no ps needed)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if marker in cmdline:
-                pids.append(int(entry.name))
-    return pids
-
-
-def test_exec_command_is_stopped_when_the_client_goes_away(core):
-    """A silent command (no output to fail on) is killed as soon as its client disconnects."""
-    marker = f"sleep {300 + os.getpid() % 97}.5"
-    resp = stream(
-        core.connect_get_namespaced_pod_exec,
-        "etcd-0",
-        "clusters-single-one",
-        container="etcd",
-        command=["sh", "-c", marker],
-        stderr=True,
-        stdout=True,
-        stdin=False,
-        tty=False,
-        _preload_content=False,
-    )
-    wait_for(lambda: _processes_running(marker), 15, "the command to start in the pod")
-    resp.close()
-    wait_for(lambda: not _processes_running(marker), 15, "the command to be stopped after the client left")
