@@ -3,9 +3,7 @@ import io
 import json
 import os
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from hcp_etcd.hooks.hosted_cluster import ExecError, ExecStream
 from hcp_etcd.hooks.snapshot_store import MiB, SnapshotStoreHook
@@ -68,19 +66,6 @@ def test_exec_stream_timeout():
     stream = ExecStream(ws, "t", timeout=-1)
     with pytest.raises(ExecError, match="did not finish"):
         stream.read()
-
-
-@pytest.fixture
-def s3hook(monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({"conn_type": "aws", "extra": {
-        "region_name": "us-east-2", "config_kwargs": {"signature_version": "s3"}}}))  # fmt: skip
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    with mock_aws():
-        boto3.client("s3", region_name="us-east-2").create_bucket(
-            Bucket="bkt", CreateBucketConfiguration={"LocationConstraint": "us-east-2"}
-        )
-        yield SnapshotStoreHook(part_size_mib=5)
 
 
 def test_sigv4_forced_over_connection(s3hook):

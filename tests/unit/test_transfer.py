@@ -2,13 +2,10 @@
 
 import base64
 import hashlib
-import json
 from contextlib import contextmanager
 from urllib.parse import parse_qs, urlsplit
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from hcp_etcd.hooks.hosted_cluster import ExecResult
 from hcp_etcd.hooks.snapshot_store import SINGLE_PUT_LIMIT, SnapshotStoreHook, sha256_b64
@@ -43,19 +40,6 @@ def test_parse_curl_result_takes_the_last_mark():
     assert parse_curl_result(f"{body}\nhcp-etcd-curl: 400 1024.000\n") == (400, 1024, body)
     with pytest.raises(ValueError):
         parse_curl_result("nothing")
-
-
-@pytest.fixture
-def s3hook(monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({"conn_type": "aws", "extra": {
-        "region_name": "us-east-2", "config_kwargs": {"signature_version": "s3"}}}))  # fmt: skip
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    with mock_aws():
-        boto3.client("s3", region_name="us-east-2").create_bucket(
-            Bucket="bkt", CreateBucketConfiguration={"LocationConstraint": "us-east-2"}
-        )
-        yield SnapshotStoreHook(part_size_mib=5)
 
 
 def test_presign_put_signs_checksum_and_sse(s3hook):
