@@ -15,6 +15,7 @@ RBAC of ``include/rbac`` is enforced on all of it: a missing rule fails the scen
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -125,13 +126,27 @@ class OutletEvents(defaultdict):
 
 
 class TaskInstanceStub:
-    """The part of ``context["ti"]`` the restore steps use (``xcom_push`` of an error message)."""
+    """The part of ``context["ti"]`` the restore and drill steps use: ``xcom_push`` (an error
+    message) and ``xcom_pull`` of another task's XCom in the same run (the drill's report and
+    teardown read the create, wait and verify results that way).
 
-    def __init__(self) -> None:
+    :param store: the run's XComs, ``{(task_id, key): value}`` (shared by the run's tasks).
+    :param task_id: this task.
+    """
+
+    map_index = -1
+
+    def __init__(self, store: dict[tuple[str, str], Any] | None = None, task_id: str = "task") -> None:
         self.xcom: dict[str, Any] = {}
+        self._store = store if store is not None else {}
+        self._task_id = task_id
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcom[key] = value
+        self._store[(self._task_id, key)] = value
+
+    def xcom_pull(self, task_ids: str, key: str = "return_value", map_indexes: int | None = None) -> Any:
+        return self._store.get((task_ids, key))
 
 
 @dataclass
@@ -160,6 +175,10 @@ class Trace:
         return "; ".join(f"{t}: {e}" for t, o in self.tasks.items() for e in o.errors)
 
 
+class _StopRun(Exception):
+    """Ends an emulated run before a task (``Harness.backup(stop_before=...)``)."""
+
+
 class Harness:
     """The operators against the reliability sandbox, and the checks of the invariants."""
 
@@ -174,6 +193,7 @@ class Harness:
         self._server = kubeconfig["clusters"][0]["cluster"]["server"]
         self._token = kubeconfig["users"][0]["user"]["token"]
         self._runs = 0
+        self.xcoms: dict[str, dict[tuple[str, str], Any]] = {}
         self.pod_cmdlines: set[str] = set()
         self._sampling = threading.Event()
 
@@ -262,9 +282,10 @@ class Harness:
         self._runs += 1
         return f"reliability__{label}__{self._runs}__{time.time_ns()}"
 
-    @staticmethod
-    def context(run_id: str) -> dict[str, Any]:
-        return {"run_id": run_id, "ti": TaskInstanceStub(), "outlet_events": OutletEvents()}
+    def context(self, run_id: str, task_id: str = "task") -> dict[str, Any]:
+        """The task context: run id, a ``ti`` that shares the run's XComs, outlet events."""
+        store = self.xcoms.setdefault(run_id, {})
+        return {"run_id": run_id, "ti": TaskInstanceStub(store, task_id), "outlet_events": OutletEvents()}
 
     def attempt(self, task_id: str, make: Callable[[], Any], run_id: str, tries: int = TRIES) -> Outcome:
         """Execute a fresh operator up to ``tries`` times (Airflow's retries), like a new worker each try."""
@@ -273,11 +294,16 @@ class Harness:
         for _ in range(tries):
             outcome.tries += 1
             op = make()
+            # Airflow clears a task's XComs when a try starts: only the last try's remain.
+            store = self.xcoms.setdefault(run_id, {})
+            for k in [k for k in store if k[0] == task_id]:
+                del store[k]
             try:
-                outcome.result = op.execute(self.context(run_id))
+                outcome.result = op.execute(self.context(run_id, task_id))
             except Exception as err:  # a failed try: Airflow retries it
                 outcome.errors.append(f"{type(err).__name__}: {str(err)[:300]}")
                 continue
+            store[(task_id, "return_value")] = outcome.result
             outcome.ok = True
             break
         outcome.seconds = round(time.monotonic() - started, 2)
@@ -297,29 +323,58 @@ class Harness:
         mode: str = "quiesced",
         pause_deadline_minutes: float = 30,
         upload_method: str | None = None,
+        stop_before: str | None = None,
+        done: dict[str, Any] | None = None,
+        retried: str | None = None,
     ) -> Trace:
         """One backup of ``cluster`` with the DAG's wiring; ``inject[task]()`` runs right before that task.
 
         Trigger rules as in ``dags/hcp_etcd_backup.py``: resume is the teardown of quiesce, cleanup
         and unpause the teardowns of pause (they run when their setup succeeded, whatever failed in
         between); upload needs verify and resume; wait needs publish and unpause.
+
+        For a task killed in a worker: ``stop_before`` ends the run right before that task (its
+        inputs are in the trace); the continued run passes the same ``run_id``, the results of the
+        tasks that succeeded as ``done`` (Airflow does not run them again) and the killed task as
+        ``retried`` (its retry has the tries left after the killed one).
         """
         inject = inject or {}
+        done = done or {}
         trace = Trace(run_id or self.new_run_id(cluster))
         rid = trace.run_id
         m = {"mode": mode}
         method = {"method": upload_method} if upload_method else {}  # None: the operator's default
 
         def run(task_id: str, make: Callable[[], Any]) -> Outcome:
+            if task_id == stop_before:
+                raise _StopRun
+            if task_id in done:
+                trace.tasks[task_id] = Outcome(ok=True, tries=1, result=done[task_id])
+                self.xcoms.setdefault(rid, {})[(task_id, "return_value")] = done[task_id]
+                return trace.tasks[task_id]
             if task_id in inject:
                 inject[task_id]()
-            trace.tasks[task_id] = self.attempt(task_id, make, rid)
+            tries = TRIES - 1 if task_id == retried else TRIES
+            trace.tasks[task_id] = self.attempt(task_id, make, rid, tries=tries)
             return trace.tasks[task_id]
 
+        with contextlib.suppress(_StopRun):
+            self._backup_tasks(cluster, run, m, method, pause_deadline_minutes)
+        return trace
+
+    def _backup_tasks(
+        self,
+        cluster: str,
+        run: Callable[[str, Callable[[], Any]], Outcome],
+        m: dict[str, str],
+        method: dict[str, str],
+        pause_deadline_minutes: float,
+    ) -> None:
+        """The backup DAG's tasks, in order, with its trigger rules (see ``backup``)."""
         if not run(
             "preflight", lambda: ops.BackupPreflightOperator(**self.store(cluster, "preflight"), **m)
         ).ok:
-            return trace
+            return
         pause = run(
             "pause",
             lambda: ops.PauseReconciliationOperator(
@@ -375,7 +430,6 @@ class Harness:
                         **self.common(cluster, "wait_available"), timeout=180, **m
                     ),
                 )
-        return trace
 
     def retention(self, clusters: list[str], inject: Callable[[], Any] | None = None) -> Outcome:
         """The fleet's retention task (keep_last=2 so it has something to delete)."""
@@ -591,3 +645,205 @@ def sigkill(proc: subprocess.Popen[str]) -> str:
     os.killpg(proc.pid, signal.SIGKILL)
     out, _ = proc.communicate(timeout=60)
     return out
+
+
+# A worker pool the way LocalExecutor has one: a process that imports the operators once, then forks
+# a worker per task. A fresh `python -c` costs 10-40 s of imports here; a fork costs milliseconds.
+FORK_SERVER = r"""
+import functools, importlib, json, os, signal, sys, traceback
+import hcp_etcd.hooks.hosted_cluster, hcp_etcd.hooks.snapshot_store
+import hcp_etcd.operators.backup, hcp_etcd.operators.publish, hcp_etcd.operators.restore
+import hcp_etcd.operators.transfer
+
+
+class Ti:
+    map_index = -1
+
+    def xcom_push(self, key, value):
+        print("@@XCOM@@ " + json.dumps({key: value}, default=str), flush=True)
+
+
+class Outlets(dict):
+    def __missing__(self, key):
+        class Accessor:
+            def add(self, asset, extra=None):
+                print("@@OUTLET@@ " + json.dumps(extra, default=str), flush=True)
+
+        return Accessor()
+
+
+def arm(target, nth):
+    # The kill point: right after the nth call of `target` returns, the worker stops itself
+    # (SIGSTOP); the test looks at the state it left and then SIGKILLs it.
+    module, path = target.split(":")
+    owner = importlib.import_module(module)
+    *parents, name = path.split(".")
+    for part in parents:
+        owner = getattr(owner, part)
+    original = getattr(owner, name)
+    calls = 0
+
+    @functools.wraps(original)
+    def stop_after(*args, **kwargs):
+        nonlocal calls
+        result = original(*args, **kwargs)
+        calls += 1
+        if calls == nth:
+            print("@@KILL-POINT@@ " + target, flush=True)
+            os.kill(os.getpid(), signal.SIGSTOP)
+        return result
+
+    setattr(owner, name, stop_after)
+
+
+def work(req):
+    if req.get("kill_point"):
+        arm(**req["kill_point"])
+    context = {"run_id": req["run_id"], "ti": Ti(), "outlet_events": Outlets()}
+    for module, name, kwargs in req["steps"]:
+        result = getattr(importlib.import_module(module), name)(**kwargs).execute(context)
+        print("@@DONE@@ " + name + " " + json.dumps(result, default=str), flush=True)
+
+
+print("@@READY@@", flush=True)
+for line in sys.stdin:
+    req = json.loads(line)
+    if "reap" in req:
+        _, status = os.waitpid(req["reap"], 0)
+        print(json.dumps({"code": os.waitstatus_to_exitcode(status)}), flush=True)
+        continue
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()  # a process group of its own: SIGKILL reaches the worker and all it started
+        fd = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        code = 0
+        try:
+            work(req)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    print(json.dumps({"pid": pid}), flush=True)
+"""
+
+
+@dataclass
+class ForkedTask:
+    """A worker forked by the ``TaskServer``, running task operators."""
+
+    server: TaskServer
+    pid: int
+    log: Path
+    code: int | None = None
+
+    def state(self) -> str:
+        """The process state from ``/proc`` (``T`` stopped, ``Z`` ended, not reaped yet)."""
+        try:
+            return Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return "gone"
+
+    def output(self) -> str:
+        """What the worker printed (its log included)."""
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def results(self) -> dict[str, Any]:
+        """The result of each operator that completed, by class name."""
+        out = {}
+        for line in self.output().splitlines():
+            if line.startswith("@@DONE@@ "):
+                _, name, value = line.split(" ", 2)
+                out[name] = json.loads(value)
+        return out
+
+    def wait_kill_point(self, timeout: float = 180) -> None:
+        """Wait until the worker stopped at its kill point; fail with its output if it ended instead."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.state()
+            if state == "T":
+                return
+            if state in ("Z", "gone"):
+                raise AssertionError(f"the worker ended before its kill point:\n{self.output()[-3000:]}")
+            time.sleep(0.05)
+        raise AssertionError(f"the worker never reached its kill point:\n{self.output()[-3000:]}")
+
+    def sigkill(self) -> int:
+        """SIGKILL the worker's process group; its exit code (-9)."""
+        os.killpg(self.pid, signal.SIGKILL)
+        self.code = self.server.reap(self.pid)
+        return self.code
+
+
+class TaskServer:
+    """The fork server: ``start(...)`` forks a worker that runs operators with a kill point armed."""
+
+    def __init__(self, box: Sandbox, logs: Path) -> None:
+        env = {**os.environ, **box.env}
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO / "plugins"), str(REPO / "include")])
+        env["AIRFLOW__WORKERS__API_RETRY_WAIT_MAX"] = "1"
+        self.logs = logs
+        self.started: list[int] = []
+        self._lock = threading.Lock()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", FORK_SERVER],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, start_new_session=True,
+        )  # fmt: skip
+        ready = self._line()
+        assert ready == "@@READY@@", f"fork server did not start: {ready!r}"
+
+    def _line(self) -> str:
+        assert self.proc.stdout is not None
+        return self.proc.stdout.readline().strip()
+
+    def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        with self._lock:
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+            return json.loads(self._line())
+
+    def start(
+        self,
+        run_id: str,
+        steps: list[tuple[str, str, dict[str, Any]]],
+        kill_point: tuple[str, int] | None = None,
+    ) -> ForkedTask:
+        """Fork a worker running ``steps`` (``(module, class, kwargs)``), stopping itself right after
+        the ``kill_point`` (``("module:attr.path", nth call)``) returns."""
+        log = self.logs / f"worker-{len(self.started)}-{time.time_ns()}.log"
+        point = {"target": kill_point[0], "nth": kill_point[1]} if kill_point else None
+        answer = self._ask({"run_id": run_id, "steps": steps, "kill_point": point, "log": str(log)})
+        self.started.append(answer["pid"])
+        return ForkedTask(self, answer["pid"], log)
+
+    def reap(self, pid: int) -> int:
+        """The exit code of an ended worker (negative: the signal)."""
+        return int(self._ask({"reap": pid})["code"])
+
+    def close(self) -> None:
+        """Kill what is left of the workers it forked (by their own process groups), then the server."""
+        for pid in self.started:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+
+@pytest.fixture(scope="package")
+def task_server(rel_box: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TaskServer]:
+    """The fork server of the killable workers (started once, on first use)."""
+    server = TaskServer(rel_box, tmp_path_factory.mktemp("workers"))
+    try:
+        yield server
+    finally:
+        server.close()

@@ -20,8 +20,17 @@ from typing import Any
 
 import pytest
 
+from hcp_etcd.naming import API_SERVER_DEPLOYMENTS, ClusterRef
 from hcp_sandbox import s3
-from tests.reliability.conftest import HA, ONE, Harness, sigkill, start_task_process
+from tests.reliability.conftest import (
+    HA,
+    KEY_PREFIX,
+    ONE,
+    Harness,
+    TaskServer,
+    sigkill,
+    start_task_process,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -174,6 +183,100 @@ def test_snapshot_sigkilled_midway_then_retried(harness: Harness) -> None:
     trace = harness.backup(HA, run_id=run_id)
     assert trace.succeeded, trace.errors()
     harness.assert_invariants(HA, before, trace)
+
+
+OPS = {
+    "resume": ("hcp_etcd.operators.backup", "ResumeApiServersOperator"),
+    "upload": ("hcp_etcd.operators.transfer", "SnapshotToS3Operator"),
+    "escrow_key": ("hcp_etcd.operators.backup", "EscrowEncryptionKeyOperator"),
+    "publish_manifest": ("hcp_etcd.operators.publish", "PublishManifestOperator"),
+    "unpause": ("hcp_etcd.operators.backup", "UnpauseReconciliationOperator"),
+}
+HOOKS = "hcp_etcd.hooks.hosted_cluster:HostedClusterHook"
+STORE_HOOK = "hcp_etcd.hooks.snapshot_store:SnapshotStoreHook"
+
+
+@dataclass(frozen=True)
+class KillCase:
+    """A task SIGKILLed in its worker right after a given call returned, then retried by Airflow."""
+
+    id: str
+    task: str
+    kill_point: tuple[str, int]  # ("module:attr.path", nth call): the worker stops right after it
+    method: str | None = None  # upload method
+    midway: Callable[[Harness, dict[str, Any]], None] | None = None  # what must hold at the kill
+
+
+def _resume_midway(harness: Harness, results: dict[str, Any]) -> None:
+    # One API server is back at its original replicas, the others still at 0: killed halfway.
+    assert sorted(replicas(harness, ONE).values()) == [0, 0, 1], replicas(harness, ONE)
+
+
+def _publish_midway(harness: Harness, results: dict[str, Any]) -> None:
+    # The manifest is written; the worker dies before it returns (its result and Asset event are lost).
+    assert harness.manifests(ONE)[-1].endswith(f"/{results['snapshot']['ts']}/manifest.json")
+
+
+def _unpause_midway(harness: Harness, results: dict[str, Any]) -> None:
+    # The patch went through; the worker dies before Airflow records the task as done.
+    hc = harness.k8s.get_hosted_cluster(ClusterRef("clusters", ONE))
+    assert hc["spec"].get("pausedUntil") in (None, "false"), hc["spec"].get("pausedUntil")
+
+
+KILL_CASES = [
+    KillCase("resume-after-first-scale-up", "resume", (f"{HOOKS}.scale_deployment", 1), midway=_resume_midway),
+    KillCase("upload-stream-mid-stream", "upload", ("hcp_etcd.hooks.snapshot_store:HashingReader.read", 1), method="stream"),
+    KillCase("upload-presigned-curl-put-in-flight", "upload", ("hcp_etcd.hooks.hosted_cluster:ExecStream.write_stdin", 1), method="presigned-curl"),
+    KillCase("escrow-holding-the-key", "escrow_key", (f"{HOOKS}.read_secret_data", 1)),
+    KillCase("publish-after-manifest-written", "publish_manifest", (f"{STORE_HOOK}.put_json", 1), midway=_publish_midway),
+    KillCase("unpause-after-patch", "unpause", (f"{HOOKS}.patch_hosted_cluster", 1), midway=_unpause_midway),
+]  # fmt: skip
+
+
+def replicas(harness: Harness, cluster: str) -> dict[str, int]:
+    ns = ClusterRef("clusters", cluster).control_plane_namespace
+    return {d: harness.k8s.get_deployment_replicas(ns, d)[0] for d in API_SERVER_DEPLOYMENTS}
+
+
+def kill_task_kwargs(harness: Harness, case: KillCase, results: dict[str, Any]) -> dict[str, Any]:
+    """The operator arguments ``Harness.backup`` gives the task, from the results of its upstream."""
+    common, store = harness.common(ONE, case.task), harness.store(ONE, case.task)
+    if case.task in ("resume", "unpause"):
+        return {**common, "mode": "quiesced"}
+    if case.task == "upload":
+        return {**store, "snapshot": results["snapshot"], "verify": results["verify"], "method": case.method}
+    if case.task == "escrow_key":
+        return {**store, "key_prefix": KEY_PREFIX}
+    keys = ("snapshot", "verify", "upload", "escrow_key", "resume")
+    inputs = {k.removesuffix("_key"): results[k] for k in keys}
+    return {**store, **inputs, "mode": "quiesced"}
+
+
+@pytest.mark.parametrize("case", KILL_CASES, ids=[c.id for c in KILL_CASES])
+def test_sigkilled_midway_then_retried(harness: Harness, task_server: TaskServer, case: KillCase) -> None:
+    """The task's worker is SIGKILLed right after a write (or mid-transfer); Airflow's retry (a
+    fresh operator, same run, the upstream results from XCom) ends the run clean."""
+    before = harness.objects(ONE)
+    first = harness.backup(ONE, stop_before=case.task, upload_method=case.method)
+    assert first.tasks and all(o.ok for o in first.tasks.values()), first.errors()
+    results = {t: o.result for t, o in first.tasks.items()}
+    module, cls = OPS[case.task]
+    worker = task_server.start(
+        first.run_id, [(module, cls, kill_task_kwargs(harness, case, results))], case.kill_point
+    )
+    try:
+        worker.wait_kill_point()
+        if case.midway:
+            case.midway(harness, results)
+    finally:
+        code = worker.sigkill()
+    assert code == -9 and not worker.results(), worker.output()[-2000:]
+    trace = harness.backup(
+        ONE, run_id=first.run_id, done=results, retried=case.task, upload_method=case.method
+    )
+    assert trace.succeeded, trace.errors()
+    assert trace.tasks[case.task].tries == 1, trace.errors()
+    harness.assert_invariants(ONE, before, trace)
 
 
 def test_sandbox_s3_error_fault_reaches_chunked_puts(tmp_path: Path) -> None:
