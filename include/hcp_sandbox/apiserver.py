@@ -8,6 +8,10 @@ command in a pod does is the runtime's business: it passes an :class:`ExecHandle
 It also has an admin API under ``/sandbox/v1`` (same token) to inject faults (failing API
 calls, exec sessions cut mid-stream) and to read the request log, which tests use to prove that a
 bad input made no write.
+
+An ``authorizer`` (RBAC) applies to the token only. An optional ``admin_token`` is never
+authorized: the cluster-admin of the box, for tests that set up or inspect what the restricted
+identity may not touch.
 """
 
 from __future__ import annotations
@@ -103,8 +107,10 @@ class FaultHandler(Protocol):
         ...
 
 
-Authorizer = Callable[[str, str, str, str | None], bool]
-"""``authorizer(verb, plural, namespace, subresource)``: ``False`` answers 403 Forbidden."""
+Authorizer = Callable[[str, str, str, str | None, str | None], bool]
+"""``authorizer(verb, plural, namespace, subresource, name)``: ``False`` answers 403 Forbidden."""
+
+_ADMIN: web.RequestKey[bool] = web.RequestKey("hcp_sandbox_admin", bool)
 
 
 def _status_response(error: ApiError) -> web.Response:
@@ -601,9 +607,11 @@ class _Api:
         fault_handler: FaultHandler | None,
         request_log: pathlib.Path | None,
         authorizer: Authorizer | None,
+        admin_token: str | None = None,
     ) -> None:
         self.store = store
         self.token = token
+        self.admin_token = admin_token
         self.exec_handler = exec_handler
         self.fault_handler = fault_handler
         self.authorizer = authorizer
@@ -627,10 +635,14 @@ class _Api:
             "name": None,
             "subresource": None,
             "code": 500,
+            "user": None,
         }
         try:
-            if not self._authenticated(request):
+            user = self._authenticated(request)
+            if user is None:
                 raise ApiError(401, "Unauthorized", "Unauthorized")
+            request[_ADMIN] = user == "admin"
+            entry["user"] = user  # tests tell their own (admin) requests from the identity's
             response = await handler(request)
         except ApiError as exc:
             response = _status_response(exc)
@@ -650,11 +662,17 @@ class _Api:
         )
         return response
 
-    def _authenticated(self, request: web.Request) -> bool:
+    def _authenticated(self, request: web.Request) -> str | None:
+        """``"token"``, ``"admin"`` or ``None`` (not authenticated)."""
         scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            credential.strip().encode(), self.token.encode()
-        )
+        if scheme.lower() != "bearer":
+            return None
+        given = credential.strip().encode()
+        if hmac.compare_digest(given, self.token.encode()):
+            return "token"
+        if self.admin_token and hmac.compare_digest(given, self.admin_token.encode()):
+            return "admin"
+        return None
 
     # -- meta endpoints --------------------------------------------------------------------------
 
@@ -735,8 +753,10 @@ class _Api:
             name=target.name,
             subresource=target.subresource,
         )
-        if self.authorizer is not None and not self.authorizer(
-            verb, rt.plural, target.namespace or "", target.subresource
+        if (
+            self.authorizer is not None
+            and not request[_ADMIN]
+            and not self.authorizer(verb, rt.plural, target.namespace or "", target.subresource, target.name)
         ):
             raise self._forbidden(target, verb)
         if fault := self.faults.take_api(rt.plural, target.subresource, verb):
@@ -1290,6 +1310,7 @@ def make_app(
     fault_handler: FaultHandler | None = None,
     request_log: pathlib.Path | None = None,
     authorizer: Authorizer | None = None,
+    admin_token: str | None = None,
 ) -> web.Application:
     """
     Build the API server application.
@@ -1299,7 +1320,8 @@ def make_app(
     :param exec_handler: runs commands for ``pods/exec``.
     :param fault_handler: handles fault kinds other than ``api`` and ``exec-drop``.
     :param request_log: a JSON-lines file that receives a copy of the request log.
-    :param authorizer: ``authorizer(verb, plural, namespace, subresource)``; ``False`` → 403.
+    :param authorizer: ``authorizer(verb, plural, namespace, subresource, name)``; ``False`` → 403.
+    :param admin_token: a second bearer token that the authorizer does not apply to.
     """
     api = _Api(
         store,
@@ -1308,6 +1330,7 @@ def make_app(
         fault_handler=fault_handler,
         request_log=request_log,
         authorizer=authorizer,
+        admin_token=admin_token,
     )
     # Bodies up to 64 MiB: big Secrets/ConfigMaps fit, nothing larger is legitimate here.
     app = web.Application(middlewares=[api.middleware], client_max_size=64 * 1024 * 1024)

@@ -32,6 +32,11 @@ class SandboxPaths:
         return self.root / "kubeconfig"
 
     @property
+    def admin_kubeconfig(self) -> Path:
+        """The same server, with a token that ``--rbac`` does not restrict (tests' own requests)."""
+        return self.root / "admin.kubeconfig"
+
+    @property
     def ca_crt(self) -> Path:
         return self.root / "ca.crt"
 

@@ -3,8 +3,12 @@
 The sandbox reads the same manifests that a management cluster is given (``include/rbac/``):
 ``ClusterRole``/``Role`` rules, and the ``ClusterRoleBinding``/``RoleBinding`` objects that say where
 they apply. A request is allowed when one bound rule matches its API group, resource (with
-subresource, as ``pods/exec``) and verb — the RBAC authorizer's semantics, less ``resourceNames``
-and non-resource URLs, which the procedure does not need.
+subresource, as ``pods/exec``), verb and, for a rule with ``resourceNames``, the object's name —
+the RBAC authorizer's semantics, less non-resource URLs, which the procedure does not need.
+
+A ``ClusterRole`` bound by a ``RoleBinding`` grants its rules in that binding's namespace only; a
+``Role`` only in its own namespace. ``Namespace`` documents in the same files are what ``kubectl
+apply`` would create with them: :attr:`RbacAuthorizer.namespaces` lists them for the sandbox.
 """
 
 from __future__ import annotations
@@ -27,16 +31,21 @@ class Rule:
     resources: frozenset[str]
     verbs: frozenset[str]
     namespace: str | None
+    resource_names: frozenset[str] = frozenset()
 
-    def allows(self, verb: str, group: str, resource: str, namespace: str) -> bool:
+    def allows(self, verb: str, group: str, resource: str, namespace: str, name: str = "") -> bool:
         """Whether this rule grants ``verb`` on ``resource`` (``plural`` or ``plural/sub``).
 
         :param verb: the request's verb (get, list, watch, create, update, patch, delete...).
         :param group: the resource's API group (``""`` for core).
         :param resource: ``plural`` or ``plural/subresource``.
         :param namespace: the request's namespace, ``""`` for cluster scope.
+        :param name: the object's name, ``""`` when the request has none (create, list, watch,
+            deletecollection): then a rule with ``resourceNames`` does not match, as in Kubernetes.
         """
         if self.namespace is not None and self.namespace != namespace:
+            return False
+        if self.resource_names and name not in self.resource_names:
             return False
         return (
             ("*" in self.api_groups or group in self.api_groups)
@@ -52,6 +61,7 @@ def _rules(role: dict[str, Any], namespace: str | None) -> list[Rule]:
             resources=frozenset(r.get("resources") or []),
             verbs=frozenset(r.get("verbs") or []),
             namespace=namespace,
+            resource_names=frozenset(r.get("resourceNames") or []),
         )
         for r in role.get("rules") or []
         if r.get("resources")  # nonResourceURLs rules do not apply to resources
@@ -65,7 +75,7 @@ def _role_key(role: dict[str, Any]) -> tuple[str, str, str]:
 
 
 class RbacAuthorizer:
-    """An ``authorizer(verb, plural, namespace, subresource)`` for :func:`hcp_sandbox.apiserver.make_app`.
+    """``authorizer(verb, plural, namespace, subresource, name)`` for :func:`hcp_sandbox.apiserver.make_app`.
 
     :param documents: the parsed manifests (Roles, ClusterRoles and their bindings; other kinds are
         ignored). ClusterRoles that no binding names apply cluster-wide, so a file of roles alone
@@ -74,6 +84,7 @@ class RbacAuthorizer:
 
     def __init__(self, documents: Iterable[dict[str, Any]]) -> None:
         docs = [d for d in documents if isinstance(d, dict)]
+        self.namespaces: list[str] = [d["metadata"]["name"] for d in docs if d.get("kind") == "Namespace"]
         roles = {_role_key(d): d for d in docs if d.get("kind") in ("ClusterRole", "Role")}
         self.rules: list[Rule] = []
         bound: set[tuple[str, str, str]] = set()
@@ -83,6 +94,9 @@ class RbacAuthorizer:
                 continue
             ref = binding["roleRef"]
             namespace = binding["metadata"].get("namespace") if kind == "RoleBinding" else None
+            if kind == "RoleBinding" and not namespace:
+                # kubectl would put it in the context's namespace: say where, explicitly.
+                raise ValueError(f"RoleBinding {binding['metadata']['name']} has no metadata.namespace")
             # A Role lives in the binding's namespace; a ClusterRole has none.
             key = (ref["kind"], (namespace or "") if ref["kind"] == "Role" else "", ref["name"])
             if key not in roles:
@@ -109,14 +123,17 @@ class RbacAuthorizer:
             raise ValueError(f"no RBAC manifests found in {', '.join(map(str, paths))}")
         return cls(docs)
 
-    def __call__(self, verb: str, plural: str, namespace: str, subresource: str | None) -> bool:
+    def __call__(
+        self, verb: str, plural: str, namespace: str, subresource: str | None, name: str | None = None
+    ) -> bool:
         """Whether the sandbox's token may do this request.
 
         :param verb: the request's verb.
         :param plural: the resource.
         :param namespace: the namespace, ``""`` for cluster scope.
         :param subresource: ``exec``, ``scale``, ``status``... or ``None``.
+        :param name: the object's name (the pod's, for ``pods/exec``); ``None`` when there is none.
         """
         group = by_plural(plural).group
         resource = f"{plural}/{subresource}" if subresource else plural
-        return any(rule.allows(verb, group, resource, namespace) for rule in self.rules)
+        return any(rule.allows(verb, group, resource, namespace, name or "") for rule in self.rules)

@@ -76,7 +76,7 @@ def airflow_connections(paths: SandboxPaths, api_port: int, s3_port: int, bucket
     }
 
 
-def kubeconfig(server: str, ca_pem: bytes, token: str) -> dict[str, Any]:
+def kubeconfig(server: str, ca_pem: bytes, token: str, user: str = "hcp-sandbox-admin") -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Config",
@@ -89,13 +89,13 @@ def kubeconfig(server: str, ca_pem: bytes, token: str) -> dict[str, Any]:
                 },
             }
         ],
-        "users": [{"name": "hcp-sandbox-admin", "user": {"token": token}}],
+        "users": [{"name": user, "user": {"token": token}}],
         "contexts": [
             {
                 "name": "hcp-sandbox",
                 "context": {
                     "cluster": "hcp-sandbox",
-                    "user": "hcp-sandbox-admin",
+                    "user": user,
                     "namespace": HOSTED_CLUSTER_NAMESPACE,
                 },
             }
@@ -189,9 +189,12 @@ class Sandbox:
         self.control = ControlPlane(store, paths, (ca_cert, ca_key), self.options, on_change=self.save)
         await self.control.start()
         token = secrets.token_urlsafe(32)
+        # Not subject to --rbac: for tests' setup and inspection, never handed to Airflow.
+        admin_token = secrets.token_urlsafe(32)
         app = apiserver.make_app(
             store,
             token=token,
+            admin_token=admin_token,
             exec_handler=PodExecHandler(paths, self.control.resolve_pod),
             fault_handler=self.fault,
             request_log=paths.logs / "requests.jsonl",
@@ -203,6 +206,9 @@ class Sandbox:
         server = f"https://127.0.0.1:{api_port}"
         paths.kubeconfig.write_text(yaml.safe_dump(kubeconfig(server, ca_cert, token), sort_keys=False))
         paths.kubeconfig.chmod(0o600)
+        admin = kubeconfig(server, ca_cert, admin_token, user="hcp-sandbox-cluster-admin")
+        paths.admin_kubeconfig.write_text(yaml.safe_dump(admin, sort_keys=False))
+        paths.admin_kubeconfig.chmod(0o600)
 
         keys: dict[str, bytes] = {}
         for spec in self.clusters:
@@ -219,6 +225,13 @@ class Sandbox:
                 except ApiError as exc:
                     if not (exc.code == 409 and plural == "namespaces"):  # the namespace is shared
                         raise RuntimeError(f"cannot create {obj['kind']} {spec.name}: {exc.message}") from exc
+        # The Namespaces shipped with the RBAC (the drill namespace): `kubectl apply` creates them
+        # with the roles, and the restricted identity may not.
+        for namespace in self.authorizer.namespaces if self.authorizer else []:
+            if store.find("namespaces", None, namespace) is None:
+                store.create(
+                    "namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+                )
 
         await s3_started
         self.info["pids"]["s3"] = self.s3.pid
@@ -249,6 +262,7 @@ class Sandbox:
                     "secret_access_key": AWS_SECRET_ACCESS_KEY,
                 },
                 "kubeconfig": str(paths.kubeconfig),
+                "admin_kubeconfig": str(paths.admin_kubeconfig),
                 "ca": str(paths.ca_crt),
                 "airflow_env": str(paths.airflow_env),
                 "token": token,

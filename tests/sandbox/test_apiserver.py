@@ -733,11 +733,11 @@ def test_store_label_selectors_and_events() -> None:
 
 
 def test_authorizer_and_runtime_fault_handler(api_start) -> None:
-    calls: list[tuple[str, str, str, str | None]] = []
+    calls: list[tuple[str, str, str, str | None, str | None]] = []
     received: list[dict] = []
 
-    def authorizer(verb: str, plural: str, namespace: str, subresource: str | None) -> bool:
-        calls.append((verb, plural, namespace, subresource))
+    def authorizer(verb: str, plural: str, namespace: str, subresource: str | None, name: str | None) -> bool:
+        calls.append((verb, plural, namespace, subresource, name))
         return not (plural == "secrets" and verb in ("get", "list"))
 
     async def fault_handler(spec: dict) -> dict:
@@ -756,11 +756,28 @@ def test_authorizer_and_runtime_fault_handler(api_start) -> None:
         headers={"Content-Type": "application/merge-patch+json"},
     )
     assert code == 200
-    assert ("patch", "deployments", CP, "scale") in calls
+    assert ("patch", "deployments", CP, "scale", "kube-apiserver") in calls
 
     code, _, body = raw(server, "POST", "/sandbox/v1/faults", {"kind": "etcd-stop", "pod": "etcd-0"})
     assert code == 201 and body == {"injected": "etcd-stop"}
     assert received == [{"kind": "etcd-stop", "pod": "etcd-0"}]
+
+
+def test_admin_token_is_not_authorized_and_is_logged_as_admin(api_start) -> None:
+    """The second token (tests' setup and inspection) passes where the restricted one gets 403."""
+    server = api_start(authorizer=lambda *_: False, admin_token="admin-token")
+    path = "/apis/hypershift.openshift.io/v1beta1/namespaces/clusters/hostedclusters/x"
+    seq = raw(server, "GET", "/sandbox/v1/requests?since=0")[2]["latest"]
+    assert raw(server, "GET", path)[0] == 403
+    code, _, body = raw(server, "GET", path, token="admin-token")
+    assert code == 200 and body["metadata"]["name"] == "x"
+    assert raw(server, "GET", path, token="wrong-token")[0] == 401
+    items = raw(server, "GET", f"/sandbox/v1/requests?since={seq}")[2]["items"]
+    assert [(i["user"], i["code"]) for i in items if i["path"] == path] == [
+        ("token", 403),
+        ("admin", 200),
+        (None, 401),
+    ]
 
 
 def test_create_ignores_status_and_honours_generate_name(api_server, api_client) -> None:
