@@ -6,9 +6,11 @@ Runs last in the package (file order): the hygiene test searches what every reli
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from tests.integration.conftest import AirflowEnv, make_airflow_env
@@ -50,6 +52,82 @@ def test_operation_outside_rbac_is_refused(harness: Harness, what: str) -> None:
     assert err.value.status == 403, err.value
     assert "forbidden" in str(err.value.body).lower()
     assert harness.k8s.get_deployment_replicas(ONE_NS, "kube-apiserver")[0] == 1
+
+
+def admin_core(harness: Harness) -> client.CoreV1Api:
+    """The sandbox's unrestricted client: to look at what the restricted identity may not see."""
+    return client.CoreV1Api(config.new_client_from_config(harness.box.info["admin_kubeconfig"]))
+
+
+def _absent(read: Callable[..., Any], *args: str) -> None:
+    with pytest.raises(ApiException) as err:
+        read(*args)
+    assert err.value.status == 404, err.value
+
+
+def _api_pods(k: Any) -> str:
+    pods = k.list_pods(ONE_NS, "app=kube-apiserver")
+    assert pods, "no kube-apiserver pod to try"
+    return pods[0].metadata.name
+
+
+# What the restore and backup roles allowed before they were narrowed to per-namespace writes and
+# named pods/Deployments, and no longer do. Each: (the attempt, the request it makes as
+# "verb plural[/sub] namespace/name" in the request log, a check by the admin that nothing changed).
+NARROWED: dict[str, tuple[Callable[[Any], Any], str, Callable[[client.CoreV1Api], Any] | None]] = {
+    "read a control plane's etcd client Secret": (
+        lambda k: k.core_v1_client.read_namespaced_secret("etcd-client-tls", ONE_NS),
+        f"get secrets {ONE_NS}/etcd-client-tls",
+        None,
+    ),
+    "delete a Secret in another namespace than the HostedClusters'": (
+        lambda k: k.core_v1_client.delete_namespaced_secret("etcd-client-tls", ONE_NS),
+        f"delete secrets {ONE_NS}/etcd-client-tls",
+        lambda a: a.read_namespaced_secret("etcd-client-tls", ONE_NS),
+    ),
+    "create a Secret in another namespace": (
+        lambda k: k.core_v1_client.create_namespaced_secret(ONE_NS, {"metadata": {"name": "probe"}}),
+        f"create secrets {ONE_NS}/",
+        lambda a: _absent(a.read_namespaced_secret, "probe", ONE_NS),
+    ),
+    "delete the namespace of the HostedClusters": (
+        lambda k: k.core_v1_client.delete_namespace("clusters"),
+        "delete namespaces /clusters",
+        lambda a: a.read_namespace("clusters"),
+    ),
+    "create a Namespace": (
+        lambda k: k.core_v1_client.create_namespace({"metadata": {"name": "rbac-probe"}}),
+        "create namespaces /",
+        lambda a: _absent(a.read_namespace, "rbac-probe"),
+    ),
+    "exec into a pod that is not an etcd member": (
+        lambda k: k.exec_command(ONE_NS, _api_pods(k), ["true"], container="kube-apiserver", timeout=30),
+        f"pods/exec {ONE_NS}/kube-apiserver-",  # a websocket exec is a GET: verb get
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize("what", list(NARROWED))
+def test_operation_the_narrowed_rbac_no_longer_allows_is_refused(harness: Harness, what: str) -> None:
+    """Writes only where HostedClusters live, exec only into etcd members, no Namespace writes: 403."""
+    attempt, request, unchanged = NARROWED[what]
+    seq = harness.seq()
+    with pytest.raises(Exception) as err:  # exec reports the refused upgrade as its own error type
+        attempt(harness.k8s)
+    refused = [
+        f"{i['verb']} {i['plural']}{'/' + i['subresource'] if i.get('subresource') else ''} "
+        f"{i.get('namespace') or ''}/{i.get('name') or ''}"
+        for i in harness.requests_since(seq)[0]
+        if i["code"] == 403 and i.get("user") == "token"
+    ]
+    assert any(request in r for r in refused), (refused, err.value)
+    if isinstance(err.value, ApiException):
+        assert err.value.status == 403, err.value
+    if unchanged is not None:
+        unchanged(admin_core(harness))
+    done = [w for w in harness.writes_since(seq) if not w.endswith("-> 403")]
+    assert not done, done
 
 
 def inject_after_quiesce(harness: Harness, seq: int, spec: dict[str, Any], done: threading.Event) -> None:
