@@ -7,7 +7,6 @@ Read at parse: environment variables only (no Variable or Connection lookups).
 from __future__ import annotations
 
 import os
-from datetime import datetime
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import Param, TriggerRule, WeightRule, chain, dag, task_group
@@ -106,8 +105,8 @@ RESTORE = {"pool": "default_pool", "priority_weight": 100}
 
 @dag(
     dag_id="hcp_etcd_backup",
-    schedule=SCHEDULE,
-    start_date=datetime(2025, 1, 1),
+    # No start_date: unpausing waits for the next slot (see params.cron_schedule).
+    schedule=params.cron_schedule(SCHEDULE),
     catchup=False,
     max_active_runs=1,
     params=PARAMS,

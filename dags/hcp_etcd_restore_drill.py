@@ -7,7 +7,6 @@ Read at parse: environment variables only (no Variable or Connection lookups).
 from __future__ import annotations
 
 import os
-from datetime import datetime
 
 from airflow.sdk import Param, TriggerRule, chain, dag, task_group
 
@@ -70,8 +69,8 @@ PARAMS = {
 
 @dag(
     dag_id="hcp_etcd_restore_drill",
-    schedule=SCHEDULE,
-    start_date=datetime(2025, 1, 1),
+    # No start_date: unpausing waits for the next slot (see params.cron_schedule).
+    schedule=params.cron_schedule(SCHEDULE),
     catchup=False,
     max_active_runs=1,
     params=PARAMS,

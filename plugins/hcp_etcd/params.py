@@ -12,7 +12,7 @@ import os
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import Param
+from airflow.sdk import CronTriggerTimetable, Param
 
 from hcp_etcd.naming import CLUSTER_REF_PATTERN, S3_PREFIX_PATTERN
 from hcp_etcd.notifications import failure_callbacks
@@ -22,6 +22,20 @@ DEFAULT_KEY_PREFIX = "hcp-etcd/keys"
 # S3's rules for bucket names; empty only so that a DAG parses where HCP_ETCD_BUCKET is unset
 # (the first task of each DAG refuses an empty bucket with a message saying what to set).
 _BUCKET_PATTERN = r"^$|^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+
+
+def cron_schedule(cron: str) -> CronTriggerTimetable:
+    """A cron schedule (UTC) whose first run is the next slot to come, never one already past.
+
+    A DAG with a ``start_date`` and ``catchup=False`` runs the latest past slot as soon as it is
+    unpaused: a nightly backup unpaused at 14:00 would quiesce the whole fleet at 14:00. Without a
+    ``start_date`` (the DAGs have none), ``run_immediately`` decides, and ``timedelta(0)`` means
+    "wait for the next slot" (``False`` would still run a slot less than 10 % of a period old).
+    Once the DAG has run, a slot missed while the scheduler was down runs once when it is back.
+
+    :param cron: a cron expression or preset (``@daily``).
+    """
+    return CronTriggerTimetable(cron, timezone="UTC", run_immediately=timedelta(0))
 
 
 def ref(name: str) -> str:
