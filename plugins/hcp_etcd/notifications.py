@@ -5,10 +5,13 @@ Airflow connection ``hcp_etcd_alerts`` (another id with env ``HCP_ETCD_ALERT_CON
 
 - no such connection (the default): one ``ERROR`` line in the log (``hcp_etcd.alerts`` logger),
   which a log pipeline can already alert on;
-- a connection of type ``http``/``https``: a JSON ``POST`` to its URL (``host`` as a full URL, or
-  ``schema://host:port`` + ``extra.endpoint``), with ``extra.headers`` and the password as a bearer
-  token when set. The body has ``text`` (what Slack and Mattermost incoming webhooks display) and
-  the structured fields.
+- a connection of type ``http``/``https``: a JSON ``POST`` through the HTTP provider's
+  ``HttpHook``, with its rules for the connection: the URL is ``host`` (a full URL, e.g. a Slack
+  webhook's, or a host name with ``schema`` and ``port``), ``extra`` keys are request headers (but
+  for the hook's own options: ``timeout``, ``verify``, ``proxies``...), ``login`` + ``password`` is
+  basic auth. A ``password`` without ``login`` is sent as a bearer token. The body has ``text``
+  (what Slack and Mattermost incoming webhooks display) and the structured fields. When the post
+  fails, the alert is logged as in the default, with the reason, so it is never lost.
 
 The message never carries a secret: presigned URLs lose their signature and credential, and the
 exception text is cut short.
@@ -16,15 +19,13 @@ exception text is cut short.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
-import urllib.request
 from typing import Any
 
 from airflow.sdk import BaseHook, BaseNotifier
-from airflow.sdk.exceptions import AirflowNotFoundException
+from airflow.sdk.exceptions import AirflowException, AirflowNotFoundException
 
 ALERT_CONN_ENV = "HCP_ETCD_ALERT_CONN_ID"
 DEFAULT_ALERT_CONN_ID = "hcp_etcd_alerts"
@@ -76,21 +77,6 @@ def failure_message(context: Any) -> dict[str, Any]:
     return msg
 
 
-def webhook_url(conn: Any) -> str:
-    """The URL of an http connection.
-
-    :param conn: an Airflow ``Connection``.
-    """
-    host = (conn.host or "").strip()
-    endpoint = str((conn.extra_dejson or {}).get("endpoint", "")).lstrip("/")
-    if "://" not in host:
-        scheme = conn.schema or ("https" if conn.conn_type == "https" else "http")
-        host = f"{scheme}://{host}{f':{conn.port}' if conn.port else ''}"
-    if not host.startswith(("http://", "https://")) or host.endswith("://"):
-        raise ValueError(f"alert connection {conn.conn_id!r} has no http(s) URL in host")
-    return f"{host.rstrip('/')}/{endpoint}" if endpoint else host
-
-
 class HcpEtcdFailureNotifier(BaseNotifier):
     """Alert on a failed hcp-etcd task: a log line by default, a webhook when the connection says so.
 
@@ -123,13 +109,25 @@ class HcpEtcdFailureNotifier(BaseNotifier):
             # The default: a log line is an alert every deployment already collects.
             alert_log.error("%s", msg["text"])
             return
-        body = json.dumps(msg).encode()
-        headers = {"Content-Type": "application/json", **dict((conn.extra_dejson or {}).get("headers") or {})}
-        if conn.password:
+        try:
+            self._post(conn, msg)
+        except Exception as err:  # the post failed: the alert must not be lost with it
+            # Only the status line of an HTTP error: other errors quote the URL, a webhook's secret.
+            reason = f"{type(err).__name__}: {err}" if type(err) is AirflowException else type(err).__name__
+            alert_log.error("%s (alert connection %s failed: %s)", msg["text"], self.conn_id, reason[:200])
+
+    def _post(self, conn: Any, msg: dict[str, Any]) -> None:
+        # Imported when an alert is sent: DAG files import this module when they are parsed.
+        from airflow.providers.http.hooks.http import HttpHook
+
+        headers = {"Content-Type": "application/json"}
+        if conn.password and not conn.login:  # with a login, the hook sends basic auth
             headers["Authorization"] = f"Bearer {conn.password}"
-        request = urllib.request.Request(webhook_url(conn), data=body, headers=headers, method="POST")  # noqa: S310 - scheme checked in webhook_url
-        with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
-            self.log.info("alert sent to connection %s (HTTP %s)", self.conn_id, response.status)
+        # The connection's own timeout, when it has one, wins over the notifier's default.
+        options = {} if "timeout" in (conn.extra_dejson or {}) else {"timeout": self.timeout}
+        hook = HttpHook(method="POST", http_conn_id=self.conn_id)
+        response = hook.run(json=msg, headers=headers, extra_options=options)
+        self.log.info("alert sent to connection %s (HTTP %s)", self.conn_id, response.status_code)
 
 
 def failure_callbacks() -> list[HcpEtcdFailureNotifier]:

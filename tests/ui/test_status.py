@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
@@ -175,28 +176,92 @@ def test_notifier_logs_by_default(monkeypatch, caplog):
     assert "hcp_etcd_backup task backup.upload failed on clusters/a" in caplog.text
 
 
-def test_notifier_posts_to_a_webhook_connection(monkeypatch):
-    received = []
+class _Webhook:
+    """A real HTTP server on a loopback port: what it received, answered with ``status``."""
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            received.append((self.path, dict(self.headers), body))
-            self.send_response(204)
-            self.end_headers()
+    def __init__(self, status: int = 204) -> None:
+        self.received: list[tuple[str, dict[str, str], dict]] = []
+        received, code = self.received, status
 
-        def log_message(self, *args):
-            pass
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                received.append((self.path, dict(self.headers), body))
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.handle_request, daemon=True).start()
-    conn = json.dumps({"conn_type": "http", "host": "127.0.0.1", "port": server.server_port,
-                       "password": "tok",
-                       "extra": {"endpoint": "hooks/alert", "headers": {"X-Team": "platform"}}})  # fmt: skip
-    monkeypatch.setenv("AIRFLOW_CONN_HCP_ETCD_ALERTS", conn)
-    HcpEtcdFailureNotifier().notify(_context(RuntimeError("boom")))
-    server.server_close()
-    path, headers, body = received[0]
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_port
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def webhook():
+    servers: list[_Webhook] = []
+
+    def start(status: int = 204) -> _Webhook:
+        servers.append(_Webhook(status))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def _alert_connection(monkeypatch, **conn) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_HCP_ETCD_ALERTS", json.dumps({"conn_type": "http", **conn}))
+
+
+def test_notifier_posts_to_a_webhook_connection(monkeypatch, webhook, caplog):
+    hook = webhook()
+    # The HTTP provider's conventions: a full URL in host, extra keys are headers.
+    _alert_connection(monkeypatch, host=f"http://127.0.0.1:{hook.port}/hooks/alert", password="tok",
+                      extra={"X-Team": "platform"})  # fmt: skip
+    with caplog.at_level(logging.ERROR, logger="hcp_etcd.alerts"):
+        HcpEtcdFailureNotifier().notify(_context(RuntimeError("boom")))
+    path, headers, body = hook.received[0]
     assert path == "/hooks/alert" and headers["Authorization"] == "Bearer tok"
-    assert headers["X-Team"] == "platform"
+    assert headers["X-Team"] == "platform" and headers["Content-Type"] == "application/json"
     assert body["hosted_cluster"] == "clusters/a" and body["text"].startswith("hcp-etcd: hcp_etcd_backup")
+    assert body["error"] == "RuntimeError: boom" and len(hook.received) == 1
+    assert "hcp_etcd.alerts" not in caplog.text, "a delivered alert is not logged as an error too"
+
+
+def test_notifier_with_login_sends_basic_auth_to_host_and_port(monkeypatch, webhook):
+    hook = webhook()
+    _alert_connection(monkeypatch, host="127.0.0.1", port=hook.port, login="alerts", password="s3cret")
+    HcpEtcdFailureNotifier().notify(_context(RuntimeError("boom")))
+    path, headers, _ = hook.received[0]
+    assert path == "/" and headers["Authorization"] == "Basic " + base64.b64encode(b"alerts:s3cret").decode()
+
+
+def test_a_refused_post_is_logged_with_the_alert(monkeypatch, webhook, caplog):
+    hook = webhook(status=500)
+    _alert_connection(monkeypatch, host=f"http://127.0.0.1:{hook.port}/services/T0/B0/SECRETPATH")
+    with caplog.at_level(logging.ERROR, logger="hcp_etcd.alerts"):
+        HcpEtcdFailureNotifier().notify(_context(RuntimeError("boom")))
+    assert len(hook.received) == 1
+    alerts = [r.getMessage() for r in caplog.records if r.name == "hcp_etcd.alerts"]
+    assert len(alerts) == 1 and "backup.upload failed on clusters/a" in alerts[0]
+    assert "alert connection hcp_etcd_alerts failed: AirflowException: 500" in alerts[0]
+
+
+def test_an_unreachable_webhook_is_logged_without_its_url(monkeypatch, webhook, caplog):
+    hook = webhook()
+    port = hook.port
+    hook.close()  # nothing listens there any more: the connection is refused
+    _alert_connection(monkeypatch, host=f"http://127.0.0.1:{port}/services/T0/B0/SECRETPATH")
+    with caplog.at_level(logging.ERROR, logger="hcp_etcd.alerts"):
+        HcpEtcdFailureNotifier(timeout=5).notify(_context(RuntimeError("boom")))
+    alerts = [r.getMessage() for r in caplog.records if r.name == "hcp_etcd.alerts"]
+    assert len(alerts) == 1 and "failed: ConnectionError" in alerts[0]
+    assert "SECRETPATH" not in caplog.text
