@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from ui_fixtures import BUCKET, NOW, PREFIX, MemoryStore, make_manifest
+from ui_fixtures import BUCKET, NOW, PREFIX, MemoryStore, airflow_env, make_manifest, migrate
 
 from hcp_etcd.naming import ClusterRef, format_backup_ts, manifest_key, snapshot_key
 from hcp_etcd.status import collect_status
@@ -126,19 +125,8 @@ print("@@" + json.dumps(out))
 
 def test_plugin_in_the_real_api_server(tmp_path):
     """The plugin as Airflow loads it: at /hcp-etcd, behind Airflow's auth, listed with its nav view."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "HCP_ETCD"))}
-    env.update(
-        AIRFLOW_HOME=str(tmp_path),
-        AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO / "plugins"),
-        AIRFLOW__CORE__DAGS_FOLDER=str(tmp_path / "dags"),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin",
-        PYTHONPATH=os.pathsep.join([str(REPO / "plugins"), str(REPO / "include")]),
-    )
-    migrate = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], capture_output=True,
-                             text=True,
-                             env=env, timeout=300, check=False)  # fmt: skip
-    assert migrate.returncode == 0, migrate.stdout[-2000:] + migrate.stderr[-2000:]
+    env = airflow_env(tmp_path)
+    migrate(env)
     proc = subprocess.run([sys.executable, "-c", API_SERVER_PROBE], capture_output=True, text=True, env=env,
                           timeout=180, check=False)  # fmt: skip
     line = [x for x in proc.stdout.splitlines() if x.startswith("@@")]

@@ -93,15 +93,20 @@ def served(fleet):
     thread.join(10)
 
 
-def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def chromium_command(tmp_path: Path, *args: str) -> list[str]:
+    """Headless chromium with a profile of its own under ``tmp_path``, a fixed window and sRGB colours."""
     profile = tmp_path / "profile"
     profile.mkdir(exist_ok=True)
-    cmd = [
+    return [
         CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
         "--force-color-profile=srgb", f"--user-data-dir={profile}", f"--window-size={WIDTH},{HEIGHT}", *args,
     ]  # fmt: skip
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+
+
+def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(chromium_command(tmp_path, *args), capture_output=True, text=True, timeout=120,
+                          check=False)  # fmt: skip
 
 
 def test_screenshot_shows_the_page_with_the_stale_cluster_highlighted(served, tmp_path):

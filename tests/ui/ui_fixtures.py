@@ -5,8 +5,12 @@ A module of its own (not ``conftest``: ``tests/conftest.py`` owns that name on `
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +22,7 @@ from hcp_etcd.restore import build_drill_report, drill_report_key
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 BUCKET = "backups"
 PREFIX = "hcp-etcd/backups"
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -124,3 +129,28 @@ def fleet() -> tuple[FakeClusters, MemoryStore]:
         hosted_cluster("drills", "fresh-drill-20260309", labels={"hcp-etcd.openshift.io/drill": "true"}),
     ])  # fmt: skip
     return clusters, store
+
+
+def airflow_env(home: Path, **overrides: str) -> dict[str, str]:
+    """The environment of an Airflow of its own in ``home``: the project's plugins, no DAGs, no examples.
+
+    Nothing of the caller's Airflow or hcp-etcd settings leaks in; ``overrides`` are added last.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "HCP_ETCD"))}
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO / "plugins"),
+        AIRFLOW__CORE__DAGS_FOLDER=str(home / "dags"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin",
+        PYTHONPATH=os.pathsep.join([str(REPO / "plugins"), str(REPO / "include")]),
+    )
+    env.update(overrides)
+    return env
+
+
+def migrate(env: dict[str, str]) -> None:
+    """``airflow db migrate`` in that environment; fails the test with its output when it fails."""
+    cmd = [sys.executable, "-m", "airflow", "db", "migrate"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
