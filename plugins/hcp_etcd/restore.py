@@ -477,6 +477,8 @@ def prepare_objects(
             )
         meta["namespace"] = target.namespace
         meta["name"] = _renamed(meta["name"], old, target.name)
+        # Which run made it: a retry of that run adopts what a killed try left (it could not undo it).
+        meta.setdefault("annotations", {})[RESTORED_BY_ANNOTATION] = restored_by
         if obj["kind"] == "NodePool":
             obj.setdefault("spec", {})["clusterName"] = target.name
     for ref in _ref_paths(hc["spec"]):

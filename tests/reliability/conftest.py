@@ -43,6 +43,8 @@ from hcp_etcd.hooks.hosted_cluster import HostedClusterHook
 from hcp_etcd.hooks.snapshot_store import SnapshotStoreHook
 from hcp_etcd.naming import API_SERVER_DEPLOYMENTS, ClusterRef
 from hcp_etcd.operators import backup as ops
+from hcp_etcd.operators import restore as rops
+from hcp_etcd.operators.drill import DeleteRestoredClusterOperator, DrillReportOperator, DrillVerdictOperator
 from hcp_etcd.operators.fleet import BackupRetentionOperator
 from hcp_etcd.operators.publish import PublishManifestOperator
 from hcp_etcd.operators.transfer import SnapshotToS3Operator
@@ -58,6 +60,7 @@ PREFIX, KEY_PREFIX = "hcp-etcd/backups", "hcp-etcd/keys"
 OURS = "hcp-etcd.openshift.io/"
 WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 TRIES = 3  # the DAGs' retries=2
+DRILL_NAMESPACE = "hcp-etcd-drills"  # the drill DAG's default
 
 
 @dataclass
@@ -194,6 +197,7 @@ class Harness:
         self._token = kubeconfig["users"][0]["user"]["token"]
         self._runs = 0
         self.xcoms: dict[str, dict[tuple[str, str], Any]] = {}
+        self.drill_run_id = ""
         self.pod_cmdlines: set[str] = set()
         self._sampling = threading.Event()
 
@@ -461,6 +465,105 @@ class Harness:
             self.new_run_id("wait"),
             tries=1,
         )
+
+    # ---- restore and drill ---------------------------------------------------------------------------
+
+    def restore_store(self, task_id: str) -> dict[str, Any]:
+        return {"task_id": task_id, "bucket": self.bucket, "prefix": PREFIX, "deferrable": False}
+
+    def prepare_restore(self, source: str, target_name: str, rendered: Path) -> tuple[str, dict[str, Any]]:
+        """resolve -> check_snapshot -> check_key -> presign of ``source``'s newest backup into
+        ``clusters/target_name``, with manifests rendered by the sandbox into ``rendered``; the run id
+        and the resolved backup (the create task's input)."""
+        if not self.manifests(source):
+            assert self.backup(source).succeeded
+        uri = f"s3://{self.bucket}/{self.manifests(source)[-1]}"
+        out = self.box.cli("render", "--dir", str(self.box.dir), "--name", target_name, "--members", "1")
+        assert out.returncode == 0, out.stderr
+        rendered.write_text(out.stdout)
+        rid = self.new_run_id("restore")
+        resolved = self.attempt(
+            "resolve",
+            lambda: rops.ResolveBackupOperator(
+                **self.restore_store("resolve"),
+                source=uri,
+                target_namespace="clusters",
+                target_name=target_name,
+            ),
+            rid,
+        )
+        assert resolved.ok, resolved.errors
+        for cls in (rops.CheckSnapshotOperator, rops.CheckKeyOperator, rops.PresignSnapshotOperator):
+            step = self.attempt(
+                cls.__name__,
+                lambda cls=cls: cls(**self.restore_store(cls.__name__), backup=resolved.result),
+                rid,
+            )
+            assert step.ok, step.errors
+        return rid, resolved.result
+
+    def drill(
+        self, cluster: str, inject: dict[str, Callable[[], Any]] | None = None
+    ) -> tuple[Trace, dict[str, Any] | None]:
+        """One drill of ``cluster`` with the drill DAG's wiring; ``inject[task]()`` runs right before it.
+
+        As ``dags/hcp_etcd_restore_drill.py``: the steps in a chain (each runs only when the one
+        before succeeded; ``wait_restored`` and ``verdict`` without retries), ``report`` whatever
+        happened (``all_done``), ``delete_drill_cluster`` the teardown of ``create`` (runs when
+        create succeeded, after the report). Returns the trace and the report written (None if none).
+        """
+        inject = inject or {}
+        trace = Trace(self.new_run_id(f"drill-{cluster}"))
+        rid, store = trace.run_id, self.restore_store
+        self.drill_run_id = rid  # for faults that target the drill cluster
+
+        def run(task_id: str, make: Callable[[], Any], tries: int = TRIES) -> Outcome:
+            if task_id in inject:
+                inject[task_id]()
+            trace.tasks[task_id] = self.attempt(task_id, make, rid, tries=tries)
+            return trace.tasks[task_id]
+
+        def xcom(task_id: str) -> Any:
+            # Read when the task starts, as Airflow renders a templated XComArg.
+            return self.xcoms.setdefault(rid, {}).get((task_id, "return_value"))
+
+        src, made = f"clusters/{cluster}", "resolve_backup"
+        steps: list[tuple[str, Callable[[], Any], int]] = [
+            ("resolve_backup", lambda: rops.ResolveBackupOperator(
+                **store("resolve_backup"), source=src, target_namespace=DRILL_NAMESPACE), TRIES),
+            ("check_snapshot", lambda: rops.CheckSnapshotOperator(
+                **store("check_snapshot"), backup=xcom(made)), TRIES),
+            ("check_key", lambda: rops.CheckKeyOperator(
+                **store("check_key"), backup=xcom(made), key_prefix=KEY_PREFIX), TRIES),
+            ("presign", lambda: rops.PresignSnapshotOperator(**store("presign"), backup=xcom(made)), TRIES),
+            ("create", lambda: rops.CreateRestoredClusterOperator(
+                **store("create"), backup=xcom(made), clone=True), TRIES),
+            ("wait_restored", lambda: rops.WaitRestoredOperator(
+                **store("wait_restored"), backup=xcom(made), created=xcom("create"), timeout=180,
+                poll_interval=0.5), 1),
+            ("verify", lambda: rops.VerifyRestoreOperator(
+                **store("verify"), backup=xcom(made), fail_on_check_failure=False), TRIES),
+        ]  # fmt: skip
+        for task_id, make, tries in steps:
+            if not run(task_id, make, tries).ok:
+                break
+        roles = ("backup", "snapshot", "key", "presign", "create", "wait", "verify")
+        report = run(
+            "report",
+            lambda: DrillReportOperator(
+                **store("report"), hosted_cluster=src,
+                task_ids=dict(zip(roles, (t for t, _, _ in steps), strict=True)),
+            ),
+        )  # fmt: skip
+        if trace.tasks.get("create") and trace.tasks["create"].ok:
+            run("delete_drill_cluster", lambda: DeleteRestoredClusterOperator(
+                **store("delete_drill_cluster"), create_task_id="create", timeout=120))  # fmt: skip
+        written = None
+        if report.ok:
+            run("verdict", lambda: DrillVerdictOperator(
+                **store("verdict"), hosted_cluster=src, report_task_id="report"), 1)  # fmt: skip
+            written = self.s3.get_json(self.bucket, report.result["report"].split("/", 3)[3])
+        return trace, written
 
     # ---- S3 ------------------------------------------------------------------------------------------
 

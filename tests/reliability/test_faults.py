@@ -19,13 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from hcp_etcd.naming import API_SERVER_DEPLOYMENTS, ClusterRef
+from hcp_etcd.operators import restore as rops
+from hcp_etcd.operators.drill import DeleteRestoredClusterOperator
 from hcp_sandbox import s3
 from tests.reliability.conftest import (
     HA,
     KEY_PREFIX,
     ONE,
+    TRIES,
     Harness,
     TaskServer,
     sigkill,
@@ -277,6 +281,136 @@ def test_sigkilled_midway_then_retried(harness: Harness, task_server: TaskServer
     assert trace.succeeded, trace.errors()
     assert trace.tasks[case.task].tries == 1, trace.errors()
     harness.assert_invariants(ONE, before, trace)
+
+
+def restored_objects(harness: Harness, rendered: Path, name: str) -> list[str]:
+    """The objects of the restore of ``name`` that exist now (the Namespace aside: it is shared)."""
+    left = []
+    for doc in yaml.safe_load_all(rendered.read_text()):
+        if doc and doc["kind"] != "Namespace":
+            meta = doc["metadata"]
+            if harness.k8s.object_exists(doc["apiVersion"], doc["kind"], meta.get("namespace"), meta["name"]):
+                left.append(f"{doc['kind']} {meta['name']}")
+    return left
+
+
+def test_restore_create_sigkilled_midway_then_retried(
+    harness: Harness, task_server: TaskServer, tmp_path: Path
+) -> None:
+    """The create task's worker is SIGKILLed after its first object (no chance to undo it); the retry
+    creates the cluster, which restores and verifies, and the teardown leaves nothing behind."""
+    rendered, name = tmp_path / "rendered.yaml", "rel-killed"
+    rid, backup = harness.prepare_restore(ONE, name, rendered)
+    kwargs = {**harness.restore_store("create"), "backup": backup, "rendered_manifests": str(rendered)}
+    worker = task_server.start(
+        rid,
+        [("hcp_etcd.operators.restore", "CreateRestoredClusterOperator", kwargs)],
+        (f"{HOOKS}.create_object", 1),
+    )
+    try:
+        worker.wait_kill_point()
+        assert restored_objects(harness, rendered, name), "killed after its first object was created"
+    finally:
+        code = worker.sigkill()
+    assert code == -9 and not worker.results(), worker.output()[-2000:]
+    target = ClusterRef("clusters", name)
+    created = harness.attempt(
+        "create", lambda: rops.CreateRestoredClusterOperator(**kwargs), rid, tries=TRIES - 1
+    )
+    try:
+        assert created.ok, created.errors
+        waited = harness.attempt(
+            "wait",
+            lambda: rops.WaitRestoredOperator(
+                **harness.restore_store("wait"), backup=backup, created=created.result, timeout=180,
+                poll_interval=0.5,
+            ),
+            rid,
+            tries=1,
+        )  # fmt: skip
+        assert waited.ok, waited.errors
+        verified = harness.attempt(
+            "verify",
+            lambda: rops.VerifyRestoreOperator(**harness.restore_store("verify"), backup=backup),
+            rid,
+        )
+        assert verified.ok and verified.result["passed"], verified.result or verified.errors
+    finally:
+        # The drill's teardown: deletes what the create task reports it made.
+        deleted = harness.attempt(
+            "delete",
+            lambda: DeleteRestoredClusterOperator(
+                **harness.restore_store("delete"), create_task_id="create", timeout=120
+            ),
+            rid,
+        )
+    assert deleted.ok, deleted.errors
+    assert not harness.k8s.hosted_cluster_exists(target)
+    assert not restored_objects(harness, rendered, name), "objects of the killed try left behind"
+
+
+def s3_faults_logged(harness: Harness) -> int:
+    """How many S3 requests got an injected 503 for a drill report, per the S3 log."""
+    log = harness.box.dir / "logs" / "s3.log"
+    return sum(
+        "S3 fault: 503 for PUT" in line and "/drills/" in line for line in log.read_text().splitlines()
+    )
+
+
+@dataclass(frozen=True)
+class DrillCase:
+    """One fault during a drill of rel-one."""
+
+    id: str
+    task: str
+    fault: Callable[[Harness], Any]
+    passes: bool  # the drill passes through retries (True) or fails cleanly (False)
+
+
+def _drill_member(harness: Harness) -> tuple[str, str]:
+    """The control-plane namespace and etcd pod of today's drill cluster of rel-one."""
+    backup = harness.xcoms[harness.drill_run_id].get(("resolve_backup", "return_value"))
+    return ClusterRef.parse(backup["target"]).control_plane_namespace, "etcd-0"
+
+
+DRILL_CASES = [
+    DrillCase("wait-api-500-on-hostedcontrolplane", "wait_restored",
+              lambda h: h.box.fault("api", "--resource", "hostedcontrolplanes", "--verb", "get", "--code", "500",
+                                    "--count", "5"), True),
+    DrillCase("report-s3-503", "report", lambda h: h.box.fault("s3", "--code", "503", "--count", "6"), True),
+    DrillCase("verify-etcd-member-stopped", "verify",
+              lambda h: h.box.fault("etcd-stop", "--namespace", _drill_member(h)[0], "--pod", "etcd-0"), False),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", DRILL_CASES, ids=[c.id for c in DRILL_CASES])
+def test_drill_fault(harness: Harness, case: DrillCase) -> None:
+    """A drill under a fault: it passes through retries or fails with a report that says why; either
+    way the teardown deletes the drill cluster, and the drilled cluster and its backups are untouched."""
+    if not harness.manifests(ONE):
+        assert harness.backup(ONE).succeeded
+    before = harness.objects(ONE)
+    seq, faults_before = harness.seq(), s3_faults_logged(harness)
+    trace, report = harness.drill(ONE, {case.task: lambda: case.fault(harness)})
+    tasks = trace.tasks
+    assert tasks["create"].ok and tasks["delete_drill_cluster"].ok, trace.errors()
+    target = ClusterRef.parse(tasks["resolve_backup"].result["target"])
+    assert not harness.k8s.hosted_cluster_exists(target), f"{target} not deleted"
+    assert report is not None and report["airflow"]["run_id"] == trace.run_id, trace.errors()
+    assert report["passed"] is case.passes and tasks["verdict"].ok is case.passes, (report, trace.errors())
+    if case.passes:
+        assert tasks["wait_restored"].tries == 1 and tasks["verify"].result["passed"], trace.errors()
+    else:
+        assert not tasks["verify"].ok and tasks["verify"].tries == TRIES, trace.errors()
+        assert any(e.startswith("verify:") for e in report["errors"]), report["errors"]
+    if case.task == "wait_restored":
+        # The fault did hit the wait: the trigger polled through the 500s.
+        items, _ = harness.requests_since(seq)
+        assert [i for i in items if i["plural"] == "hostedcontrolplanes" and i["code"] == 500]
+    if case.task == "report":
+        # Every 503 went to the report's PUT (the S3 log names each faulted request).
+        assert s3_faults_logged(harness) - faults_before == 6 and tasks["report"].ok
+    harness.assert_invariants(ONE, before, None, succeeded=False)
 
 
 def test_sandbox_s3_error_fault_reaches_chunked_puts(tmp_path: Path) -> None:

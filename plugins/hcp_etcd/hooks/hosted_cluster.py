@@ -328,6 +328,30 @@ class HostedClusterHook(KubernetesHook):
             raise
         return True
 
+    @generic_api_retry
+    def object_annotations(
+        self, api_version: str, kind: str, namespace: str | None, name: str
+    ) -> dict[str, str] | None:
+        """An object's annotations (``{}`` when it has none), or None when it does not exist.
+
+        :param api_version: e.g. ``v1``.
+        :param kind: e.g. ``Secret``.
+        :param namespace: its namespace (None for Namespaces).
+        :param name: its name.
+        """
+        try:
+            obj = self._object_call("read" if kind in self._RESTORE_CORE_KINDS else "get", api_version, kind,
+                                    namespace, name)  # fmt: skip
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        # Core kinds come back as client models, custom objects as dicts.
+        annotations = (
+            obj["metadata"].get("annotations") if isinstance(obj, dict) else obj.metadata.annotations
+        )
+        return dict(annotations or {})
+
     @conditional_api_retry
     def create_object(self, obj: dict[str, Any]) -> None:
         """Create one object (ApiException 409 when it exists: never retried, never replaced).

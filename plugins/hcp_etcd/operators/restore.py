@@ -383,13 +383,9 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
         target = self.target
         url, info = self.presign(self.url_expiry_hours)
         objects, copies = self._load_objects(target)
+        restored_by = f"{self.dag_id}/{context['run_id']}"
         plan = restore.prepare_objects(
-            objects,
-            target,
-            url,
-            self.manifest,
-            self.backup["manifest_uri"],
-            f"{self.dag_id}/{context['run_id']}",
+            objects, target, url, self.manifest, self.backup["manifest_uri"], restored_by
         )
         plan.copy_secrets = copies
         if plan.replicas != len(self.manifest["etcd"]["members"]):
@@ -398,14 +394,14 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
                 len(self.manifest["etcd"]["members"]),
                 plan.replicas,
             )
-        self._refuse_existing(plan)
+        adopted = self._refuse_existing(plan, restored_by)
         # Keys (and copied secrets) go into the objects last, right before the writes, in this task only.
         for role, entry in restore.key_entries(self.manifest).items():
             if role in plan.key_secrets:
                 plan.fill_key(role, self.read_key(entry))
         self._copy_secrets(plan)
         created_at = utcnow()
-        created = self._create_all(plan)
+        created = self._create_all(plan, adopted)
         self.log.info(
             "created %s from %s (snapshot URL expires %s)",
             ", ".join(plan.summary()),
@@ -495,24 +491,40 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
             )
         return proc.stdout
 
-    def _refuse_existing(self, plan: restore.RestorePlan) -> None:
-        if self.k8s.hosted_cluster_exists(plan.target):
-            raise RestoreInputError(
-                f"HostedCluster {plan.target} already exists: a restore only happens at creation"
+    def _refuse_existing(self, plan: restore.RestorePlan, restored_by: str) -> set[tuple[str, str]]:
+        """Refuse objects of the plan that exist already, except those an earlier try of this same run
+        made: a try killed outright (SIGKILL, a lost worker) could not undo them. Those are adopted
+        (returned as ``(kind, name)``): created again they would be the same objects."""
+        adopted: set[tuple[str, str]] = set()
+        taken = []
+        for o in plan.objects:
+            if o["kind"] == "Namespace":
+                continue
+            meta = o["metadata"]
+            found = self.k8s.object_annotations(
+                o["apiVersion"], o["kind"], meta.get("namespace"), meta["name"]
             )
-        taken = [
-            f"{o['kind']} {o['metadata']['namespace']}/{o['metadata']['name']}"
-            for o in plan.objects
-            if o["kind"] != "Namespace"
-            and self.k8s.object_exists(
-                o["apiVersion"], o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]
-            )
-        ]
+            if found is None:
+                continue
+            if found.get(restore.RESTORED_BY_ANNOTATION) == restored_by:
+                adopted.add((o["kind"], meta["name"]))
+            elif o["kind"] == "HostedCluster":
+                raise RestoreInputError(
+                    f"HostedCluster {plan.target} already exists: a restore only happens at creation"
+                )
+            else:
+                taken.append(f"{o['kind']} {meta['namespace']}/{meta['name']}")
         if taken:
             raise RestoreInputError(
                 f"these objects of the restore exist already: {', '.join(taken)}; "
                 "choose another target name or remove them"
             )
+        if adopted:
+            self.log.warning(
+                "adopting %s: made by an earlier try of this run that ended without undoing them",
+                ", ".join(f"{k} {n}" for k, n in sorted(adopted)),
+            )
+        return adopted
 
     def _copy_secrets(self, plan: restore.RestorePlan) -> None:
         source = ClusterRef.parse(self.backup["source"])
@@ -523,7 +535,9 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
                 mask_secret(value)
             by_name[target_name]["data"] = data
 
-    def _create_all(self, plan: restore.RestorePlan) -> list[dict[str, Any]]:
+    def _create_all(
+        self, plan: restore.RestorePlan, adopted: set[tuple[str, str]] | None = None
+    ) -> list[dict[str, Any]]:
         from kubernetes.client.rest import ApiException
         created: list[dict[str, Any]] = []
         try:
@@ -538,6 +552,9 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
                 if obj["kind"] == "Namespace" and self.k8s.object_exists(
                     "v1", "Namespace", None, meta["name"]
                 ):
+                    continue
+                if (obj["kind"], meta["name"]) in (adopted or set()):
+                    created.append(ident)  # ours: the teardown (or an undo) deletes it too
                     continue
                 try:
                     self.k8s.create_object(obj)
