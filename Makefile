@@ -19,7 +19,9 @@ $(BIN)/python:
 	  echo "Install Python 3.11+ and run e.g. 'make test PYTHON=python3.11'." >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
-# The locked requirements: uv when it can be had (much faster), pip otherwise.
+# The locked requirements: uv when it can be had (much faster), pip otherwise. Compiled to bytecode
+# at install (pip does it by default, uv only when asked): with PYTHONDONTWRITEBYTECODE set, as on
+# many CI machines, every Airflow process would otherwise compile its imports from source each time.
 $(STAMP): $(BIN)/python requirements.txt requirements-dev.txt constraints.txt
 	@$(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip -q; \
 	if command -v uv >/dev/null 2>&1; then UV=uv; \
@@ -27,7 +29,7 @@ $(STAMP): $(BIN)/python requirements.txt requirements-dev.txt constraints.txt
 	else UV=; fi; \
 	if [ -n "$$UV" ]; then \
 	  echo "Installing the locked requirements with $$UV"; \
-	  $$UV pip install --python $(BIN)/python $(LOCKED); \
+	  $$UV pip install --compile-bytecode --python $(BIN)/python $(LOCKED); \
 	else \
 	  echo "uv unavailable: installing the locked requirements with pip"; \
 	  $(BIN)/python -m pip install $(LOCKED); \

@@ -12,6 +12,7 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import Param, TriggerRule, WeightRule, chain, dag, task_group
 
 from hcp_etcd import params
+from hcp_etcd.operators import transfer
 from hcp_etcd.operators.backup import (
     BackupPreflightOperator,
     CleanupSnapshotsOperator,
@@ -77,6 +78,14 @@ PARAMS = {
         maxLength=2048,
         description="KMS key for SSE-KMS; empty uses SSE-S3 (AES256).",
     ),
+    "upload_method": Param(
+        transfer.DEFAULT_METHOD,
+        type="string",
+        enum=list(transfer.METHODS),
+        description="presigned-curl: the etcd pod PUTs the snapshot to a presigned SigV4 URL (fastest; "
+        "falls back to stream when the pod has no curl or no egress to S3, or over 5 GiB). stream: the "
+        "snapshot flows pod -> worker -> S3 through the exec stream (no URL in the pod).",
+    ),
     "pause_deadline_minutes": Param(
         60,
         type="integer",
@@ -137,7 +146,12 @@ def hcp_etcd_backup() -> None:
         verify = VerifySnapshotsOperator(task_id="verify", **hc, **K8S, **MODE)
         resume = ResumeApiServersOperator(task_id="resume", **hc, **K8S, **MODE, **RESTORE)
         upload = SnapshotToS3Operator(
-            task_id="upload", snapshot=snapshot.output, verify=verify.output, **hc, **S3
+            task_id="upload",
+            snapshot=snapshot.output,
+            verify=verify.output,
+            method=P("upload_method"),
+            **hc,
+            **S3,
         )
         escrow = EscrowEncryptionKeyOperator(
             task_id="escrow_key", key_prefix=P("key_prefix"), key_bucket=P("key_bucket"), **hc, **S3

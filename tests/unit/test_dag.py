@@ -22,13 +22,16 @@ def test_schedule_and_params(dag):
     assert dag.max_active_runs == 1 and dag.catchup is False
     assert dag.params["bucket"] == "my-backups"
     assert dag.params["mode"] == "quiesced"
+    assert dag.params["upload_method"] == "presigned-curl"
+    # The upload task takes its method from the form.
+    assert dag.task_dict["backup.upload"].method == "{{ params.upload_method }}"
     from airflow.sdk.definitions.param import ParamsDict
 
     params = ParamsDict(dag.params)
     params["hosted_clusters"] = ["clusters/ok-1"]
     params.validate()
     for key, bad in [("hosted_clusters", ["../etc"]), ("mode", "hot"), ("pause_deadline_minutes", 5),
-                     ("prefix", "a/../b"), ("keep_last", 0)]:  # fmt: skip
+                     ("prefix", "a/../b"), ("keep_last", 0), ("upload_method", "scp")]:  # fmt: skip
         p = ParamsDict(dag.params)
         with pytest.raises(Exception):  # noqa: B017 - ParamValidationError
             p[key] = bad

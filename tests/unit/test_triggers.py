@@ -87,3 +87,41 @@ def test_serialize_round_trips(trigger: base.KubernetesPollingTrigger) -> None:
     again = getattr(importlib.import_module(module), name)(**kwargs)
     assert again.serialize() == (classpath, kwargs)
     assert kwargs["started_at"] == trigger.started_at  # the deadline survives a triggerer restart
+
+
+class Clocked(base.KubernetesPollingTrigger):
+    """Done after ``polls`` probes; records the poll interval each probe ran with."""
+
+    seen: list[float] = []
+
+    def __init__(self, polls: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.polls = polls
+
+    def probe_kwargs(self) -> dict[str, Any]:
+        return {"polls": self.polls}
+
+    async def probe(self, api: Any) -> tuple[base.State, str]:
+        Clocked.seen.append(self.poll_interval)
+        return ("done", "") if len(Clocked.seen) >= self.polls else ("waiting", "not yet")
+
+
+def test_inline_wait_polls_fast_then_defers_with_the_triggers_own_interval() -> None:
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from hcp_etcd.operators.base import HostedClusterOperator
+
+    class Waiter(HostedClusterOperator):
+        def done(self, context: Any, event: dict[str, Any]) -> str:
+            return event["status"]
+
+    op = Waiter(task_id="w", hosted_cluster="clusters/a")
+    # Done on the third look: found inline, at the fast interval, with no deferral.
+    Clocked.seen = []
+    result = op.wait(Clocked(3, poll_interval=5), "done", {}, inline_seconds=5, inline_poll_interval=0.01)
+    assert result == "success" and Clocked.seen == [0.01, 0.01, 0.01]
+    # Not done within the inline time: deferred with the trigger as given (its 5 s interval).
+    Clocked.seen = []
+    with pytest.raises(TaskDeferred) as deferred:
+        op.wait(Clocked(10**6, poll_interval=5), "done", {}, inline_seconds=0.1, inline_poll_interval=0.01)
+    assert deferred.value.trigger.poll_interval == 5 and set(Clocked.seen) == {0.01}

@@ -68,8 +68,9 @@ def _annotations(hc: dict[str, Any]) -> dict[str, str]:
 
 
 # Quiesce and resume wait for pods inside the API downtime window: poll in the worker first (a few
-# seconds normally), defer only after this long.
+# seconds normally, every 0.25 s: each poll is one list or get), defer only after this long.
 INLINE_WAIT_SECONDS = 60
+INLINE_POLL_SECONDS = 0.25
 
 
 class BackupPreflightOperator(StoreOperator):
@@ -107,6 +108,7 @@ class BackupPreflightOperator(StoreOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         """Run the checks; raise with what to do on the first failure."""
         from kubernetes.client.rest import ApiException
+
         ref, mode = self.ref, _mode(str(self.mode))
         validate_prefix(str(self.prefix))
         if not self.bucket:
@@ -170,6 +172,7 @@ class BackupPreflightOperator(StoreOperator):
 
     def _check_member(self, ns: str, pod: str, ref: ClusterRef) -> None:
         from hcp_etcd.hooks.hosted_cluster import ETCD_CONTAINER
+
         if not self.k8s.pod_is_running(ns, pod, ETCD_CONTAINER):
             raise RuntimeError(f"etcd member {ns}/{pod} of {ref} is not running: fix etcd before backing up")
         status = etcd.parse_endpoint_status(
@@ -239,6 +242,7 @@ class PauseReconciliationOperator(HostedClusterOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         """Lock (and pause) in one conditional patch, then confirm."""
         from kubernetes.client.rest import ApiException
+
         ref, mode, run_id = self.ref, _mode(str(self.mode)), self.run_id(context)
         until = deadline(self.pause_deadline_minutes)
         hc = self.k8s.get_hosted_cluster(ref)
@@ -348,6 +352,7 @@ class QuiesceApiServersOperator(HostedClusterOperator):
     def execute(self, context: Context) -> dict[str, Any] | None:
         """Record, scale down, defer until the pods are gone."""
         from hcp_etcd.triggers.wait import HostedClusterWaitTrigger
+
         if _mode(str(self.mode)) == "online":
             self.log.info("online mode: API servers keep running")
             return None
@@ -380,7 +385,13 @@ class QuiesceApiServersOperator(HostedClusterOperator):
             timeout=self.timeout,
             poll_interval=1,
         )
-        return self.wait(trigger, "execute_complete", context, inline_seconds=INLINE_WAIT_SECONDS)
+        return self.wait(
+            trigger,
+            "execute_complete",
+            context,
+            inline_seconds=INLINE_WAIT_SECONDS,
+            inline_poll_interval=INLINE_POLL_SECONDS,
+        )
 
     def _current_replicas(self, hc: dict[str, Any], ns: str) -> dict[str, int]:
         policy = (hc.get("spec") or {}).get("controllerAvailabilityPolicy", "HighlyAvailable")
@@ -442,6 +453,7 @@ class ResumeApiServersOperator(HostedClusterOperator):
     def execute(self, context: Context) -> dict[str, Any] | None:
         """Scale back, defer until ready."""
         from hcp_etcd.triggers.wait import HostedClusterWaitTrigger
+
         if _mode(str(self.mode)) == "online":
             return {"api_available_at": None, "api_downtime_seconds": None}
         ref = self.ref
@@ -462,7 +474,13 @@ class ResumeApiServersOperator(HostedClusterOperator):
             timeout=self.timeout,
             poll_interval=1,
         )
-        return self.wait(trigger, "execute_complete", context, inline_seconds=INLINE_WAIT_SECONDS)
+        return self.wait(
+            trigger,
+            "execute_complete",
+            context,
+            inline_seconds=INLINE_WAIT_SECONDS,
+            inline_poll_interval=INLINE_POLL_SECONDS,
+        )
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Measure the downtime, drop the annotation."""
@@ -736,6 +754,7 @@ class WaitHostedClusterAvailableOperator(HostedClusterOperator):
     def execute(self, context: Context) -> Any:
         """Defer to the trigger."""
         from hcp_etcd.triggers.wait import HostedClusterWaitTrigger
+
         ref = self.ref
         wanted = {"Available": "True"}
         if _mode(str(self.mode)) == "quiesced":

@@ -97,6 +97,7 @@ class HostedClusterOperator(BaseOperator):
         method_name: str,
         context: Context,
         inline_seconds: float = 0,
+        inline_poll_interval: float | None = None,
         **kwargs: Any,
     ) -> Any:
         """Defer to ``trigger``, or run it in this process when not deferrable; then ``method_name``.
@@ -108,11 +109,18 @@ class HostedClusterOperator(BaseOperator):
             wait is not over by then. A deferral costs two hand-offs (worker -> triggerer -> scheduler ->
             a new worker process): for waits of a few seconds inside the API downtime window that is
             most of the window (measured in BENCHMARKS.md, figure 1).
+        :param inline_poll_interval: the trigger's ``poll_interval`` while polling in this process
+            (a worker slot is held anyway, so polling it faster costs only a few more reads); the
+            deferred trigger keeps its own.
         :param kwargs: passed to the method.
         """
         if self.deferrable and inline_seconds > 0:
+            probe = trigger
+            if inline_poll_interval is not None:
+                _, trigger_kwargs = trigger.serialize()
+                probe = type(trigger)(**{**trigger_kwargs, "poll_interval": inline_poll_interval})
             try:
-                event = asyncio.run(asyncio.wait_for(_first_event(trigger), inline_seconds))
+                event = asyncio.run(asyncio.wait_for(_first_event(probe), inline_seconds))
             except TimeoutError:
                 event = None
             if event is not None and event.get("status") == "success":
