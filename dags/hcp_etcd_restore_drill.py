@@ -40,7 +40,7 @@ Per hosted cluster (mapped): the newest complete backup at or before the run's d
 `<name>-drill-<YYYYMMDD>` in `drill_namespace`, cloned from the live cluster's spec (control plane
 only: no NodePool) with `restoreSnapshotURL` and the escrowed key → wait Available +
 `EtcdSnapshotRestored` → verify (members/split brain, revision, key counts, key, a Secret decrypts) →
-report `s3://{bucket}/{prefix}/drills/{ns}/{name}/{YYYYmmdd}.json` + an Asset event → **always**
+report `s3://{bucket}/{prefix}/_drills/{ns}/{name}/{YYYYmmdd}.json` + an Asset event → **always**
 delete the drill cluster (teardown). The run fails when any check fails.
 
 Docs: `docs/RESTORE.md`.

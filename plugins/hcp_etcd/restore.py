@@ -31,7 +31,6 @@ from hcp_etcd.naming import (
     CLUSTER_REF_PATTERN,
     ClusterRef,
     InvalidNameError,
-    cluster_prefix,
     control_plane_namespace,
     parse_backup_ts,
     parse_rfc3339,
@@ -730,15 +729,20 @@ def failed(checks: Iterable[Check | dict[str, Any]]) -> list[str]:
 # ---- drill report -------------------------------------------------------------------------------
 
 
+# Drill reports sit beside the backups, under a folder no namespace can be called (DNS-1123 labels
+# have no "_"): a HostedCluster namespace named "drills" must not mix its backups with drill reports.
+DRILL_REPORTS_DIR = "_drills"
+
+
 def drill_report_key(prefix: str, ref: ClusterRef, moment: datetime) -> str:
-    """``{prefix}/drills/{ns}/{name}/{YYYYmmdd}.json``.
+    """``{prefix}/_drills/{ns}/{name}/{YYYYmmdd}.json``.
 
     :param prefix: the backup prefix.
     :param ref: the drilled cluster.
     :param moment: the drill date.
     """
-    base = cluster_prefix(validate_prefix(prefix), ClusterRef("drills", "x")).rsplit("/", 1)[0]
-    return f"{base}/{ref.namespace}/{ref.name}/{moment.astimezone(UTC).strftime('%Y%m%d')}.json"
+    parts = (validate_prefix(prefix).strip("/"), DRILL_REPORTS_DIR, ref.namespace, ref.name)
+    return "/".join(p for p in parts if p) + f"/{moment.astimezone(UTC).strftime('%Y%m%d')}.json"
 
 
 def drill_asset_name(ref: ClusterRef) -> str:

@@ -2,7 +2,7 @@
 
 Read-only. S3 is read through :class:`SnapshotStoreHook` and the layout of ``naming`` /
 ``restore`` (backups: ``{prefix}/{ns}/{name}/{ts}/manifest.json``; drills:
-``{prefix}/drills/{ns}/{name}/{YYYYmmdd}.json``); a backup counts only when its manifest is valid
+``{prefix}/_drills/{ns}/{name}/{YYYYmmdd}.json``); a backup counts only when its manifest is valid
 (``manifest.validate_manifest``), as everywhere else in the project.
 
 A cluster appears when it exists on the management cluster (drill clusters excepted) *or* has

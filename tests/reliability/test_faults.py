@@ -353,7 +353,7 @@ def s3_faults_logged(harness: Harness) -> int:
     """How many S3 requests got an injected 503 for a drill report, per the S3 log."""
     log = harness.box.dir / "logs" / "s3.log"
     return sum(
-        "S3 fault: 503 for PUT" in line and "/drills/" in line for line in log.read_text().splitlines()
+        "S3 fault: 503 for PUT" in line and "/_drills/" in line for line in log.read_text().splitlines()
     )
 
 

@@ -118,7 +118,7 @@ def test_backup_candidates_newest_at_or_before() -> None:
         (f"{base}/20250105T000000Z/manifest.json", t),
         (f"{base}/20250107T000000Z/snapshot.db", t),  # no manifest: not a backup
         (f"{base}/20250110T000000Z/manifest.json", t),
-        (f"{base}/drills/x.json", t),
+        (f"{base}/_drills/x.json", t),
     ]
     assert restore.backup_candidates(objs, base, datetime(2025, 1, 8, tzinfo=UTC)) == [
         "20250105T000000Z",
@@ -403,8 +403,14 @@ def test_drill_report() -> None:
     ref = ClusterRef("clusters", "prod1")
     assert (
         restore.drill_report_key("hcp-etcd/backups", ref, NOW)
-        == "hcp-etcd/backups/drills/clusters/prod1/20250309.json"
+        == "hcp-etcd/backups/_drills/clusters/prod1/20250309.json"
     )
+    # A HostedCluster namespace named "drills": its backups never share a folder with drill reports.
+    from hcp_etcd.naming import cluster_prefix
+
+    drills_ns = cluster_prefix("hcp-etcd/backups", ClusterRef("drills", "clusters")) + "/"
+    assert not restore.drill_report_key("hcp-etcd/backups", ref, NOW).startswith(drills_ns)
+    assert restore.drill_report_key("", ref, NOW) == "_drills/clusters/prod1/20250309.json"
     checks = [
         restore.Check("members", True, "ok").as_dict(),
         restore.Check("revision", False, "low").as_dict(),

@@ -72,7 +72,7 @@ class DeleteRestoredClusterOperator(StoreOperator):
 
 
 class DrillReportOperator(StoreOperator):
-    """Write ``{prefix}/drills/{ns}/{name}/{YYYYmmdd}.json`` and emit the cluster's drill Asset event.
+    """Write ``{prefix}/_drills/{ns}/{name}/{YYYYmmdd}.json`` and emit the cluster's drill Asset event.
 
     Runs whatever happened before (trigger rule ``all_done``): a drill that could not even start is
     reported as failed, with the error of the step that stopped it.
