@@ -310,7 +310,6 @@ class HostedClusterHook(KubernetesHook):
             return method(namespace, body) if scoped else method(body)
         return method(name, namespace) if scoped else method(name)
 
-    @generic_api_retry
     def object_exists(self, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
         """Whether an object exists.
 
@@ -319,14 +318,7 @@ class HostedClusterHook(KubernetesHook):
         :param namespace: its namespace (None for Namespaces).
         :param name: its name.
         """
-        try:
-            self._object_call("read" if kind in self._RESTORE_CORE_KINDS else "get", api_version, kind,
-                              namespace, name)  # fmt: skip
-        except ApiException as err:
-            if err.status == 404:
-                return False
-            raise
-        return True
+        return self.object_annotations(api_version, kind, namespace, name) is not None
 
     @generic_api_retry
     def object_annotations(
