@@ -3,6 +3,12 @@
 Each DAG run happens in a subprocess: Airflow reads ``AIRFLOW_HOME`` and connections from the
 environment when it is imported, and a fresh process per run keeps runs from sharing state (the
 same reason the task log of a run can be captured whole and searched for secrets).
+
+Least privilege: the sandboxes here (``sandbox``, ``make_sandbox``) enforce ``include/rbac`` for the
+token Airflow is given, so every DAG run is a run under the shipped RBAC, and after each test the
+request log must show no 403 for that token. A test's own setup and inspection (patching a lock in,
+reading a restored key, deleting what a restore made) goes through the sandbox's admin kubeconfig
+(``admin_kubeconfig(box)``), which the RBAC does not restrict: the tests never widen it.
 """
 
 from __future__ import annotations
@@ -10,15 +16,23 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import ssl
 import subprocess
 import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+
+from tests.conftest import UP_ARGS, Sandbox, start_sandbox
 
 REPO = Path(__file__).resolve().parents[2]
+RBAC = REPO / "include" / "rbac"
 POOL = "hcp_etcd_backup"
 
 RUNNER = r"""
@@ -138,3 +152,101 @@ def airflow_env_for(tmp_path_factory: pytest.TempPathFactory) -> Any:
         return make_airflow_env(tmp_path_factory.mktemp("own-airflow-home"), box.env)
 
     return make
+
+
+# ---- the sandboxes, under include/rbac ---------------------------------------------------------
+
+
+def admin_kubeconfig(box: Sandbox) -> Path:
+    """The kubeconfig whose token ``--rbac`` does not restrict: for tests' setup and inspection only."""
+    return Path(box.info["admin_kubeconfig"])
+
+
+def _requests_since(box: Sandbox, seq: int) -> tuple[list[dict[str, Any]], int]:
+    kc = yaml.safe_load(box.kubeconfig.read_text())
+    req = urllib.request.Request(
+        f"{kc['clusters'][0]['cluster']['server']}/sandbox/v1/requests?since={seq}",
+        headers={"Authorization": f"Bearer {kc['users'][0]['user']['token']}"},
+    )
+    with urllib.request.urlopen(req, context=ssl.create_default_context(cafile=str(box.ca)), timeout=30) as r:
+        data = json.loads(r.read())
+    return data["items"], data["latest"]
+
+
+def refused_since(box: Sandbox, seq: int) -> list[str]:
+    """Requests of Airflow's (restricted) token that include/rbac refused after ``seq``."""
+    return [
+        f"{i['verb']} {i['plural']}{'/' + i['subresource'] if i.get('subresource') else ''} "
+        f"{i.get('namespace') or ''}/{i.get('name') or ''}"
+        for i in _requests_since(box, seq)[0]
+        if i["code"] == 403 and i.get("user") == "token"
+    ]
+
+
+def start_rbac_sandbox(directory: Path, *up_args: str) -> Sandbox:
+    """A sandbox that enforces include/rbac for the token in its ``airflow.env`` and ``kubeconfig``."""
+    box = start_sandbox(directory, "--rbac", str(RBAC), *up_args)
+    # Proof that it is enforced (else "no 403" below would prove nothing): creating a Namespace,
+    # which include/rbac does not grant, is refused for that token.
+    kc = yaml.safe_load(box.kubeconfig.read_text())
+    req = urllib.request.Request(
+        f"{kc['clusters'][0]['cluster']['server']}/api/v1/namespaces",
+        data=json.dumps({"metadata": {"name": "rbac-probe"}}).encode(),
+        method="POST",
+        headers={
+            "Authorization": f"Bearer {kc['users'][0]['user']['token']}",
+            "Content-Type": "application/json",
+        },
+    )
+    try:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, context=ssl.create_default_context(cafile=str(box.ca)), timeout=30)
+        assert refused.value.code == 403, refused.value
+    except BaseException:
+        box.down()
+        raise
+    return box
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    """The shared sandbox of tests/conftest.py (``ha-one``, ``single-one``), enforcing include/rbac."""
+    box = start_rbac_sandbox(tmp_path_factory.mktemp("sandbox"), *UP_ARGS)
+    try:
+        yield box
+    finally:
+        box.down()
+
+
+@pytest.fixture
+def make_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Sandbox]]:
+    """``make_sandbox(*up_args)``: a sandbox of the test's own, enforcing include/rbac; after the
+    test, no request of Airflow's token was refused."""
+    started: list[tuple[Sandbox, int]] = []
+
+    def make(*up_args: str) -> Sandbox:
+        box = start_rbac_sandbox(tmp_path_factory.mktemp("own-sandbox"), *up_args)
+        started.append((box, _requests_since(box, 10**12)[1]))  # after the probe's own 403
+        return box
+
+    yield make
+    try:
+        for box, seq in started:
+            refused = refused_since(box, seq)
+            assert not refused, f"include/rbac lacks what the DAGs did: {refused}"
+    finally:
+        for box, _ in started:
+            box.down()
+
+
+@pytest.fixture(autouse=True)
+def _nothing_refused(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test on the shared sandbox: include/rbac refused none of Airflow's requests."""
+    if "sandbox" not in request.fixturenames:
+        yield
+        return
+    box: Sandbox = request.getfixturevalue("sandbox")
+    seq = _requests_since(box, 10**12)[1]
+    yield
+    refused = refused_since(box, seq)
+    assert not refused, f"include/rbac lacks what the DAGs did: {refused}"

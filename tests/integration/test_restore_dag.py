@@ -105,7 +105,8 @@ def s3(box):
 
 
 def kube(box):
-    api = config.new_client_from_config(str(box.kubeconfig))
+    """The tests' own client (admin: include/rbac restricts only the token Airflow has)."""
+    api = config.new_client_from_config(box.info["admin_kubeconfig"])
     return client.CustomObjectsApi(api), client.CoreV1Api(api)
 
 
