@@ -25,8 +25,8 @@ if [ "${1:-}" = "down" ]; then stop; echo "demo stopped"; exit 0; fi
 
 mkdir -p "$DEMO"
 stop
-# A new sandbox every time: runs recorded by a previous demo would point at clusters that are gone
-# (and, running on, hold the backup DAG's single active run).
+# A new Airflow database, as the sandbox is new: runs of a previous demo would point at clusters
+# that are gone (and, resumed, hold the backup DAG's single active run).
 rm -rf "$DEMO/airflow"
 # Ctrl-C (or a TERM) ends the script, and every ending stops what it started.
 trap 'stop' EXIT
