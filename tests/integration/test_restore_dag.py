@@ -365,7 +365,7 @@ def test_wrong_key_fails_verification(sandbox, airflow_env, backups, tmp_path):
 
 
 def drill_report(box, name: str, day: str) -> dict:
-    body = s3(box).get_object(Bucket=box.bucket, Key=f"{PREFIX}/drills/clusters/{name}/{day}.json")["Body"]
+    body = s3(box).get_object(Bucket=box.bucket, Key=f"{PREFIX}/_drills/clusters/{name}/{day}.json")["Body"]
     return json.loads(body.read())
 
 
