@@ -59,7 +59,8 @@ PARAMS = {
         type="string",
         pattern=DNS1123_LABEL_RE.pattern,
         maxLength=40,
-        description="Namespace of the scratch clusters (created if missing; kept).",
+        description="Namespace of the scratch clusters (kept; created if missing when the identity may "
+        "create namespaces: include/rbac creates hcp-etcd-drills and binds the restore role in it).",
     ),
     **params.storage("Prefix of the escrowed encryption keys, as in hcp_etcd_backup."),
     **params.restore_limits(MAX_URL_EXPIRY_HOURS, "a drill cluster"),
