@@ -879,17 +879,18 @@ class ForkedTask:
         """SIGKILL the worker's process group; its exit code (-9)."""
         os.killpg(self.pid, signal.SIGKILL)
         self.code = self.server.reap(self.pid)
+        self.server.sink.append(self.output())  # searched for secrets with the other task logs
         return self.code
 
 
 class TaskServer:
     """The fork server: ``start(...)`` forks a worker that runs operators with a kill point armed."""
 
-    def __init__(self, box: Sandbox, logs: Path) -> None:
+    def __init__(self, box: Sandbox, logs: Path, sink: list[str]) -> None:
         env = {**os.environ, **box.env}
         env["PYTHONPATH"] = os.pathsep.join([str(REPO / "plugins"), str(REPO / "include")])
         env["AIRFLOW__WORKERS__API_RETRY_WAIT_MAX"] = "1"
-        self.logs = logs
+        self.logs, self.sink = logs, sink
         self.started: list[int] = []
         self._lock = threading.Lock()
         self.proc = subprocess.Popen(
@@ -943,9 +944,12 @@ class TaskServer:
 
 
 @pytest.fixture(scope="package")
-def task_server(rel_box: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TaskServer]:
-    """The fork server of the killable workers (started once, on first use)."""
-    server = TaskServer(rel_box, tmp_path_factory.mktemp("workers"))
+def task_server(
+    rel_box: Sandbox, harness: Harness, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TaskServer]:
+    """The fork server of the killable workers (started once, on first use); their output joins
+    the harness's task logs."""
+    server = TaskServer(rel_box, tmp_path_factory.mktemp("workers"), harness.logs)
     try:
         yield server
     finally:

@@ -378,6 +378,9 @@ DRILL_CASES = [
               lambda h: h.box.fault("api", "--resource", "hostedcontrolplanes", "--verb", "get", "--code", "500",
                                     "--count", "5"), True),
     DrillCase("report-s3-503", "report", lambda h: h.box.fault("s3", "--code", "503", "--count", "6"), True),
+    DrillCase("teardown-api-500-on-delete", "delete_drill_cluster",
+              lambda h: h.box.fault("api", "--resource", "hostedclusters", "--verb", "delete", "--code", "500",
+                                    "--count", "2"), True),
     DrillCase("verify-etcd-member-stopped", "verify",
               lambda h: h.box.fault("etcd-stop", "--namespace", _drill_member(h)[0], "--pod", "etcd-0"), False),
 ]  # fmt: skip
@@ -407,6 +410,14 @@ def test_drill_fault(harness: Harness, case: DrillCase) -> None:
         # The fault did hit the wait: the trigger polled through the 500s.
         items, _ = harness.requests_since(seq)
         assert [i for i in items if i["plural"] == "hostedcontrolplanes" and i["code"] == 500]
+    if case.task == "delete_drill_cluster":
+        # The teardown's delete got the 500s and still removed the cluster (asserted above).
+        items, _ = harness.requests_since(seq)
+        assert [
+            i
+            for i in items
+            if i["method"] == "DELETE" and i["plural"] == "hostedclusters" and i["code"] == 500
+        ]
     if case.task == "report":
         # Every 503 went to the report's PUT (the S3 log names each faulted request).
         assert s3_faults_logged(harness) - faults_before == 6 and tasks["report"].ok
