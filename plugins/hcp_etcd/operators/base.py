@@ -9,13 +9,15 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, Context
-from airflow.triggers.base import BaseTrigger
 
 from hcp_etcd.naming import ClusterRef
 
 if TYPE_CHECKING:
     # The hooks pull in the kubernetes client, boto3 and the providers (seconds of imports): DAG files
     # import the operators at every parse, so the hooks are imported when a task first uses them.
+    # Likewise the triggers' base (pydantic models of the event payloads): annotations only here.
+    from airflow.triggers.base import BaseTrigger
+
     from hcp_etcd.hooks.hosted_cluster import HostedClusterHook
     from hcp_etcd.hooks.snapshot_store import SnapshotStoreHook
 
