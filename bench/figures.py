@@ -103,6 +103,7 @@ def downtime(
     """
     member = box.members(cluster)[0]
     downs, raws, runs = [], [], []
+    windows: list[dict[str, float]] = []
     for i in range(reps):
         result = af.run(
             "hcp_etcd_backup",
@@ -113,7 +114,8 @@ def downtime(
         downs.append(float(manifest["api_downtime_seconds"]))
         runs.append(result["seconds"])
         raws.append(raw_snapshot_save(member, workdir))
-        log(f"{cluster}: downtime {downs[-1]:.2f}s, raw snapshot save {raws[-1]:.2f}s")
+        windows.append(_window(result["tasks"]))
+        log(f"{cluster}: downtime {downs[-1]:.2f}s, raw snapshot save {raws[-1]:.2f}s, tasks {windows[-1]}")
     overhead = median([d - r for d, r in zip(downs, raws, strict=True)])
     return Figure(
         1,
@@ -129,8 +131,28 @@ def downtime(
             "n": reps,
             "downtimes": downs,
             "raws": raws,
+            "windows": windows,
         },
     )
+
+
+def _window(tasks: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Where the downtime went: each task of the window and the hand-offs between them, in seconds.
+
+    :param tasks: the run's task instances (``Airflow.wait``).
+    """
+    order = ["backup.quiesce[0]", "backup.snapshot[0]", "backup.resume[0]"]
+    spans = [(tasks[t]["start"], tasks[t]["end"]) for t in order if t in tasks]
+    if len(spans) != len(order) or any(a is None or b is None for a, b in spans):
+        return {}
+    (q0, q1), (s0, s1), (r0, r1) = spans
+    return {
+        "quiesce": round((q1 - q0).total_seconds(), 2),
+        "handoff_1": round((s0 - q1).total_seconds(), 2),
+        "snapshot": round((s1 - s0).total_seconds(), 2),
+        "handoff_2": round((r0 - s1).total_seconds(), 2),
+        "resume": round((r1 - r0).total_seconds(), 2),
+    }
 
 
 def downtime_online(af: Airflow, cluster: str, run_tag: str) -> Figure:
@@ -395,8 +417,15 @@ def restore(
 
     manifest = newest_manifest(source)
     snapshot = workdir / "restore-source.db"
+    started = time.monotonic()
+    # One streamed GET: boto3's download_fileobj splits it into ranged GETs, which moto serves by
+    # reading the whole object for each range (minutes for 1 GiB, none of it measured).
+    body = SnapshotStoreHook().client.get_object(
+        Bucket=os.environ["HCP_ETCD_BUCKET"], Key=manifest["snapshot"]["key"]
+    )["Body"]
     with snapshot.open("wb") as out:
-        SnapshotStoreHook().download_to(os.environ["HCP_ETCD_BUCKET"], manifest["snapshot"]["key"], out)
+        shutil.copyfileobj(body, out, 8 * MiB)
+    log(f"downloaded the snapshot to restore in {time.monotonic() - started:.1f}s")
     rendered = workdir / f"{target}.yaml"
     rendered.write_text(box.cli("render", "--dir", str(box.dir), "--name", target, "--members", "1"))
     result = af.run(
@@ -442,13 +471,13 @@ minimal()
 # COW"), then forks one process per file to parse. The probe does the same: each file, the minimal DAG
 # and the DAG under test, is parsed in its own fork of one parent that imported airflow.sdk and froze
 # the GC, so neither inherits the other's imports and neither pays a full collection of Airflow's
-# heap. argv[3] == "no-freeze" skips the freeze: the first figures were measured that way (both files
-# in one process), and whichever file crossed the GC threshold paid 0.06-0.2 s for it.
+# heap. It also forks the pair before the freeze ("no-freeze"): the first figures were measured
+# without it (both files in one process), and whichever file crossed the GC threshold paid 0.06-0.2 s.
+# The first pair is a warm-up (it writes the bytecode later forks read) and is not reported.
 PARSE_PROBE = r"""
 import gc, importlib.util, json, os, sys, time
 import airflow.sdk  # what the dag-processor has loaded before it parses a file
-if sys.argv[3] == "freeze":
-    gc.freeze()
+minimal_path, dag_path, reps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 def load_in_fork(path, name):
     read, write = os.pipe()
     pid = os.fork()
@@ -463,17 +492,21 @@ def load_in_fork(path, name):
         seconds = float(f.read())
     os.waitpid(pid, 0)
     return seconds
-minimal = load_in_fork(sys.argv[1], "bench_minimal_dag")
-dag = load_in_fork(sys.argv[2], "bench_dag_under_test")
-print(json.dumps({"minimal": minimal, "dag": dag}))
+def pairs(n):
+    return [(load_in_fork(minimal_path, "minimal"), load_in_fork(dag_path, "dag")) for _ in range(n)]
+pairs(1)
+unfrozen = pairs(reps)
+gc.freeze()
+frozen = pairs(reps)
+print(json.dumps({"freeze": frozen, "no-freeze": unfrozen}))
 """
 
 
 def dag_parse(workdir: Path, reps: int, env: dict[str, str]) -> list[Figure]:
-    """Import time of each DAG file vs a minimal DAG, each in a fork of one fresh interpreter, ``reps`` times.
+    """Import time of each DAG file vs a minimal DAG, each in a fork of one interpreter, ``reps`` times.
 
     :param workdir: scratch space.
-    :param reps: interpreters per DAG file.
+    :param reps: pairs of forks per DAG file and GC mode.
     :param env: environment of a worker (connections etc.).
     """
     minimal = workdir / "minimal_dag.py"
@@ -481,35 +514,22 @@ def dag_parse(workdir: Path, reps: int, env: dict[str, str]) -> list[Figure]:
     child_env = python_env(env)
     # A dag-processor reads the bytecode it wrote on its first parse; PYTHONDONTWRITEBYTECODE (set on
     # some machines) would make every parse compile the project's modules again. Bytecode goes to the
-    # scratch directory, and a first, unmeasured round writes it.
+    # scratch directory.
     child_env.pop("PYTHONDONTWRITEBYTECODE", None)
     child_env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
     figures = []
     for dag_file in sorted(DAGS.glob("hcp_etcd_*.py")):
-        subprocess.run(
-            [sys.executable, "-c", PARSE_PROBE, str(minimal), str(dag_file), "freeze"],
+        out = subprocess.run(
+            [sys.executable, "-c", PARSE_PROBE, str(minimal), str(dag_file), str(reps)],
             capture_output=True,
+            text=True,
             env=child_env,
-            timeout=300,
+            timeout=600,
             check=True,
-        )
-        runs: dict[str, dict[str, list[float]]] = {}
-        for _ in range(reps):
-            for gc_mode in ("freeze", "no-freeze"):
-                out = subprocess.run(
-                    [sys.executable, "-c", PARSE_PROBE, str(minimal), str(dag_file), gc_mode],
-                    capture_output=True,
-                    text=True,
-                    env=child_env,
-                    timeout=300,
-                    check=True,
-                ).stdout
-                data = json.loads(out.strip().splitlines()[-1])
-                run = runs.setdefault(gc_mode, {"dag": [], "minimal": [], "ratio": []})
-                run["dag"].append(data["dag"])
-                run["minimal"].append(data["minimal"])
-                run["ratio"].append(data["dag"] / data["minimal"])
-        ratio = median(runs["freeze"]["ratio"])
+        ).stdout
+        data = json.loads(out.strip().splitlines()[-1])
+        ratios = {mode: [dag / mini for mini, dag in data[mode]] for mode in ("freeze", "no-freeze")}
+        ratio = median(ratios["freeze"])
         figures.append(
             Figure(
                 6,
@@ -519,12 +539,12 @@ def dag_parse(workdir: Path, reps: int, env: dict[str, str]) -> list[Figure]:
                 "<= 1.5",
                 ratio <= 1.5,
                 {
-                    "dag_s": median(runs["freeze"]["dag"]),
-                    "minimal_s": median(runs["freeze"]["minimal"]),
-                    "ratio_without_gc_freeze": median(runs["no-freeze"]["ratio"]),
+                    "dag_s": median([dag for _, dag in data["freeze"]]),
+                    "minimal_s": median([mini for mini, _ in data["freeze"]]),
+                    "ratio_without_gc_freeze": median(ratios["no-freeze"]),
                     "n": reps,
-                    "ratios": runs["freeze"]["ratio"],
-                    "ratios_without_gc_freeze": runs["no-freeze"]["ratio"],
+                    "ratios": ratios["freeze"],
+                    "ratios_without_gc_freeze": ratios["no-freeze"],
                 },
             )
         )

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, BinaryIO, Protocol
+from typing import Any, Protocol
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from boto3.s3.transfer import TransferConfig
@@ -370,15 +370,6 @@ class SnapshotStoreHook(S3Hook):
                 return None
             raise
         return int(head["ContentLength"]), head.get("ChecksumSHA256")
-
-    def download_to(self, bucket: str, key: str, fileobj: BinaryIO) -> None:
-        """Download an object into a file object (multipart-aware).
-
-        :param bucket: bucket.
-        :param key: key.
-        :param fileobj: destination.
-        """
-        self.client.download_fileobj(bucket, key, fileobj)
 
     # ---- restore reads (added for the restore DAG) ----------------------------------------------
 
