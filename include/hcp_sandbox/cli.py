@@ -265,6 +265,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"S3      {info['s3']['url']}: {exc.code}")
     except OSError as exc:
         problems.append(f"S3 unreachable: {exc}")
+    if info.get("hypershift_clock_ahead_seconds"):
+        print(f"CLOCK   HyperShift runs {info['hypershift_clock_ahead_seconds']:.0f}s ahead (clock fault)")
     for problem in problems:
         print(f"UNHEALTHY: {problem}")
     print("healthy" if not problems else "unhealthy")
@@ -305,6 +307,8 @@ def fault_spec(args: argparse.Namespace) -> dict[str, Any]:
         return {"kind": kind, "count": args.count}
     if kind == "volume":
         return {"kind": kind, "namespace": args.namespace, "pod": args.pod, "free_bytes": args.free_bytes}
+    if kind == "clock":
+        return {"kind": kind, "ahead_seconds": args.ahead_seconds}
     raise ValueError(kind)
 
 
@@ -426,6 +430,10 @@ def build_parser() -> argparse.ArgumentParser:
     vol.add_argument("--namespace", required=True)
     vol.add_argument("--pod", required=True)
     vol.add_argument("--free-bytes", type=int, required=True)
+    clock = kinds.add_parser(
+        "clock", help="run the HyperShift stand-in's clock S seconds ahead for pausedUntil (0 resets)"
+    )
+    clock.add_argument("--ahead-seconds", type=float, required=True)
     fault.set_defaults(func=cmd_fault)
 
     srv = sub.add_parser("serve", help=argparse.SUPPRESS)

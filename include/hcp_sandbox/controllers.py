@@ -8,7 +8,8 @@ One asyncio loop in the serve process, driven by store events and a short tick:
 - tear it down when the HostedCluster goes (namespace, objects, etcd processes, volumes);
 - HyperShift's pause semantics: while ``pausedUntil`` is ``"true"`` or a future RFC3339 time only
   status is written (``ReconciliationActive=False``); otherwise the API server Deployments are put
-  back to their default replicas;
+  back to their default replicas. "Future" is judged by HyperShift's clock, which the ``clock`` fault
+  can run ahead (to pass a deadline of minutes in seconds);
 - Deployment -> Pod (ready / gone after a delay), pod status as a kubelet reports it;
 - conditions from reality (member ``/health``, ready kube-apiserver pods);
 - a writer per hosted cluster that puts leases and events into etcd while kube-apiserver has ready
@@ -158,6 +159,8 @@ class ControlPlane:
         self.on_change = on_change or (lambda: None)
         self.clusters: dict[tuple[str, str], ClusterRuntime] = {}
         self.split_brain_restores = 0
+        # The `clock` fault: how far HyperShift's "now" runs ahead of real time (pause check only).
+        self.clock_ahead_seconds = 0.0
         self._kick = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._main: asyncio.Task[None] | None = None
@@ -237,6 +240,10 @@ class ControlPlane:
             }
         return out
 
+    def now(self) -> datetime.datetime:
+        """HyperShift's "now": real time plus the ``clock`` fault's offset."""
+        return datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=self.clock_ahead_seconds)
+
     def etcd_pids(self) -> list[int]:
         return [pid for rt in self.clusters.values() if rt.etcd for pid in rt.etcd.pids]
 
@@ -267,8 +274,10 @@ class ControlPlane:
     # -- faults ------------------------------------------------------------------------------
 
     async def handle_fault(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """The fault kinds owned by the controllers: etcd-stop/start, restore-split-brain, volume."""
+        """The fault kinds owned by the controllers: etcd-stop/start, restore-split-brain, volume, clock."""
         kind = spec.get("kind")
+        if kind == "clock":
+            return self._set_clock(spec.get("ahead_seconds"))
         if kind == "restore-split-brain":
             self.split_brain_restores += int(spec.get("count", 1))
             return {"kind": kind, "pending": self.split_brain_restores}
@@ -295,6 +304,20 @@ class ControlPlane:
         self._kick.set()
         return {"kind": kind, "namespace": namespace, "pod": pod}
 
+    def _set_clock(self, ahead: Any) -> dict[str, Any]:
+        """Run HyperShift's clock ``ahead`` seconds ahead of real time (0: real time again)."""
+        if isinstance(ahead, bool) or not isinstance(ahead, int | float) or not 0 <= ahead <= 10**9:
+            raise ApiError(400, "BadRequest", "clock fault needs 'ahead_seconds', a number >= 0")
+        self.clock_ahead_seconds = float(ahead)
+        self.on_change()
+        # Reconcile now: a deadline passed by the jump is acted on at once, not at the next tick.
+        self._kick.set()
+        return {
+            "kind": "clock",
+            "ahead_seconds": self.clock_ahead_seconds,
+            "now": self.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+
     # -- reconcile -----------------------------------------------------------------------------
 
     def reconcile_all(self) -> None:
@@ -303,7 +326,7 @@ class ControlPlane:
             key = (hc["metadata"]["namespace"], hc["metadata"]["name"])
             seen.add(key)
             rt = self.clusters.get(key)
-            paused = is_paused(hc.get("spec", {}).get("pausedUntil"))
+            paused = is_paused(hc.get("spec", {}).get("pausedUntil"), self.now())
             if rt is None:
                 rt = self.clusters[key] = ClusterRuntime(key[0], key[1], member_count(hc))
             if rt.phase == "pending" and not paused:

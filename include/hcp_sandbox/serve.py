@@ -137,10 +137,11 @@ class Sandbox:
         if self.control is not None:
             self.info["pids"]["etcd"] = self.control.etcd_pids()
             self.info["hosted_clusters"] = self.control.describe()
+            self.info["hypershift_clock_ahead_seconds"] = self.control.clock_ahead_seconds
         write_json_atomic(self.paths.info, self.info)
 
     async def fault(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """Fault kinds beyond the API layer's: ``s3`` here, etcd and volume ones in the controllers."""
+        """Fault kinds beyond the API layer's: ``s3`` here, etcd, volume and clock in the controllers."""
         if spec.get("kind") == "s3":
             try:
                 s3.add_fault(

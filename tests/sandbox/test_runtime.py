@@ -507,6 +507,29 @@ def test_pause_deadline_resumes_by_itself(core, apps, custom):
     set_paused(custom, "single-one", None)
 
 
+def test_clock_fault_passes_a_long_deadline(sandbox, apps, custom):
+    """Paused until now + 10 min: stays paused; HyperShift's clock 660 s ahead: reconciled at once."""
+    ns = "clusters-single-one"
+    deadline = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=10)
+    set_paused(custom, "single-one", deadline.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    try:
+        scale_api_servers(apps, ns, 0)
+        wait_for(lambda: ready_replicas(apps, ns) == 0, 10, "scaled down while paused")
+        time.sleep(1)  # a few reconcile ticks (0.25 s): a paused cluster is not scaled back
+        assert apps.read_namespaced_deployment("kube-apiserver", ns).spec.replicas == 0
+        assert not is_true(custom, "single-one", "ReconciliationActive")
+        answer = sandbox.fault("clock", "--ahead-seconds", "660")
+        assert answer["ahead_seconds"] == 660.0
+        wait_for(lambda: ready_replicas(apps, ns) == 1, 15, "replicas back past HyperShift's deadline")
+        assert is_true(custom, "single-one", "ReconciliationActive")
+        wait_for(lambda: is_true(custom, "single-one", "Available"), 10, "Available")
+        assert "660s ahead" in sandbox.cli("status", "--dir", str(sandbox.dir)).stdout
+    finally:
+        sandbox.fault("clock", "--ahead-seconds", "0")
+        set_paused(custom, "single-one", None)
+    wait_for(lambda: ready_replicas(apps, ns) == 1, 15, "kube-apiserver back")
+
+
 def test_writer_stops_at_zero_replicas_and_resumes(core, apps, custom):
     ns = "clusters-single-one"
     before = revision(core, ns)

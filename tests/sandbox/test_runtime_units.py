@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import io
 import os
@@ -14,9 +15,19 @@ import pytest
 from hcp_etcd import aescbc as product_aescbc
 from hcp_sandbox import aescbc, render, s3
 from hcp_sandbox.cli import build_parser, cluster_specs, fault_spec
-from hcp_sandbox.controllers import control_plane_namespace, is_paused, member_count, merge_conditions
+from hcp_sandbox.controllers import (
+    ClusterRuntime,
+    ControlPlane,
+    control_plane_namespace,
+    is_paused,
+    member_count,
+    merge_conditions,
+)
+from hcp_sandbox.layout import SandboxPaths
 from hcp_sandbox.podexec import PodTarget, map_argument
 from hcp_sandbox.seed import generate
+from hcp_sandbox.store import ApiError, Store
+from tests.sandbox.conftest import seed_hosted_cluster
 
 ROOT = Path("/sbx/pods/clusters-a/etcd-1")
 SHIMS = Path("/sbx/shims")
@@ -164,5 +175,44 @@ def test_cli_arguments():
         ["fault", "--dir", "d", "volume", "--namespace", "n", "--pod", "p", "--free-bytes", "9"]
     )
     assert fault_spec(args) == {"kind": "volume", "namespace": "n", "pod": "p", "free_bytes": 9}
+    args = parser.parse_args(["fault", "--dir", "d", "clock", "--ahead-seconds", "660"])
+    assert fault_spec(args) == {"kind": "clock", "ahead_seconds": 660.0}
     with pytest.raises(SystemExit):
         parser.parse_args(["up", "--dir", "d", "--members", "2"])
+
+
+def _api_replicas(store: Store, namespace: str) -> set[int]:
+    names = ("kube-apiserver", "openshift-apiserver", "openshift-oauth-apiserver")
+    return {store.get("deployments", namespace, n)["spec"]["replicas"] for n in names}
+
+
+def test_clock_fault_moves_only_the_pause_check(tmp_path):
+    """Paused until now + 10 min: not reconciled; 660 s ahead: the deadline has passed, replicas back."""
+    store = Store()
+    ns = seed_hosted_cluster(store, "tt", replicas=0)
+    deadline = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=10)
+    hc = store.get("hostedclusters", "clusters", "tt")
+    hc["spec"]["pausedUntil"] = deadline.strftime("%Y-%m-%dT%H:%M:%SZ")
+    hc["metadata"].pop("resourceVersion", None)
+    store.replace("hostedclusters", hc)
+    control = ControlPlane(store, SandboxPaths.of(tmp_path), (b"", b""))
+    # A provisioned cluster of 3 members (what _provision leaves), without etcd processes.
+    control.clusters[("clusters", "tt")] = ClusterRuntime("clusters", "tt", 3, phase="running")
+
+    control.reconcile_all()
+    assert _api_replicas(store, ns) == {0}, "paused: the API servers are left at 0"
+    assert is_paused(hc["spec"]["pausedUntil"], control.now())
+
+    with pytest.raises(ApiError) as err:
+        asyncio.run(control.handle_fault({"kind": "clock", "ahead_seconds": -1}))
+    assert err.value.code == 400
+    answer = asyncio.run(control.handle_fault({"kind": "clock", "ahead_seconds": 660}))
+    assert answer["ahead_seconds"] == 660.0
+    assert not is_paused(hc["spec"]["pausedUntil"], control.now())
+    # Real time did not move: the deadline is still ahead for everyone but HyperShift.
+    assert is_paused(hc["spec"]["pausedUntil"])
+    control.reconcile_all()
+    assert _api_replicas(store, ns) == {3}, "past HyperShift's deadline: replicas put back"
+
+    asyncio.run(control.handle_fault({"kind": "clock", "ahead_seconds": 0}))
+    assert is_paused(hc["spec"]["pausedUntil"], control.now())
