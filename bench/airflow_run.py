@@ -95,10 +95,13 @@ class Airflow:
             raise RuntimeError(f"airflow {' '.join(args[:2])} failed: {proc.stderr[-1500:]}")
         return proc.stdout
 
-    def start(self, timeout: float = 300) -> None:
+    def start(
+        self, timeout: float = 300, dag_ids: tuple[str, ...] = ("hcp_etcd_backup", "hcp_etcd_restore")
+    ) -> None:
         """Migrate, create the pool, start standalone and wait until the DAGs are parsed.
 
         :param timeout: seconds.
+        :param dag_ids: the DAGs to wait for.
         """
         self.home.mkdir(parents=True, exist_ok=True)
         self.cli("db", "migrate", timeout=timeout)
@@ -115,7 +118,7 @@ class Airflow:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"airflow standalone exited; see {self.home / 'standalone.log'}")
-            if self._api_up() and self._parsed({"hcp_etcd_backup", "hcp_etcd_restore"}):
+            if self._api_up() and self._parsed(set(dag_ids)):
                 return
             time.sleep(2)
         tail = (self.home / "standalone.log").read_text(errors="replace")[-3000:]
@@ -174,6 +177,27 @@ class Airflow:
         )
         with urllib.request.urlopen(request, timeout=60) as resp:
             return json.load(resp)
+
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        """Pause or unpause a DAG through the REST API (a paused DAG's runs get no new task queued).
+
+        :param dag_id: the DAG.
+        :param paused: the new state.
+        """
+        self._api("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": paused})
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        """The state of each task instance of a run, by ``task_id[map_index]``, from the DB.
+
+        :param dag_id: the DAG.
+        :param run_id: the run.
+        """
+        rows = self._query(
+            "SELECT task_id, map_index, state FROM task_instance WHERE dag_id = ? AND run_id = ?",
+            dag_id,
+            run_id,
+        )
+        return {f"{t[0]}[{t[1]}]": t[2] for t in rows}
 
     def trigger(self, dag_id: str, conf: dict[str, Any], run_id: str) -> str:
         """Trigger a run of ``dag_id`` now with ``conf`` through the REST API.
