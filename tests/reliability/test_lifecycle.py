@@ -1,7 +1,8 @@
 """Runs that die, runs that collide, and a restore that fails halfway (issue 6).
 
-- Airflow dies after the quiesce (its process SIGKILLed): the ``pausedUntil`` deadline brings the
-  cluster back by itself, and the next run takes the expired lock over and ends clean.
+- A worker dies after the quiesce (its process SIGKILLed): the ``pausedUntil`` deadline brings the
+  cluster back by itself, and the next run takes the expired lock over and ends clean. (Every
+  Airflow process dying, under a real scheduler: ``test_airflow_dies.py``.)
 - Two runs on one cluster: the second refuses before any write and names the holder.
 - Restore ``create`` with the API failing halfway: the partial objects are undone, the retry creates
   the cluster, it is restored and verified — all under ``include/rbac``.
