@@ -487,9 +487,7 @@ def prepare_objects(
         # The infra id names cloud resources: a restore next to its source must not share them.
         hc["spec"]["infraID"] = f"{target.name[:20]}-{secrets.token_hex(3)[:5]}"
     _set_restore_storage(hc, url or "https://placeholder.invalid/")
-    hc["metadata"].setdefault("annotations", {}).update(
-        {RESTORED_FROM_ANNOTATION: manifest_uri, RESTORED_BY_ANNOTATION: restored_by}
-    )
+    hc["metadata"]["annotations"][RESTORED_FROM_ANNOTATION] = manifest_uri  # restored-by: set above
     names = key_secret_names(hc)
     if "backupKey" in key_entries(manifest) and "backupKey" not in names:
         names["backupKey"] = f"{target.name}-etcd-encryption-backup-key"

@@ -208,6 +208,8 @@ def start_rbac_sandbox(directory: Path, *up_args: str) -> Sandbox:
     return box
 
 
+# `sandbox` itself is overridden, not only how it starts: pytest keeps one instance of a session
+# fixture per definition, so this one is separate from the unrestricted sandbox of tests/sandbox.
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     """The shared sandbox of tests/conftest.py (``ha-one``, ``single-one``), enforcing include/rbac."""

@@ -334,6 +334,8 @@ class QuiesceApiServersOperator(HostedClusterOperator):
     """
 
     template_fields: tuple[str, ...] = (*HostedClusterOperator.template_fields, "mode")
+    inline_wait_seconds = INLINE_WAIT_SECONDS
+    inline_poll_interval = INLINE_POLL_SECONDS
 
     def __init__(
         self,
@@ -385,13 +387,7 @@ class QuiesceApiServersOperator(HostedClusterOperator):
             timeout=self.timeout,
             poll_interval=1,
         )
-        return self.wait(
-            trigger,
-            "execute_complete",
-            context,
-            inline_seconds=INLINE_WAIT_SECONDS,
-            inline_poll_interval=INLINE_POLL_SECONDS,
-        )
+        return self.wait(trigger, "execute_complete", context)
 
     def _current_replicas(self, hc: dict[str, Any], ns: str) -> dict[str, int]:
         policy = (hc.get("spec") or {}).get("controllerAvailabilityPolicy", "HighlyAvailable")
@@ -443,6 +439,8 @@ class ResumeApiServersOperator(HostedClusterOperator):
     """
 
     template_fields: tuple[str, ...] = (*HostedClusterOperator.template_fields, "mode")
+    inline_wait_seconds = INLINE_WAIT_SECONDS
+    inline_poll_interval = INLINE_POLL_SECONDS
 
     def __init__(self, *, mode: str = "quiesced", timeout: float = 900, **kwargs: Any) -> None:
         """See the class docstring."""
@@ -474,13 +472,7 @@ class ResumeApiServersOperator(HostedClusterOperator):
             timeout=self.timeout,
             poll_interval=1,
         )
-        return self.wait(
-            trigger,
-            "execute_complete",
-            context,
-            inline_seconds=INLINE_WAIT_SECONDS,
-            inline_poll_interval=INLINE_POLL_SECONDS,
-        )
+        return self.wait(trigger, "execute_complete", context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Measure the downtime, drop the annotation."""

@@ -43,6 +43,10 @@ class HostedClusterOperator(BaseOperator):
 
     template_fields: tuple[str, ...] = ("hosted_cluster", "kubernetes_conn_id")
     ui_color = "#e8f1fb"
+    # How :meth:`wait` waits before it defers: subclasses whose waits usually end within seconds poll
+    # in the worker first, for up to ``inline_wait_seconds``, every ``inline_poll_interval`` seconds.
+    inline_wait_seconds: float = 0
+    inline_poll_interval: float | None = None
 
     def __init__(
         self,
@@ -98,7 +102,7 @@ class HostedClusterOperator(BaseOperator):
         trigger: BaseTrigger,
         method_name: str,
         context: Context,
-        inline_seconds: float = 0,
+        inline_seconds: float | None = None,
         inline_poll_interval: float | None = None,
         **kwargs: Any,
     ) -> Any:
@@ -107,15 +111,20 @@ class HostedClusterOperator(BaseOperator):
         :param trigger: the trigger.
         :param method_name: the method resumed with ``event``.
         :param context: task context.
-        :param inline_seconds: first poll in this process for up to this long, and defer only if the
+        :param inline_seconds: first poll in this process for up to this long (default: the class's
+            ``inline_wait_seconds``), and defer only if the
             wait is not over by then. A deferral costs two hand-offs (worker -> triggerer -> scheduler ->
             a new worker process): for waits of a few seconds inside the API downtime window that is
             most of the window (measured in BENCHMARKS.md, figure 1).
         :param inline_poll_interval: the trigger's ``poll_interval`` while polling in this process
             (a worker slot is held anyway, so polling it faster costs only a few more reads); the
-            deferred trigger keeps its own.
+            deferred trigger keeps its own (default: the class's ``inline_poll_interval``).
         :param kwargs: passed to the method.
         """
+        if inline_seconds is None:
+            inline_seconds = self.inline_wait_seconds
+        if inline_poll_interval is None:
+            inline_poll_interval = self.inline_poll_interval
         if self.deferrable and inline_seconds > 0:
             probe = trigger
             if inline_poll_interval is not None:

@@ -42,9 +42,6 @@ _MANIFESTS_MAX_BYTES = 4 * 1024 * 1024
 _HCP_OPTION = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _HCP_RESERVED = {"name", "namespace", "render", "render-sensitive", "render-into"}
 ERROR_XCOM_KEY = "error"
-# The restore wait polls in the worker this long (every second) before it defers.
-INLINE_WAIT_SECONDS = 120
-INLINE_POLL_SECONDS = 1.0
 
 
 def drill_moment(context: Context) -> datetime:
@@ -539,9 +536,7 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
                 mask_secret(value)
             by_name[target_name]["data"] = data
 
-    def _create_all(
-        self, plan: restore.RestorePlan, adopted: set[tuple[str, str]] | None = None
-    ) -> list[dict[str, Any]]:
+    def _create_all(self, plan: restore.RestorePlan, adopted: set[tuple[str, str]]) -> list[dict[str, Any]]:
         from kubernetes.client.rest import ApiException
 
         created: list[dict[str, Any]] = []
@@ -558,7 +553,7 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
                     "v1", "Namespace", None, meta["name"]
                 ):
                     continue
-                if (obj["kind"], meta["name"]) in (adopted or set()):
+                if (obj["kind"], meta["name"]) in adopted:
                     created.append(ident)  # ours: the teardown (or an undo) deletes it too
                     continue
                 try:
@@ -614,6 +609,11 @@ class WaitRestoredOperator(RestoreStepOperator):
     """
 
     template_fields: tuple[str, ...] = (*RestoreStepOperator.template_fields, "created", "timeout")
+    # A restore of a few GiB is Available within a minute or two: poll in the worker first (every
+    # second), so that the end is seen at once and not up to a poll interval plus a triggerer ->
+    # scheduler -> worker hand-off later (BENCHMARKS.md, figure 5); defer after 2 minutes.
+    inline_wait_seconds = 120
+    inline_poll_interval = 1.0
 
     def __init__(
         self, *, created: Any = None, timeout: float | str = 1800, poll_interval: float = 5, **kwargs: Any
@@ -637,16 +637,7 @@ class WaitRestoredOperator(RestoreStepOperator):
             timeout=self.timeout,
             poll_interval=self.poll_interval,
         )
-        # A restore of a few GiB is Available within a minute or two: poll in the worker first (every
-        # second), so that the end is seen at once and not up to a poll interval plus a triggerer ->
-        # scheduler -> worker hand-off later (BENCHMARKS.md, figure 5); defer after that.
-        return self.wait(
-            trigger,
-            "execute_complete",
-            context,
-            inline_seconds=INLINE_WAIT_SECONDS,
-            inline_poll_interval=INLINE_POLL_SECONDS,
-        )
+        return self.wait(trigger, "execute_complete", context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Interpret the event.
