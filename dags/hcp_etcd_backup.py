@@ -6,8 +6,6 @@ Read at parse: environment variables only (no Variable or Connection lookups).
 
 from __future__ import annotations
 
-import os
-
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import Param, TriggerRule, WeightRule, chain, dag, task_group
 
@@ -31,8 +29,8 @@ from hcp_etcd.operators.transfer import SnapshotToS3Operator
 from hcp_etcd.params import KUBERNETES as K8S
 from hcp_etcd.params import ref as P
 
-SCHEDULE = os.environ.get("HCP_ETCD_BACKUP_SCHEDULE", "0 2 * * *")
-POOL = os.environ.get("HCP_ETCD_POOL", "hcp_etcd_backup")
+SCHEDULE, _ = params.env_schedule(*params.BACKUP_SCHEDULE)  # never raises: see params
+POOL = params.env_text("HCP_ETCD_POOL", "hcp_etcd_backup")
 
 DOC = """
 ### Back up the etcd of hosted clusters
@@ -103,6 +101,13 @@ PARAMS = {
         6, type="integer", minimum=0, maximum=240, description="Keep one per month, N months."
     ),
     "dry_run": Param(False, type="boolean", description="Preflight only; retention lists, deletes nothing."),
+    "bypass_governance_retention": Param(
+        False,
+        type="boolean",
+        description="Retention may delete backups under S3 Object Lock in GOVERNANCE mode (needs "
+        "s3:BypassGovernanceRetention). Off: locked backups are kept and reported as locked until their "
+        "retention date. COMPLIANCE mode and legal holds are never bypassed.",
+    ),
     **params.connections(),
 }
 
@@ -115,7 +120,7 @@ RESTORE = {"pool": "default_pool", "priority_weight": 100}
 @dag(
     dag_id="hcp_etcd_backup",
     # No start_date: unpausing waits for the next slot (see params.cron_schedule).
-    schedule=params.cron_schedule(SCHEDULE),
+    schedule=SCHEDULE,
     catchup=False,
     max_active_runs=1,
     params=PARAMS,
@@ -131,13 +136,17 @@ def hcp_etcd_backup() -> None:
         task_id="resolve_clusters",
         hosted_clusters=P("hosted_clusters"),
         label_selector=P("label_selector"),
+        schedule_setting=params.BACKUP_SCHEDULE,
         **K8S,
     )
 
     @task_group(group_id="backup")
     def backup_cluster(hosted_cluster: str) -> None:
         hc = {"hosted_cluster": hosted_cluster}
-        preflight = BackupPreflightOperator(task_id="preflight", dry_run=P("dry_run"), **hc, **S3, **MODE)
+        keys = {"key_prefix": P("key_prefix"), "key_bucket": P("key_bucket")}
+        preflight = BackupPreflightOperator(
+            task_id="preflight", dry_run=P("dry_run"), **keys, **hc, **S3, **MODE
+        )
         pause = PauseReconciliationOperator(
             task_id="pause", pause_deadline_minutes=P("pause_deadline_minutes"), **hc, **K8S, **MODE
         )
@@ -153,9 +162,7 @@ def hcp_etcd_backup() -> None:
             **hc,
             **S3,
         )
-        escrow = EscrowEncryptionKeyOperator(
-            task_id="escrow_key", key_prefix=P("key_prefix"), key_bucket=P("key_bucket"), **hc, **S3
-        )
+        escrow = EscrowEncryptionKeyOperator(task_id="escrow_key", **keys, **hc, **S3)
         publish = PublishManifestOperator(
             task_id="publish_manifest",
             snapshot=snapshot.output,
@@ -192,6 +199,7 @@ def hcp_etcd_backup() -> None:
         keep_weekly=P("keep_weekly"),
         keep_monthly=P("keep_monthly"),
         dry_run=P("dry_run"),
+        bypass_governance_retention=P("bypass_governance_retention"),
         # Retention reads only manifests (verified backups), so a failed cluster cannot mislead it.
         trigger_rule=TriggerRule.ALL_DONE,
         **S3,

@@ -6,8 +6,6 @@ Read at parse: environment variables only (no Variable or Connection lookups).
 
 from __future__ import annotations
 
-import os
-
 from airflow.sdk import Param, TriggerRule, chain, dag, task_group
 
 from hcp_etcd import params
@@ -27,7 +25,7 @@ from hcp_etcd.params import STORE
 from hcp_etcd.params import ref as P
 from hcp_etcd.restore import DRILL_LABEL, MAX_URL_EXPIRY_HOURS
 
-SCHEDULE = os.environ.get("HCP_ETCD_DRILL_SCHEDULE", "0 4 * * 0")
+SCHEDULE, _ = params.env_schedule(*params.DRILL_SCHEDULE)  # never raises: see params
 
 DOC = """
 ### Restore drill: prove every backup brings a cluster back
@@ -71,7 +69,7 @@ PARAMS = {
 @dag(
     dag_id="hcp_etcd_restore_drill",
     # No start_date: unpausing waits for the next slot (see params.cron_schedule).
-    schedule=params.cron_schedule(SCHEDULE),
+    schedule=SCHEDULE,
     catchup=False,
     max_active_runs=1,
     params=PARAMS,
@@ -87,6 +85,7 @@ def hcp_etcd_restore_drill() -> None:
         hosted_clusters=P("hosted_clusters"),
         label_selector=P("label_selector"),
         kubernetes_conn_id=P("kubernetes_conn_id"),
+        schedule_setting=params.DRILL_SCHEDULE,
     )
 
     @task_group(group_id="drill")

@@ -73,6 +73,7 @@ def build_manifest(
     dag_id: str,
     run_id: str,
     sse: str,
+    backup_prefix: str | None = None,
 ) -> dict[str, Any]:
     """Assemble a manifest and validate it.
 
@@ -100,6 +101,8 @@ def build_manifest(
     :param dag_id: Airflow DAG id.
     :param run_id: Airflow run id.
     :param sse: server-side encryption used (``aws:kms`` or ``AES256``).
+    :param backup_prefix: the backup prefix the backup was written under (``{prefix}/{ns}/{name}/…``):
+        key garbage collection and copies elsewhere can tell which location it belongs to.
     """
     manifest: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -107,6 +110,7 @@ def build_manifest(
         "hosted_cluster": {"namespace": namespace, "name": name},
         "created_at": created_at,
         "mode": mode,
+        "backup_prefix": backup_prefix,
         "snapshot": {
             "bucket": bucket,
             "key": snapshot_key,

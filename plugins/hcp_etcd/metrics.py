@@ -14,6 +14,8 @@ Datadog, InfluxDB-style StatsD), and once with the cluster in the name
 | ``hcp_etcd.backup.newest_timestamp`` | gauge | Unix time of the newest backup (alert: now - it > 26 h) |
 | ``hcp_etcd.drill.recovery_seconds`` | gauge | drill: create to Available |
 | ``hcp_etcd.drill.result`` | gauge | last drill: 1 passed, 0 failed |
+| ``hcp_etcd.retention.unreadable_backups`` | gauge | kept with an unreadable manifest (alert: > 0) |
+| ``hcp_etcd.retention.locked_backups`` | gauge | backups past the policy that S3 Object Lock still protects |
 
 A metric never fails a backup: errors are logged and swallowed.
 """
@@ -36,6 +38,8 @@ API_DOWNTIME_SECONDS = "hcp_etcd.backup.api_downtime_seconds"
 NEWEST_BACKUP_TIMESTAMP = "hcp_etcd.backup.newest_timestamp"
 DRILL_RECOVERY_SECONDS = "hcp_etcd.drill.recovery_seconds"
 DRILL_RESULT = "hcp_etcd.drill.result"
+UNREADABLE_BACKUPS = "hcp_etcd.retention.unreadable_backups"
+LOCKED_BACKUPS = "hcp_etcd.retention.locked_backups"
 ALL_METRICS = (
     BACKUP_DURATION,
     SNAPSHOT_BYTES,
@@ -43,6 +47,8 @@ ALL_METRICS = (
     NEWEST_BACKUP_TIMESTAMP,
     DRILL_RECOVERY_SECONDS,
     DRILL_RESULT,
+    UNREADABLE_BACKUPS,
+    LOCKED_BACKUPS,
 )
 
 
@@ -126,3 +132,17 @@ def emit_drill(report: dict[str, Any]) -> None:
             _gauge(metric, value, hc["namespace"], hc["name"])
     except Exception:  # a metric must never fail a drill
         log.warning("could not emit drill metrics", exc_info=True)
+
+
+def emit_retention(namespace: str, name: str, summary: dict[str, Any]) -> None:
+    """Emit the figures of one cluster's retention; never raises.
+
+    :param namespace: HostedCluster namespace.
+    :param name: HostedCluster name.
+    :param summary: the cluster's entry in the retention task's result.
+    """
+    try:
+        _gauge(UNREADABLE_BACKUPS, float(len(summary.get("unreadable") or {})), namespace, name)
+        _gauge(LOCKED_BACKUPS, float(len(summary.get("locked") or {})), namespace, name)
+    except Exception:  # a metric must never fail retention
+        log.warning("could not emit retention metrics", exc_info=True)

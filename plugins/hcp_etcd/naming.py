@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -201,6 +202,33 @@ def encryption_key_key(key_prefix: str, ref: ClusterRef, sha256: str) -> str:
     if not re.fullmatch(r"[0-9a-f]{64}", sha256):
         raise ValueError("a key fingerprint is 64 lowercase hex digits")
     return f"{_join(key_prefix, ref.namespace, ref.name)}/{sha256}.key"
+
+
+# Under the key prefix, next to ``{ns}/{name}/`` (no namespace can start with "_": DNS-1123).
+BACKUP_LOCATIONS_DIR = "_backup-locations"
+
+
+def backup_locations_prefix(key_prefix: str) -> str:
+    """Where a key store lists the backup locations whose manifests refer to its keys.
+
+    :param key_prefix: the key prefix.
+    """
+    return f"{_join(key_prefix, BACKUP_LOCATIONS_DIR)}/"
+
+
+def backup_location_key(key_prefix: str, bucket: str, prefix: str) -> str:
+    """The registry entry of one backup location (``s3://bucket/prefix``) in a key store.
+
+    Key objects are content-addressed, so one key object can serve backups under several prefixes
+    (and buckets): key garbage collection must read the manifests of every one of them, and this
+    registry is how it knows them (``escrow_key`` registers its location before writing a key).
+
+    :param key_prefix: the key prefix.
+    :param bucket: the backup bucket.
+    :param prefix: the backup prefix.
+    """
+    digest = hashlib.sha256(f"{bucket}/{prefix.strip('/')}".encode()).hexdigest()[:32]
+    return f"{backup_locations_prefix(key_prefix)}{digest}.json"
 
 
 def asset_uri(bucket: str, prefix: str, ref: ClusterRef) -> str:

@@ -21,31 +21,17 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from typing import Any
 
 from airflow.sdk import BaseHook, BaseNotifier
 from airflow.sdk.exceptions import AirflowException, AirflowNotFoundException
 
+from hcp_etcd.errors import redact
+
 ALERT_CONN_ENV = "HCP_ETCD_ALERT_CONN_ID"
 DEFAULT_ALERT_CONN_ID = "hcp_etcd_alerts"
 WEBHOOK_TYPES = ("http", "https")
 alert_log = logging.getLogger("hcp_etcd.alerts")
-
-# SigV4/SigV2 query parameters that make a URL a credential.
-_SIGNED_PARAMS = re.compile(
-    r"(?i)((?:X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|Signature|AWSAccessKeyId)=)[^&\s\"']+"
-)
-
-
-def redact(text: str, limit: int = 1000) -> str:
-    """Remove presigned-URL signatures and credentials from a text, and cut it to ``limit`` characters.
-
-    :param text: e.g. an exception message.
-    :param limit: the most characters kept.
-    """
-    clean = _SIGNED_PARAMS.sub(r"\1REDACTED", text)
-    return clean if len(clean) <= limit else clean[: limit - 1] + "…"
 
 
 def failure_message(context: Any) -> dict[str, Any]:

@@ -4,16 +4,23 @@ DAG files call this at parse time, so it reads environment variables only (no Va
 Connection lookups: those are I/O), and reads them when called, so every parse sees the current
 environment. One definition per Param keeps the backup, restore and drill
 forms in step: the same bucket, prefixes and connections mean the same thing in each.
+
+A setting read at parse never raises: an invalid value would make the DAG file fail to import, and
+the DAG would vanish from the UI with an import error nobody reads. An invalid value falls back to
+the default (the Param's form says so), and the first task of each DAG fails with the problem
+(:func:`check_settings`), so the run shows it where the user looks.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import CronTriggerTimetable, Param
 
+from hcp_etcd.errors import ConfigurationError
 from hcp_etcd.naming import CLUSTER_REF_PATTERN, S3_PREFIX_PATTERN
 from hcp_etcd.notifications import failure_callbacks
 
@@ -22,6 +29,102 @@ DEFAULT_KEY_PREFIX = "hcp-etcd/keys"
 # S3's rules for bucket names; empty only so that a DAG parses where HCP_ETCD_BUCKET is unset
 # (the first task of each DAG refuses an empty bucket with a message saying what to set).
 _BUCKET_PATTERN = r"^$|^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+BUCKET_ENV = "HCP_ETCD_BUCKET"
+RETRY_DELAY_ENV = "HCP_ETCD_RETRY_DELAY_SECONDS"
+DEFAULT_RETRY_DELAY_SECONDS = 30.0
+
+
+def env_bucket() -> tuple[str, str | None]:
+    """``HCP_ETCD_BUCKET`` if it is a valid bucket name, else ``""``; and the problem, if any."""
+    raw = os.environ.get(BUCKET_ENV, "").strip()
+    if re.fullmatch(_BUCKET_PATTERN, raw):
+        return raw, None
+    return "", f"{BUCKET_ENV}={raw!r} is not a valid S3 bucket name (3-63 of a-z, 0-9, '.', '-')"
+
+
+def env_retry_delay() -> tuple[timedelta, str | None]:
+    """``HCP_ETCD_RETRY_DELAY_SECONDS`` (default 30 s); and the problem, if any."""
+    raw = os.environ.get(RETRY_DELAY_ENV, "").strip()
+    if not raw:
+        return timedelta(seconds=DEFAULT_RETRY_DELAY_SECONDS), None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 3600:
+        problem = f"{RETRY_DELAY_ENV}={raw!r} is not a number of seconds between 0 and 3600"
+        return timedelta(seconds=DEFAULT_RETRY_DELAY_SECONDS), problem
+    return timedelta(seconds=seconds), None
+
+
+def env_text(name: str, default: str) -> str:
+    """A non-empty text setting (a connection id, a pool): ``default`` when unset or blank.
+
+    :param name: the environment variable.
+    :param default: its default.
+    """
+    return os.environ.get(name, "").strip() or default
+
+
+def env_schedule(name: str, default: str) -> tuple[CronTriggerTimetable, str | None]:
+    """The cron schedule in ``name`` (see :func:`cron_schedule`); the default's when it is invalid.
+
+    :param name: the environment variable.
+    :param default: the default cron expression.
+    """
+    raw = os.environ.get(name, "").strip() or default
+    schedule = cron_schedule(raw)
+    try:
+        schedule.validate()
+    except Exception as err:  # AirflowTimetableInvalid, or croniter's own errors
+        return cron_schedule(default), f"{name}={raw!r} is not a cron expression ({err}); using {default!r}"
+    return schedule, None
+
+
+def setting_problems(*schedules: tuple[str, str]) -> list[str]:
+    """Every invalid setting of the environment, read now.
+
+    :param schedules: ``(variable, default)`` of the schedules the DAG reads.
+    """
+    # The bucket is checked where it is used (:func:`require_bucket`): a run given a bucket Param
+    # does not need HCP_ETCD_BUCKET.
+    problems = [env_retry_delay()[1]]
+    problems += [env_schedule(name, default)[1] for name, default in schedules]
+    return [p for p in problems if p]
+
+
+def check_settings(*schedules: tuple[str, str]) -> None:
+    """Fail (no retries) when a setting of the environment is invalid: the first task of each DAG.
+
+    :param schedules: ``(variable, default)`` of the schedules the DAG reads.
+    """
+    problems = setting_problems(*schedules)
+    if problems:
+        raise ConfigurationError(
+            "invalid settings in the Airflow environment: "
+            + "; ".join(problems)
+            + ". Fix them and run again."
+        )
+
+
+def require_bucket(bucket: Any) -> str:
+    """The bucket a task was given, or a clear error (no retries) saying what to set.
+
+    :param bucket: the rendered ``bucket`` Param.
+    """
+    if bucket and re.fullmatch(_BUCKET_PATTERN, str(bucket)):
+        return str(bucket)
+    if bucket:
+        raise ConfigurationError(f"bucket {bucket!r} is not a valid S3 bucket name")
+    problem = env_bucket()[1]
+    raise ConfigurationError(
+        problem or f"no bucket given: set the bucket Param or {BUCKET_ENV} in the Airflow environment"
+    )
+
+
+# (environment variable, default) of each DAG's schedule.
+BACKUP_SCHEDULE = ("HCP_ETCD_BACKUP_SCHEDULE", "0 2 * * *")
+DRILL_SCHEDULE = ("HCP_ETCD_DRILL_SCHEDULE", "0 4 * * 0")
 
 
 def cron_schedule(cron: str) -> CronTriggerTimetable:
@@ -51,7 +154,7 @@ def default_args(**extra: Any) -> dict[str, Any]:
 
     :param extra: more default arguments (e.g. a pool).
     """
-    retry_delay = timedelta(seconds=float(os.environ.get("HCP_ETCD_RETRY_DELAY_SECONDS", "30")))
+    retry_delay, _ = env_retry_delay()
     return {"retries": 2, "retry_delay": retry_delay, "on_failure_callback": failure_callbacks(), **extra}
 
 
@@ -83,13 +186,15 @@ def storage(key_prefix_description: str) -> dict[str, Param]:
 
     :param key_prefix_description: what the key prefix means in this DAG.
     """
+    bucket, problem = env_bucket()
     return {
         "bucket": Param(
-            os.environ.get("HCP_ETCD_BUCKET", ""),
+            bucket,
             type="string",
             maxLength=63,
             pattern=_BUCKET_PATTERN,
-            description="S3 bucket of the backups (default: env HCP_ETCD_BUCKET; required).",
+            description="S3 bucket of the backups (default: env HCP_ETCD_BUCKET; required)."
+            + (f" Ignored: {problem}." if problem else ""),
         ),
         "prefix": Param(
             DEFAULT_PREFIX,
@@ -137,13 +242,13 @@ def connections() -> dict[str, Param]:
     """``kubernetes_conn_id`` and ``aws_conn_id`` (defaults per deployment from the environment)."""
     return {
         "kubernetes_conn_id": Param(
-            os.environ.get("HCP_ETCD_KUBERNETES_CONN_ID", "kubernetes_default"),
+            env_text("HCP_ETCD_KUBERNETES_CONN_ID", "kubernetes_default"),
             type="string",
             minLength=1,
             description="Kubernetes connection id (default: env HCP_ETCD_KUBERNETES_CONN_ID).",
         ),
         "aws_conn_id": Param(
-            os.environ.get("HCP_ETCD_AWS_CONN_ID", "aws_default"),
+            env_text("HCP_ETCD_AWS_CONN_ID", "aws_default"),
             type="string",
             minLength=1,
             description="AWS connection id (default: env HCP_ETCD_AWS_CONN_ID).",

@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 from hcp_etcd import aescbc
+from hcp_etcd.errors import ConfigurationError, describe
 from hcp_etcd.manifest import ManifestError, validate_manifest
 from hcp_etcd.naming import (
     ANNOTATION_PREFIX,
@@ -77,8 +78,9 @@ _STRIP_METADATA = (
 )
 
 
-class RestoreInputError(ValueError):
-    """Bad input to a restore: refused before anything is created."""
+class RestoreInputError(ConfigurationError, ValueError):
+    """Bad input to a restore: refused before anything is created, and not retried (no retry changes
+    a manifest, a key or a target name)."""
 
 
 # ---- where the backup is ------------------------------------------------------------------------
@@ -304,7 +306,8 @@ def load_objects(text: str, origin: str) -> list[dict[str, Any]]:
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as err:
-        raise RestoreInputError(f"{origin} is not valid YAML: {str(err)[:300]}") from None
+        # Position only: yaml's own text quotes the line, and rendered manifests hold Secrets.
+        raise RestoreInputError(f"{origin} is not valid YAML: {describe(err, 300)}") from None
     objects: list[dict[str, Any]] = []
     for doc in docs:
         if isinstance(doc, list):

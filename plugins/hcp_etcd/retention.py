@@ -1,10 +1,22 @@
-"""Grandfather-father-son retention of verified backups (pure)."""
+"""Grandfather-father-son retention of verified backups (pure).
+
+Retention is the one place where the project deletes backups, so it deletes only what it understands:
+
+- a backup whose manifest is valid and that the policy does not keep (the newest is always kept);
+- a directory with no ``manifest.json`` object at all, once older than the grace (a failed backup);
+- an escrowed key that no manifest of any backup location sharing the key store refers to.
+
+A directory whose manifest exists but cannot be read or validated (another ``schema_version``, a
+truncated write, a field of a newer release, a manifest of another cluster) is **kept** and reported
+as unreadable: a schema bump or a rollback to an older release must never look like garbage. Objects
+that S3 Object Lock still protects are kept and reported as locked until their retention date.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 
 @dataclass(frozen=True)
@@ -122,6 +134,48 @@ def unreferenced_keys(
     return sorted(loc for loc, modified in key_objects if loc not in referenced and now - modified >= grace)
 
 
+@dataclass(frozen=True)
+class ObjectLock:
+    """The S3 Object Lock state of one object version.
+
+    :param mode: ``GOVERNANCE``, ``COMPLIANCE`` or None.
+    :param retain_until: end of its retention (None when it has none).
+    :param legal_hold: whether a legal hold is on.
+    """
+
+    mode: str | None = None
+    retain_until: datetime | None = None
+    legal_hold: bool = False
+
+
+def lock_blocking_delete(
+    locks: Iterable[ObjectLock], now: datetime, bypass_governance: bool = False
+) -> str | None:
+    """Why S3 would refuse to delete these versions now (``"locked until …"``), or None if it would not.
+
+    A legal hold and COMPLIANCE mode cannot be bypassed; GOVERNANCE mode only when the run asks for it
+    (``bypass_governance``: it needs ``s3:BypassGovernanceRetention`` and says so in the log).
+
+    :param locks: the lock state of every version to delete.
+    :param now: the current time.
+    :param bypass_governance: whether GOVERNANCE retention may be bypassed.
+    """
+    until: datetime | None = None
+    holds = False
+    for lock in locks:
+        if lock.legal_hold:
+            holds = True
+        active = lock.retain_until is not None and lock.retain_until > now
+        if active and not (bypass_governance and lock.mode == "GOVERNANCE"):
+            assert lock.retain_until is not None
+            until = lock.retain_until if until is None else max(until, lock.retain_until)
+    if holds:
+        return "under a legal hold"
+    if until is not None:
+        return f"locked until {until.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    return None
+
+
 @dataclass
 class BackupDir:
     """The objects of one backup directory.
@@ -137,8 +191,18 @@ class BackupDir:
 
     @property
     def has_manifest(self) -> bool:
-        """Whether ``manifest.json`` is there (still to be validated)."""
-        return any(k.endswith("/manifest.json") for k in self.keys)
+        """Whether a ``manifest.json`` object is there (readable or not: still to be validated)."""
+        return self.manifest_key is not None
+
+    @property
+    def manifest_key(self) -> str | None:
+        """The key of its ``manifest.json``, None when it has none."""
+        return next((k for k in self.keys if k.endswith("/manifest.json")), None)
+
+    def deletion_order(self) -> list[str]:
+        """Its keys, the manifest first: a delete cut short leaves a manifest-less directory, which the
+        grace rule removes later, never a manifest whose snapshot is gone."""
+        return sorted(self.keys, key=lambda k: (not k.endswith("/manifest.json"), k))
 
 
 def group_backup_dirs(objects: Iterable[tuple[str, datetime]], cluster_prefix: str) -> dict[str, BackupDir]:

@@ -95,6 +95,8 @@ class ClusterStatus:
     :param drill_recovery_seconds: its recovery time (create -> Available).
     :param drill_report_uri: ``s3://`` URI of that report.
     :param drill_failures: names of its failed checks and its errors.
+    :param unreadable_backups: backups newer than the newest valid one whose manifest is unreadable
+        (another schema, a truncated write): retention keeps them; someone must look.
     :param next_backup_at: next scheduled backup run (None when paused or unknown).
     :param state: ``stale``, ``drill-failed``, ``no-backup`` or ``ok``.
     :param reasons: why the row stands out (empty when ``ok``).
@@ -118,6 +120,7 @@ class ClusterStatus:
     drill_recovery_seconds: float | None = None
     drill_report_uri: str | None = None
     drill_failures: list[str] = field(default_factory=list)
+    unreadable_backups: list[str] = field(default_factory=list)
     next_backup_at: datetime | None = None
     state: str = STATE_OK
     reasons: list[str] = field(default_factory=list)
@@ -175,6 +178,11 @@ def classify(row: ClusterStatus, now: datetime, threshold: timedelta) -> Cluster
             state = STATE_DRILL_FAILED
         failures = ", ".join(row.drill_failures[:3])
         reasons.append("last drill failed" + (f" ({failures})" if failures else ""))
+    if row.unreadable_backups:
+        reasons.append(
+            f"{len(row.unreadable_backups)} newer backup(s) with an unreadable manifest "
+            f"({', '.join(row.unreadable_backups[:3])}): kept by retention, see docs/BACKUP.md"
+        )
     if not row.on_management_cluster and row.last_backup_at is not None:
         # Not an alarm by itself (a cluster may be retired) but the first thing an incident needs.
         reasons.append("HostedCluster not found on the management cluster: see docs/RUNBOOK.md")
@@ -205,8 +213,9 @@ def discover_backed_up(keys: Iterable[str], prefix: str) -> set[ClusterRef]:
 def newest_manifest(
     store: ObjectStore, bucket: str, prefix: str, ref: ClusterRef, objects: list[tuple[str, datetime]],
     now: datetime,
-) -> tuple[str, dict[str, Any], int] | None:  # fmt: skip
-    """The newest valid manifest of a cluster: ``(uri, manifest, number of complete backups)``.
+) -> tuple[tuple[str, dict[str, Any], int] | None, list[str]]:  # fmt: skip
+    """The newest valid manifest of a cluster: ``(uri, manifest, number of backups)`` or None; and the
+    backups newer than it whose manifest is unreadable (retention keeps those: the page shows them).
 
     :param store: the S3 reader.
     :param bucket: the bucket.
@@ -217,17 +226,20 @@ def newest_manifest(
     """
     base = cluster_prefix(prefix, ref)
     candidates = backup_candidates(objects, base, now)
+    unreadable: list[str] = []
     for ts in candidates[:MAX_MANIFEST_TRIES]:
         key = f"{base}/{ts}/manifest.json"
         try:
             manifest = validate_manifest(store.get_json(bucket, key))
         except (ManifestError, ValueError):
+            unreadable.append(ts)
             continue
         hc = manifest["hosted_cluster"]
         if (hc["namespace"], hc["name"]) != (ref.namespace, ref.name):
-            continue  # copied from elsewhere: not this cluster's backup
-        return f"s3://{bucket}/{key}", manifest, len(candidates)
-    return None
+            unreadable.append(ts)  # copied from elsewhere: not this cluster's backup
+            continue
+        return (f"s3://{bucket}/{key}", manifest, len(candidates)), unreadable
+    return None, unreadable
 
 
 def latest_drill(
@@ -300,7 +312,7 @@ def collect_status(
         if ref in live:
             row.on_management_cluster = True
             row.available, row.paused = _hosted_cluster_facts(live[ref], now)
-        found = newest_manifest(store, bucket, prefix, ref, objects, now)
+        found, row.unreadable_backups = newest_manifest(store, bucket, prefix, ref, objects, now)
         if found:
             row.manifest_uri, manifest, row.backups = found
             row.last_backup_at = _time(manifest["created_at"])

@@ -160,6 +160,46 @@ def test_fleet_of_three_online(make_sandbox, airflow_env_for, tmp_path):
     check_no_secret(box, env)
 
 
+def test_configuration_error_fails_at_once_and_changes_nothing(sandbox, airflow_env):
+    """A key bucket that does not exist (issue 12): the preflight probes it before the pause and fails
+    on its first try, no task of the run goes to up_for_retry, and the cluster is untouched."""
+    before = manifests(sandbox, "single-one")
+    run = airflow_env.run({"hosted_clusters": ["clusters/single-one"], "key_bucket": "no-such-key-bucket"})
+    assert run.state == "failed", run.tis
+    assert run.state_of("backup.preflight", 0) == "failed", run.tis
+    assert run.tries_of("backup.preflight", 0) == 1, run.tis
+    assert not [t for t, (state, _) in run.tis.items() if state == "up_for_retry"], run.tis
+    assert all(tries <= 1 for _, tries in run.tis.values()), run.tis
+    assert run.state_of("backup.pause", 0) == "upstream_failed", run.tis
+    assert "no-such-key-bucket" in run.output and "not retried" in run.output
+    assert manifests(sandbox, "single-one") == before
+    assert_restored(sandbox, "single-one", 1)
+
+
+def test_backups_into_an_object_lock_bucket(sandbox, airflow_env):
+    """Object Lock on, GOVERNANCE default retention (issue 12): both upload methods write there, and
+    retention keeps the locked older backup (no delete marker hides it) without failing the run."""
+    c = s3(sandbox)
+    bucket, region = "hcp-etcd-locked", c.meta.region_name
+    where = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+    c.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True, **where)
+    rule = {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}}
+    c.put_object_lock_configuration(
+        Bucket=bucket, ObjectLockConfiguration={"ObjectLockEnabled": "Enabled", "Rule": rule}
+    )
+    conf = {"hosted_clusters": ["clusters/single-one"], "bucket": bucket, "key_bucket": None,
+            "keep_last": 1, "keep_daily": 0, "keep_weekly": 0, "keep_monthly": 0}  # fmt: skip
+    for method in ("presigned-curl", "stream"):
+        run = airflow_env.run({**conf, "upload_method": method})
+        assert run.state == "success", (method, run.tis)
+        assert run.state_of("retention") == "success", run.tis
+    listing = c.list_object_versions(Bucket=bucket, Prefix="hcp-etcd/backups/clusters/single-one/")
+    found = sorted(v["Key"] for v in listing.get("Versions", []) if v["Key"].endswith("/manifest.json"))
+    assert len(found) == 2, found
+    assert not listing.get("DeleteMarkers"), "retention hid a locked backup behind a delete marker"
+    assert_restored(sandbox, "single-one", 1)
+
+
 def check_no_secret(box, env):
     """The key's bytes, raw or base64, are nowhere in the metadata DB, the task logs or the run output."""
     _, _, core = kube(box)

@@ -308,8 +308,14 @@ def test_bad_inputs_refused_before_any_write(sandbox, airflow_env, backups, tmp_
     c.put_object(
         Bucket=sandbox.bucket, Key=foreign_key, Body=b'{"schema_version": 1, "kind": "velero-backup"}'
     )
+    # A rendered file broken on a Secret's data line: yaml's message quotes that line (issue 12).
+    pull_secret = base64.b64encode(os.urandom(48)).decode()
+    broken = tmp_path / "broken.yaml"
+    secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: p, namespace: clusters}\ndata:\n"
+    broken.write_text(f"{path.read_text()}\n---\n{secret}  .dockerconfigjson: {pull_secret}: x\n")
     cases = {
         "corrupt": (restore_conf(corrupt, "bad-one", str(path)), "check_snapshot", "sha256"),
+        "broken_yaml": (restore_conf(backups.ha, "bad-four", str(broken)), "create", "is not valid YAML"),
         "missing_key": (restore_conf(missing_key, "bad-two", str(path)), "check_key", "does not exist"),
         "existing": (restore_conf(backups.ha, "single-one", str(path)), "resolve_backup", "already exists"),
         "foreign": (
@@ -323,8 +329,12 @@ def test_bad_inputs_refused_before_any_write(sandbox, airflow_env, backups, tmp_
     for (label, (_, failing, message)), run in zip(cases.items(), runs, strict=True):
         assert run.state == "failed", label
         assert run.tis[f"{failing}[-1]"] == "failed", (label, run.tis)
-        assert run.tis["create[-1]"] == "upstream_failed", (label, run.tis)
+        if failing != "create":
+            assert run.tis["create[-1]"] == "upstream_failed", (label, run.tis)
         assert message in run.xcom(failing, "error"), (label, run.xcom(failing, "error"))
+        # The error XCom is clear text in the metadata DB: no piece of the Secret's data in it.
+        assert pull_secret[:16] not in run.xcom(failing, "error"), (label, run.xcom(failing, "error"))
+    assert pull_secret[:16].encode() not in airflow_env.db_dump(), "Secret data stored in the metadata DB"
     # The sandbox's request log: not one write by any of these runs.
     assert writes_since(sandbox, seq) == []
     assert not hc_exists(sandbox, "clusters", "bad-one")

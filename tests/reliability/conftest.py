@@ -38,6 +38,7 @@ import pytest
 import tenacity
 import yaml
 from airflow.providers.cncf.kubernetes import kubernetes_helper_functions
+from airflow.sdk.exceptions import AirflowFailException
 
 from hcp_etcd.hooks.hosted_cluster import HostedClusterHook
 from hcp_etcd.hooks.snapshot_store import SnapshotStoreHook
@@ -304,6 +305,9 @@ class Harness:
                 del store[k]
             try:
                 outcome.result = op.execute(self.context(run_id, task_id))
+            except AirflowFailException as err:  # Airflow does not retry these
+                outcome.errors.append(f"{type(err).__name__}: {str(err)[:300]}")
+                break
             except Exception as err:  # a failed try: Airflow retries it
                 outcome.errors.append(f"{type(err).__name__}: {str(err)[:300]}")
                 continue

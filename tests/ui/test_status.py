@@ -81,6 +81,19 @@ def test_invalid_newest_manifest_is_skipped_and_foreign_one_ignored():
     assert collect(None, store2) == []
 
 
+def test_unreadable_newer_backups_are_shown_on_the_row():
+    """A newer backup whose manifest is of another schema (kept by retention) is named on the page."""
+    store = MemoryStore()
+    ref = ClusterRef("clusters", "a")
+    good = add_backup(store, ref, NOW - timedelta(hours=5))
+    newer = format_backup_ts(NOW - timedelta(hours=1))
+    store.put(manifest_key(PREFIX, ref, newer), {"schema_version": 2})
+    (row,) = collect(None, store)
+    assert row.manifest_uri == good and row.unreadable_backups == [newer]
+    assert any("unreadable manifest" in r and newer in r for r in row.reasons), row.reasons
+    assert row.as_dict()["unreadable_backups"] == [newer]
+
+
 def test_no_backups_at_all_still_lists_clusters(fleet):
     clusters, _ = fleet
     rows = collect(clusters, MemoryStore())

@@ -16,7 +16,11 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from hcp_etcd.naming import backup_location_key, backup_locations_prefix
+from hcp_etcd.retention import ObjectLock, lock_blocking_delete
+
 MiB = 1024 * 1024
+BACKUP_LOCATION_KIND = "hcp-etcd-backup-location"
 # S3 takes at most 5 GiB in one PUT (a presigned PUT cannot be multipart without one URL per part).
 SINGLE_PUT_LIMIT = 5 * 1024 * MiB
 
@@ -153,6 +157,7 @@ class SnapshotStoreHook(S3Hook):
         self.part_size = part_size_mib * MiB
         self.max_concurrency = max_concurrency
         self.s3_checksum = s3_checksum
+        self._versioned: dict[str, bool] = {}
 
     @property
     def config(self) -> Config:
@@ -281,23 +286,156 @@ class SnapshotStoreHook(S3Hook):
             if resp.get("Errors"):
                 raise RuntimeError(f"S3 refused to delete some objects: {resp['Errors'][:5]}")
 
-    def check_writable(self, bucket: str, probe_key: str) -> None:
-        """Prove the bucket exists and accepts writes and deletes (a tiny probe object, removed).
+    def is_versioned(self, bucket: str) -> bool:
+        """Whether the bucket keeps versions (always so with Object Lock); asked once per hook.
+
+        :param bucket: bucket.
+        """
+        if bucket not in self._versioned:
+            status = self.client.get_bucket_versioning(Bucket=bucket).get("Status")
+            self._versioned[bucket] = status in ("Enabled", "Suspended")
+        return self._versioned[bucket]
+
+    def _versions_of(self, bucket: str, key: str) -> list[tuple[str | None, bool]]:
+        """``(version id, is a delete marker)`` of every version of exactly ``key``."""
+        out: list[tuple[str | None, bool]] = []
+        for page in self.client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=key):
+            out += [(v["VersionId"], False) for v in page.get("Versions", []) if v["Key"] == key]
+            out += [(v["VersionId"], True) for v in page.get("DeleteMarkers", []) if v["Key"] == key]
+        return out
+
+    def object_lock(self, bucket: str, key: str, version_id: str | None = None) -> ObjectLock:
+        """The Object Lock state of an object version (``head_object`` reports it when the caller may
+        read it: ``s3:GetObjectRetention`` and ``s3:GetObjectLegalHold``).
+
+        :param bucket: bucket.
+        :param key: key.
+        :param version_id: the version (None: the current one).
+        """
+        args = {"VersionId": version_id} if version_id else {}
+        head = self.client.head_object(Bucket=bucket, Key=key, **args)
+        return ObjectLock(
+            mode=head.get("ObjectLockMode"),
+            retain_until=head.get("ObjectLockRetainUntilDate"),
+            legal_hold=head.get("ObjectLockLegalHoldStatus") == "ON",
+        )
+
+    def delete_unless_locked(
+        self, bucket: str, keys: list[str], now: datetime, bypass_governance: bool = False
+    ) -> str | None:
+        """Delete objects for good, in the order given, unless S3 Object Lock protects one of them.
+
+        In a versioned bucket a plain delete only adds a delete marker: the object disappears from
+        listings (and from restores) while every byte is kept. So every version is deleted, and
+        nothing is when any version is still locked: a backup is kept whole or removed whole.
+        ``S3Hook.delete_objects`` takes neither version ids nor the governance bypass, hence this.
+
+        :param bucket: bucket.
+        :param keys: the objects, in the order to delete them (a manifest first).
+        :param now: the current time (to judge retention dates).
+        :param bypass_governance: delete GOVERNANCE-locked versions too (never COMPLIANCE or a hold).
+        :return: None when deleted, else why not (``"locked until …"``).
+        """
+        if not keys:
+            return None
+        if not self.is_versioned(bucket):
+            self.delete_keys(bucket, keys[:1])  # the manifest on its own, first
+            self.delete_keys(bucket, keys[1:])
+            return None
+        versions = {key: self._versions_of(bucket, key) for key in keys}
+        locks = [
+            self.object_lock(bucket, key, vid)
+            for key, found in versions.items()
+            for vid, marker in found
+            if not marker
+        ]
+        blocked = lock_blocking_delete(locks, now, bypass_governance)
+        if blocked:
+            return blocked
+        bypass = bypass_governance and any(lock.mode == "GOVERNANCE" for lock in locks)
+        for key, found in versions.items():
+            batch = [{"Key": key, "VersionId": vid} for vid, _ in found if vid]
+            if not batch:
+                continue
+            extra = {"BypassGovernanceRetention": True} if bypass else {}
+            resp = self.client.delete_objects(
+                Bucket=bucket, Delete={"Objects": batch, "Quiet": True}, **extra
+            )
+            errors = resp.get("Errors") or []
+            if errors and all(e.get("Code") == "AccessDenied" for e in errors):
+                # A lock set after we looked (or a retention we may not read): keep what is left.
+                return f"locked (S3 refused the delete of {key}: {errors[0].get('Message', 'AccessDenied')})"
+            if errors:
+                raise RuntimeError(f"S3 refused to delete some versions of {key}: {errors[:5]}")
+        return None
+
+    def check_writable(self, bucket: str, probe_key: str, kms_key_id: str | None = None) -> None:
+        """Prove the bucket exists and takes writes and deletes as the run will write (a tiny probe
+        object with the run's server-side encryption, so a bucket policy that requires SSE-KMS refuses
+        the probe, not the upload after the API downtime), then remove it.
+
+        In an Object Lock bucket the delete leaves a delete marker and the probe's 14 bytes stay under
+        ``{prefix}/.probe/`` until the bucket's default retention ends: S3 cannot test a write without
+        making one.
 
         :param bucket: bucket.
         :param probe_key: where to put the probe.
+        :param kms_key_id: the run's SSE-KMS key, SSE-S3 when None.
         """
         try:
             self.client.put_object(
-                Bucket=bucket, Key=probe_key, Body=b"hcp-etcd probe", **self.sse_args(None)
+                Bucket=bucket, Key=probe_key, Body=b"hcp-etcd probe", **self.sse_args(kms_key_id)
             )
             self.client.delete_object(Bucket=bucket, Key=probe_key)
         except ClientError as err:
             code = err.response.get("Error", {}).get("Code", "?")
+            sse = f"SSE-KMS with key {kms_key_id!r}" if kms_key_id else "SSE-S3"
             raise RuntimeError(
-                f"bucket {bucket!r} is not writable by this connection ({code}): check the bucket name, "
-                "its policy and the credentials of the AWS connection"
+                f"bucket {bucket!r} is not writable by this connection with {sse} ({code}): check the "
+                "bucket name, its policy (and the KMS key policy) and the credentials of the AWS connection"
             ) from err
+
+    def register_backup_location(
+        self, key_bucket: str, key_prefix: str, bucket: str, prefix: str, kms_key_id: str | None = None
+    ) -> None:
+        """Record in the key store that backups under ``s3://bucket/prefix`` refer to its keys.
+
+        Written once (before the first key of that location), read by key garbage collection.
+
+        :param key_bucket: bucket of the keys.
+        :param key_prefix: prefix of the keys.
+        :param bucket: the backup bucket.
+        :param prefix: the backup prefix.
+        :param kms_key_id: SSE-KMS key, else SSE-S3.
+        """
+        key = backup_location_key(key_prefix, bucket, prefix)
+        if self.object_size(key_bucket, key) is None:
+            entry = {"kind": BACKUP_LOCATION_KIND, "bucket": bucket, "prefix": prefix.strip("/")}
+            self.put_json(entry, key_bucket, key, kms_key_id)
+
+    def backup_locations(
+        self, key_bucket: str, key_prefix: str
+    ) -> tuple[list[tuple[str, str]], datetime | None]:
+        """Every backup location registered in a key store, and when the first was registered.
+
+        :param key_bucket: bucket of the keys.
+        :param key_prefix: prefix of the keys.
+        :raises ValueError: an entry is not one of ours (key GC must not guess).
+        """
+        entries = self.list_objects(key_bucket, backup_locations_prefix(key_prefix))
+        locations = []
+        for obj in entries:
+            entry = self.get_json(key_bucket, obj.key)
+            if not (
+                isinstance(entry, dict)
+                and entry.get("kind") == BACKUP_LOCATION_KIND
+                and isinstance(entry.get("bucket"), str)
+                and isinstance(entry.get("prefix"), str)
+            ):
+                raise ValueError(f"s3://{key_bucket}/{obj.key} is not a backup-location entry")
+            locations.append((entry["bucket"], entry["prefix"]))
+        first = min((o.last_modified for o in entries), default=None)
+        return sorted(set(locations)), first
 
     def presign_get(self, bucket: str, key: str, expires_in: int = 3600) -> str:
         """A SigV4 presigned GET URL (at most 7 days); raises instead of returning None.
@@ -338,6 +476,9 @@ class SnapshotStoreHook(S3Hook):
         params = {"Bucket": bucket, "Key": key, **self.sse_args(kms_key_id)}
         if sha256:
             params["ChecksumSHA256"] = sha256_b64(sha256)
+            # A bucket with Object Lock default retention takes a PUT only with Content-MD5 or
+            # x-amz-sdk-checksum-algorithm (S3's PutObject reference); SDK uploads send the latter.
+            params["ChecksumAlgorithm"] = "SHA256"
         url = self.generate_presigned_url("put_object", params, expires_in)
         if not url:
             raise RuntimeError(f"could not presign an upload to s3://{bucket}/{key}")
@@ -355,6 +496,7 @@ class SnapshotStoreHook(S3Hook):
             headers["x-amz-server-side-encryption-aws-kms-key-id"] = kms_key_id
         if sha256:
             headers["x-amz-checksum-sha256"] = sha256_b64(sha256)
+            headers["x-amz-sdk-checksum-algorithm"] = "SHA256"
         return headers
 
     def object_checksum(self, bucket: str, key: str) -> tuple[int, str | None] | None:

@@ -10,8 +10,9 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException
 from airflow.sdk.log import mask_secret
 
-from hcp_etcd import etcd
+from hcp_etcd import etcd, params
 from hcp_etcd.conditions import unmet_conditions
+from hcp_etcd.errors import fail_fast_on_configuration_errors
 from hcp_etcd.naming import (
     API_SERVER_DEPLOYMENTS,
     LOCK_ANNOTATION,
@@ -78,22 +79,36 @@ class BackupPreflightOperator(StoreOperator):
 
     Checks: the cluster exists; its encryption key Secret has ``key``; no other run holds the lock;
     (quiesced) nobody else paused it and the API-server Deployments exist; every etcd member is
-    running, has a leader, reports no alarm, and has room on its volume for a snapshot; the bucket
-    takes writes (a probe object, deleted at once; read-only ``head`` when ``dry_run``).
+    running, has a leader, reports no alarm, and has room on its volume for a snapshot; the backup
+    bucket and the key bucket take writes with the server-side encryption the run will use (a probe
+    object each, deleted at once; read-only ``head`` when ``dry_run``).
+
+    A configuration error (a missing or unwritable bucket, an unknown connection, a HostedCluster
+    that does not exist, a bad name) fails the task at once, without retries.
 
     :param mode: ``quiesced`` or ``online``. (templated)
     :param dry_run: skip everything downstream once the checks passed. (templated)
+    :param key_prefix: prefix of the escrowed keys (probed in the key bucket). (templated)
+    :param key_bucket: bucket of the keys (default: ``bucket``). (templated)
     :param snapshot_path: where snapshots are written in the etcd container.
     :param space_factor: free space required, as a multiple of the member's db size.
     """
 
-    template_fields: tuple[str, ...] = (*StoreOperator.template_fields, "mode", "dry_run")
+    template_fields: tuple[str, ...] = (
+        *StoreOperator.template_fields,
+        "mode",
+        "dry_run",
+        "key_prefix",
+        "key_bucket",
+    )
 
     def __init__(
         self,
         *,
         mode: str = "quiesced",
         dry_run: bool | str = False,
+        key_prefix: str = "hcp-etcd-keys",
+        key_bucket: str | None = None,
         snapshot_path: str = etcd.DEFAULT_SNAPSHOT_PATH,
         space_factor: float = 1.2,
         **kwargs: Any,
@@ -102,19 +117,21 @@ class BackupPreflightOperator(StoreOperator):
         super().__init__(**kwargs)
         self.mode = mode
         self.dry_run = dry_run
+        self.key_prefix = key_prefix
+        self.key_bucket = key_bucket
         self.snapshot_path = snapshot_path
         self.space_factor = space_factor
 
+    @fail_fast_on_configuration_errors
     def execute(self, context: Context) -> dict[str, Any]:
         """Run the checks; raise with what to do on the first failure."""
         from kubernetes.client.rest import ApiException
 
         ref, mode = self.ref, _mode(str(self.mode))
         validate_prefix(str(self.prefix))
-        if not self.bucket:
-            raise RuntimeError(
-                "no bucket given: set the bucket Param or HCP_ETCD_BUCKET in the Airflow environment"
-            )
+        validate_prefix(str(self.key_prefix))
+        bucket = params.require_bucket(self.bucket)
+        key_bucket = params.require_bucket(self.key_bucket) if self.key_bucket else bucket
         try:
             hc = self.k8s.get_hosted_cluster(ref)
         except ApiException as err:
@@ -160,11 +177,14 @@ class BackupPreflightOperator(StoreOperator):
             )
         for pod in members:
             self._check_member(ns, pod, ref)
-        if self.dry_run in (True, "True", "true"):
-            self.s3.client.head_bucket(Bucket=str(self.bucket))
-        else:
-            probe = f"{str(self.prefix).strip('/')}/.probe/{ref.namespace}/{ref.name}/{self.run_id(context)}"
-            self.s3.check_writable(str(self.bucket), probe.replace(":", "_").replace("+", "_"))
+        # Both buckets, as the run will write them (its SSE settings), before anything is paused: a
+        # key bucket that refuses the key would otherwise fail only at escrow_key, after the downtime.
+        for target, prefix in {(bucket, str(self.prefix)), (key_bucket, str(self.key_prefix))}:
+            if self.dry_run in (True, "True", "true"):
+                self.s3.client.head_bucket(Bucket=target)
+                continue
+            probe = f"{prefix.strip('/')}/.probe/{ref.namespace}/{ref.name}/{self.run_id(context)}"
+            self.s3.check_writable(target, probe.replace(":", "_").replace("+", "_"), self.kms)
         self.log.info("preflight of %s passed: members %s, mode %s", ref, members, mode)
         if self.dry_run in (True, "True", "true"):
             raise AirflowSkipException(f"dry run: preflight of {ref} passed; nothing was changed")
@@ -608,7 +628,9 @@ class EscrowEncryptionKeyOperator(StoreOperator):
 
     Reads ``spec.secretEncryption.aescbc.activeKey`` (and ``backupKey``) Secrets' ``data.key`` and
     writes the raw bytes to ``{key_prefix}/{ns}/{name}/{sha256}.key`` with SSE (content-addressed:
-    unchanged keys share one object). Returns only locations and fingerprints.
+    unchanged keys share one object, across backup prefixes too). First it registers the run's backup
+    location (bucket and prefix) in the key store, so that key garbage collection reads every location
+    whose manifests may refer to a key. Returns only locations and fingerprints.
 
     :param key_bucket: bucket for keys (default: ``bucket``), separately permissionable. (templated)
     :param key_prefix: prefix for keys. (templated)
@@ -652,6 +674,14 @@ class EscrowEncryptionKeyOperator(StoreOperator):
         """Escrow the active key, and the backup key if set."""
         ref = self.ref
         active, backup = encryption_secret_names(self.k8s.get_hosted_cluster(ref))
+        # Before any key: key garbage collection reads the manifests of every registered location.
+        self.s3.register_backup_location(
+            str(self.key_bucket or self.bucket),
+            validate_prefix(str(self.key_prefix)),
+            str(self.bucket),
+            validate_prefix(str(self.prefix)),
+            self.kms,
+        )
         result: dict[str, Any] = self._escrow(ref, active)
         result["backup_key"] = self._escrow(ref, backup) if backup else None
         return result

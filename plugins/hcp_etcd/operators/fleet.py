@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import Context
 
+from hcp_etcd import metrics, params
+from hcp_etcd.errors import ConfigurationError, describe, fail_fast_on_configuration_errors
 from hcp_etcd.manifest import ManifestError, referenced_key_objects, validate_manifest
 from hcp_etcd.naming import (
     ClusterRef,
@@ -18,6 +21,7 @@ from hcp_etcd.naming import (
 from hcp_etcd.operators.base import HostedClusterOperator, StoreOperator, utcnow
 from hcp_etcd.retention import (
     Backup,
+    BackupDir,
     RetentionPolicy,
     group_backup_dirs,
     plan_retention,
@@ -31,32 +35,48 @@ class ResolveHostedClustersOperator(HostedClusterOperator):
 
     An explicitly listed cluster that does not exist fails the run before anything changes.
 
+    The first task of its DAG, it also fails (without retries) on invalid settings of the Airflow
+    environment, which the DAG file ignored at parse (see :mod:`hcp_etcd.params`).
+
     :param hosted_clusters: ``namespace/name`` refs; empty selects by ``label_selector``. (templated)
     :param label_selector: label selector over all namespaces. (templated)
+    :param schedule_setting: ``(environment variable, default)`` of the DAG's schedule, checked too.
     :return: sorted ``namespace/name`` strings.
     """
 
     template_fields: tuple[str, ...] = ("hosted_clusters", "label_selector", "kubernetes_conn_id")
 
-    def __init__(self, *, hosted_clusters: Any = (), label_selector: str = "", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        hosted_clusters: Any = (),
+        label_selector: str = "",
+        schedule_setting: tuple[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         """See the class docstring."""
         super().__init__(hosted_cluster="-/-", **kwargs)
         self.hosted_clusters = hosted_clusters
         self.label_selector = label_selector
+        self.schedule_setting = schedule_setting
 
+    @fail_fast_on_configuration_errors
     def execute(self, context: Context) -> list[str]:
         """Validate or select."""
+        params.check_settings(*filter(None, [self.schedule_setting]))
         wanted = [ClusterRef.parse(r) for r in (self.hosted_clusters or [])]
         if wanted:
             missing = [str(r) for r in wanted if not self.k8s.hosted_cluster_exists(r)]
             if missing:
-                raise RuntimeError(f"HostedClusters not found: {', '.join(missing)} (check namespace/name)")
+                raise ConfigurationError(
+                    f"HostedClusters not found: {', '.join(missing)} (check namespace/name)"
+                )
             refs = sorted(set(wanted))
         else:
             items = self.k8s.list_hosted_clusters(str(self.label_selector or ""))
             refs = sorted({ClusterRef(i["metadata"]["namespace"], i["metadata"]["name"]) for i in items})
             if not refs:
-                raise RuntimeError(f"no HostedCluster matches label selector {self.label_selector!r}")
+                raise ConfigurationError(f"no HostedCluster matches label selector {self.label_selector!r}")
         self.log.info("backing up %d hosted cluster(s): %s", len(refs), ", ".join(map(str, refs)))
         return [str(r) for r in refs]
 
@@ -64,10 +84,13 @@ class ResolveHostedClustersOperator(HostedClusterOperator):
 class BackupRetentionOperator(StoreOperator):
     """Grandfather-father-son retention over the verified backups of each cluster.
 
-    Only directories with a valid manifest count as backups; the newest is never deleted. Directories
-    without a manifest older than ``incomplete_grace_minutes`` are removed (failed backups). An
-    escrowed key object is removed only when no remaining manifest refers to it. Logs everything;
-    ``dry_run`` only logs.
+    Deletes only what it understands (see :mod:`hcp_etcd.retention`): backups whose valid manifest the
+    policy does not keep (the newest valid backup is never deleted), and directories without any
+    ``manifest.json`` older than ``incomplete_grace_minutes`` (failed backups). A directory whose
+    manifest exists but cannot be read or validated is kept and reported as ``unreadable``. An
+    escrowed key object is removed only when no manifest of any backup location registered in the key
+    store refers to it. Objects that S3 Object Lock protects are kept and reported as ``locked``.
+    Logs everything; ``dry_run`` only logs.
 
     :param hosted_clusters: the clusters (``namespace/name``). (templated)
     :param key_prefix: prefix of escrowed keys. (templated)
@@ -77,8 +100,10 @@ class BackupRetentionOperator(StoreOperator):
     :param keep_weekly: see ``RetentionPolicy``. (templated)
     :param keep_monthly: see ``RetentionPolicy``. (templated)
     :param dry_run: list, delete nothing. (templated)
+    :param bypass_governance_retention: delete objects under GOVERNANCE-mode Object Lock (needs
+        ``s3:BypassGovernanceRetention``; never COMPLIANCE mode or a legal hold). (templated)
     :param incomplete_grace_minutes: age after which a manifest-less directory is dead.
-    :return: per cluster: kept, deleted, incomplete removed, keys removed.
+    :return: per cluster: kept, deleted, incomplete removed, unreadable, locked, keys removed.
     """
 
     template_fields: tuple[str, ...] = (
@@ -91,6 +116,7 @@ class BackupRetentionOperator(StoreOperator):
         "keep_weekly",
         "keep_monthly",
         "dry_run",
+        "bypass_governance_retention",
     )
 
     def __init__(
@@ -104,6 +130,7 @@ class BackupRetentionOperator(StoreOperator):
         keep_weekly: int | str = 4,
         keep_monthly: int | str = 6,
         dry_run: bool | str = False,
+        bypass_governance_retention: bool | str = False,
         incomplete_grace_minutes: float = 360,
         **kwargs: Any,
     ) -> None:
@@ -117,78 +144,188 @@ class BackupRetentionOperator(StoreOperator):
         self.keep_weekly = keep_weekly
         self.keep_monthly = keep_monthly
         self.dry_run = dry_run
+        self.bypass_governance_retention = bypass_governance_retention
         self.incomplete_grace_minutes = incomplete_grace_minutes
 
+    @fail_fast_on_configuration_errors
     def execute(self, context: Context) -> dict[str, Any]:
         """Plan and apply per cluster."""
         policy = RetentionPolicy(
             int(self.keep_last), int(self.keep_daily), int(self.keep_weekly), int(self.keep_monthly)
         )
-        dry = self.dry_run in (True, "True", "true")
+        params.require_bucket(self.bucket)
+        run = _Run(
+            bucket=str(self.bucket),
+            prefix=validate_prefix(str(self.prefix)),
+            key_bucket=str(self.key_bucket or self.bucket),
+            key_prefix=validate_prefix(str(self.key_prefix)),
+            dry=_flag(self.dry_run),
+            bypass=_flag(self.bypass_governance_retention),
+            now=utcnow(),
+            grace=timedelta(minutes=float(self.incomplete_grace_minutes)),
+        )
+        if run.bypass:
+            self.log.warning("bypass_governance_retention is on: GOVERNANCE-locked backups may be deleted")
+        try:
+            run.locations, run.first_registered = self.s3.backup_locations(run.key_bucket, run.key_prefix)
+        except (_client_error(), ValueError) as err:
+            run.locations_problem = f"the key store's backup locations are unreadable ({describe(err)})"
         summary = {}
         for ref in sorted({ClusterRef.parse(r) for r in (self.hosted_clusters or [])}):
-            summary[str(ref)] = self._one(ref, policy, dry)
+            summary[str(ref)] = result = self._one(ref, policy, run)
+            metrics.emit_retention(ref.namespace, ref.name, result)
         return summary
 
-    def _one(self, ref: ClusterRef, policy: RetentionPolicy, dry: bool) -> dict[str, Any]:
-        bucket, prefix = str(self.bucket), validate_prefix(str(self.prefix))
-        key_bucket = str(self.key_bucket or bucket)
-        base = cluster_prefix(prefix, ref)
-        now, grace = utcnow(), timedelta(minutes=float(self.incomplete_grace_minutes))
-        dirs = group_backup_dirs(
-            ((o.key, o.last_modified) for o in self.s3.list_objects(bucket, base + "/")), base
-        )
-        manifests: dict[str, dict[str, Any]] = {}
-        incomplete = []
+    def _read_manifests(
+        self, bucket: str, base: str, ref: ClusterRef, dirs: dict[str, BackupDir]
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+        """The valid manifests of a cluster's backup directories, and why the others are unreadable."""
+        valid: dict[str, dict[str, Any]] = {}
+        unreadable: dict[str, str] = {}
         for ts, d in dirs.items():
-            if d.has_manifest:
-                try:
-                    manifests[ts] = validate_manifest(self.s3.get_json(bucket, f"{base}/{ts}/manifest.json"))
-                    continue
-                except (ManifestError, ValueError) as err:
-                    self.log.warning("%s/%s: invalid manifest (%s): treated as incomplete", base, ts, err)
-            incomplete.append((ts, d.last_modified or now))
-        plan = plan_retention([Backup(parse_backup_ts(ts), ts) for ts in manifests], policy)
-        dead = stale_incomplete(incomplete, now, grace)
-        for ts in plan.delete:
-            self.log.info(
-                "%s %s: %s/%s (not kept by %s)", ref, "would delete" if dry else "deleting", base, ts, policy
-            )
-        for ts in dead:
-            self.log.info(
-                "%s %s incomplete backup %s/%s (no valid manifest)",
+            if d.manifest_key is None:
+                continue
+            try:
+                manifest = validate_manifest(self.s3.get_json(bucket, d.manifest_key))
+                if manifest["hosted_cluster"] != {"namespace": ref.namespace, "name": ref.name}:
+                    raise ManifestError(f"manifest of another cluster ({manifest['hosted_cluster']})")
+                valid[ts] = manifest
+            except (ManifestError, ValueError, _client_error()) as err:
+                unreadable[ts] = describe(err, 300)
+        return valid, unreadable
+
+    def _one(self, ref: ClusterRef, policy: RetentionPolicy, run: _Run) -> dict[str, Any]:
+        verb = "would delete" if run.dry else "deleting"
+        base = cluster_prefix(run.prefix, ref)
+        dirs = group_backup_dirs(
+            ((o.key, o.last_modified) for o in self.s3.list_objects(run.bucket, base + "/")), base
+        )
+        manifests, unreadable = self._read_manifests(run.bucket, base, ref, dirs)
+        for ts, why in sorted(unreadable.items()):
+            self.log.warning(
+                "%s keeping %s/%s: its manifest is unreadable (%s). Retention never deletes what it cannot "
+                "read: check it with a current release of hcp-etcd, or delete it by hand",
                 ref,
-                "would delete" if dry else "deleting",
                 base,
                 ts,
+                why,
             )
+        plan = plan_retention([Backup(parse_backup_ts(ts), ts) for ts in manifests], policy)
+        no_manifest = [(ts, d.last_modified or run.now) for ts, d in dirs.items() if not d.has_manifest]
+        dead = stale_incomplete(no_manifest, run.now, run.grace)
         for ts, reasons in sorted(plan.keep.items()):
             self.log.info("%s keeping %s (%s)", ref, ts, ", ".join(reasons))
-        referenced: set[str] = set()
-        for ts in plan.keep:
-            referenced |= referenced_key_objects(manifests[ts])
-        key_base = encryption_key_key(validate_prefix(str(self.key_prefix)), ref, "0" * 64).rsplit("/", 1)[0]
-        key_objects = [
-            (f"s3://{key_bucket}/{o.key}", o.last_modified)
-            for o in self.s3.list_objects(key_bucket, key_base + "/")
-            if o.key.endswith(".key")
-        ]
-        # Keys of backups still in progress (or just failed) are younger than the grace: spared.
-        drop_keys = unreferenced_keys(key_objects, referenced, now, grace)
-        for loc in drop_keys:
-            self.log.info(
-                "%s %s key object %s (no remaining manifest refers to it)",
-                ref,
-                "would delete" if dry else "deleting",
-                loc,
-            )
-        if not dry:
-            self.s3.delete_keys(bucket, [k for ts in [*plan.delete, *dead] for k in dirs[ts].keys])
-            self.s3.delete_keys(key_bucket, [loc.split("/", 3)[3] for loc in drop_keys])
+        deleted, incomplete_deleted, locked = [], [], {}
+        for ts, kind in [(ts, "backup") for ts in plan.delete] + [(ts, "incomplete") for ts in dead]:
+            why_delete = f"not kept by {policy}" if kind == "backup" else "no manifest, older than the grace"
+            self.log.info("%s %s %s %s/%s (%s)", ref, verb, kind, base, ts, why_delete)
+            blocked = None
+            if not run.dry:
+                blocked = self.s3.delete_unless_locked(
+                    run.bucket, dirs[ts].deletion_order(), run.now, run.bypass
+                )
+            if blocked:
+                self.log.info("%s keeping %s/%s for now: %s", ref, base, ts, blocked)
+                locked[ts] = blocked
+            else:
+                (deleted if kind == "backup" else incomplete_deleted).append(ts)
+        # What remains refers to keys: the kept backups and those a lock kept.
+        remaining = [manifests[ts] for ts in manifests if ts in plan.keep or ts in locked]
+        keys = self._collect_keys(ref, run, remaining, unreadable)
         return {
             "kept": sorted(plan.keep),
-            "deleted": plan.delete,
-            "incomplete_deleted": dead,
-            "keys_deleted": drop_keys,
-            "dry_run": dry,
+            "deleted": deleted,
+            "incomplete_deleted": incomplete_deleted,
+            "unreadable": dict(sorted(unreadable.items())),
+            "locked": dict(sorted(locked.items())),
+            **keys,
+            "dry_run": run.dry,
         }
+
+    def _collect_keys(
+        self, ref: ClusterRef, run: _Run, remaining: list[dict[str, Any]], unreadable: dict[str, str]
+    ) -> dict[str, Any]:
+        """Garbage-collect the cluster's escrowed keys that no backup location still refers to."""
+        skipped = {"keys_deleted": [], "keys_locked": {}}
+        referenced: set[str] = set()
+        for manifest in remaining:
+            referenced |= referenced_key_objects(manifest)
+        problem = run.locations_problem
+        if unreadable:
+            problem = f"{len(unreadable)} unreadable manifest(s): the keys they need are unknown"
+        for bucket, prefix in run.locations:
+            if problem or (bucket, prefix) == (run.bucket, run.prefix.strip("/")):
+                continue
+            base = cluster_prefix(prefix, ref)
+            try:
+                dirs = group_backup_dirs(
+                    ((o.key, o.last_modified) for o in self.s3.list_objects(bucket, base + "/")), base
+                )
+                others, bad = self._read_manifests(bucket, base, ref, dirs)
+            except _client_error() as err:
+                others, bad = {}, {"*": describe(err, 300)}
+            if bad:
+                problem = f"backups under s3://{bucket}/{base} are unreadable ({next(iter(bad.values()))})"
+            for manifest in others.values():
+                referenced |= referenced_key_objects(manifest)
+        if problem:
+            self.log.warning("%s: no key is garbage-collected this run: %s", ref, problem)
+            return {**skipped, "keys_gc": f"skipped: {problem}"}
+        key_base = encryption_key_key(run.key_prefix, ref, "0" * 64).rsplit("/", 1)[0]
+        key_objects = [
+            (f"s3://{run.key_bucket}/{o.key}", o.last_modified)
+            for o in self.s3.list_objects(run.key_bucket, key_base + "/")
+            if o.key.endswith(".key")
+        ]
+        # Keys of backups still in progress (or just failed) are younger than the grace: spared. Keys
+        # older than the first registered location may belong to a location nobody registered.
+        drop = unreferenced_keys(key_objects, referenced, run.now, run.grace)
+        first = run.first_registered
+        predating = {loc for loc, modified in key_objects if first is None or modified < first}
+        for loc in sorted(set(drop) & predating):
+            self.log.info("%s keeping key object %s: older than the key store's location list", ref, loc)
+        deleted, locked = [], {}
+        for loc in sorted(set(drop) - predating):
+            self.log.info(
+                "%s %s key object %s (no manifest of any backup location refers to it)",
+                ref,
+                "would delete" if run.dry else "deleting",
+                loc,
+            )
+            blocked = None
+            if not run.dry:
+                key = loc.split("/", 3)[3]
+                blocked = self.s3.delete_unless_locked(run.key_bucket, [key], run.now, run.bypass)
+            if blocked:
+                locked[loc] = blocked
+            else:
+                deleted.append(loc)
+        return {"keys_deleted": deleted, "keys_locked": locked, "keys_gc": "done"}
+
+
+def _client_error() -> type[Exception]:
+    # botocore is imported when a task runs, not when a DAG file imports this module (parse time).
+    from botocore.exceptions import ClientError
+
+    return ClientError
+
+
+def _flag(value: Any) -> bool:
+    return value in (True, "True", "true")
+
+
+@dataclass
+class _Run:
+    """What one retention run works with (validated once)."""
+
+    bucket: str
+    prefix: str
+    key_bucket: str
+    key_prefix: str
+    dry: bool
+    bypass: bool
+    now: datetime
+    grace: timedelta
+    locations: list[tuple[str, str]] = field(default_factory=list)
+    first_registered: datetime | None = None
+    locations_problem: str | None = None

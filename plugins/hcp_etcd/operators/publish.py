@@ -97,6 +97,7 @@ class PublishManifestOperator(StoreOperator):
             dag_id=self.dag_id,
             run_id=self.run_id(context),
             sse=upload["sse"],
+            backup_prefix=prefix,
         )
         key = manifest_key(prefix, ref, snap["ts"])
         self.s3.put_json(manifest, bucket, key, self.kms)

@@ -23,7 +23,8 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import TaskDeferred
 from airflow.sdk.log import mask_secret
 
-from hcp_etcd import etcd, restore
+from hcp_etcd import etcd, params, restore
+from hcp_etcd.errors import describe, fail_fast_on_configuration_errors
 from hcp_etcd.naming import (
     ClusterRef,
     cluster_prefix,
@@ -68,17 +69,25 @@ class RestoreStepOperator(StoreOperator):
         super().__init__(**kwargs)
         self.backup = backup
 
+    @fail_fast_on_configuration_errors
     def execute(self, context: Context) -> Any:
-        """Run the step; on failure push its message (no secrets in our messages) and re-raise."""
+        """Run the step; on failure push its redacted message and re-raise (bad input: no retries)."""
         try:
             return self.run(context)
         except TaskDeferred:
             raise
         except Exception as err:
-            context["ti"].xcom_push(
-                key=ERROR_XCOM_KEY, value=f"{self.task_id}: {type(err).__name__}: {err}"[:1000]
-            )
+            self.record_error(context, err)
             raise
+
+    def record_error(self, context: Context, err: BaseException) -> None:
+        """Push a failure's message as XCom ``error`` for the drill report, redacted: XCom is clear
+        text in the metadata DB, and a client's message can quote a presigned URL or Secret data.
+
+        :param context: task context.
+        :param err: the failure.
+        """
+        context["ti"].xcom_push(key=ERROR_XCOM_KEY, value=f"{self.task_id}: {describe(err)}")
 
     def run(self, context: Context) -> Any:
         """The step itself.
@@ -176,8 +185,8 @@ class ResolveBackupOperator(RestoreStepOperator):
 
     def run(self, context: Context) -> dict[str, Any]:
         """Resolve, validate, check the target."""
-        if not self.bucket:
-            raise RestoreInputError("no bucket: set the bucket Param or HCP_ETCD_BUCKET")
+        params.check_settings()
+        params.require_bucket(self.bucket)
         as_of = parse_rfc3339(str(self.at_or_before)) if self.at_or_before else drill_moment(context)
         src = restore.parse_source(str(self.source))
         if src.manifest_uri:
@@ -659,7 +668,7 @@ class WaitRestoredOperator(RestoreStepOperator):
             self.log.info("%s restored and Available %.1fs after creation", target, recovery)
             return {"available_at": event["available_at"], "recovery_seconds": round(recovery, 3)}
         except Exception as err:
-            context["ti"].xcom_push(key=ERROR_XCOM_KEY, value=f"{self.task_id}: {err}"[:1000])
+            self.record_error(context, err)
             raise
 
 
