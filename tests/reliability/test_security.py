@@ -5,6 +5,9 @@ Runs last in the package (file order): the hygiene test searches what every reli
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +16,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from hcp_etcd.operators import restore as rops
 from tests.integration.conftest import AirflowEnv, make_airflow_env
 from tests.reliability.conftest import ONE, Figures, Harness
 
@@ -171,6 +175,36 @@ def test_whole_dag_upload_fails_for_good_cluster_given_back(harness: Harness, ai
     assert not [k for k in harness.objects(ONE) if k not in before and k.endswith("/snapshot.db")]
 
 
+# Secret data of rendered manifests that failed runs saw (the hygiene test searches for them too).
+RENDERED_SECRETS: dict[str, bytes] = {}
+
+
+def test_failed_restore_stores_no_secret_in_xcom(harness: Harness, tmp_path) -> None:
+    """A rendered file broken on a Secret's data line (yaml's message quotes that line): the create is
+    refused at its first try (bad input), and its error XCom, which the drill report copies and the
+    metadata DB keeps in clear text, names the problem and its position, not the data (issue 12)."""
+    rid, resolved = harness.prepare_restore(ONE, "xcom-redacted", tmp_path / "rendered.yaml")
+    pull_secret = base64.b64encode(os.urandom(48)).decode()
+    RENDERED_SECRETS["data of a Secret in a broken rendered file"] = pull_secret[:16].encode()
+    broken = tmp_path / "broken.yaml"
+    secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: p, namespace: clusters}\ndata:\n"
+    rendered = (tmp_path / "rendered.yaml").read_text()
+    broken.write_text(f"{rendered}\n---\n{secret}  .dockerconfigjson: {pull_secret}: x\n")
+    seq = harness.seq()
+    outcome = harness.attempt(
+        "create",
+        lambda: rops.CreateRestoredClusterOperator(
+            **harness.restore_store("create"), backup=resolved, rendered_manifests=str(broken)
+        ),
+        rid,
+    )
+    assert not outcome.ok and outcome.tries == 1, outcome  # not retried: no retry fixes a file
+    stored = harness.xcoms[rid][("create", "error")]
+    assert "is not valid YAML" in stored and "line " in stored, stored
+    assert pull_secret[:16] not in stored, stored
+    assert harness.writes_since(seq) == [], "a refused create wrote something"
+
+
 def _search(haystacks: dict[str, bytes], needles: dict[str, bytes]) -> list[str]:
     return [f"{n} in {h}" for h, text in haystacks.items() for n, needle in needles.items() if needle in text]
 
@@ -189,6 +223,10 @@ def test_secret_hygiene_after_all_runs(harness: Harness, airflow: AirflowEnv, fi
         "commands sent into pods": "\n".join(" ".join(c) for c in harness.exec_commands).encode(),
         "pod process command lines": "\n".join(sorted(harness.pod_cmdlines)).encode(),
         "sandbox request log": (box.dir / "logs" / "requests.jsonl").read_bytes(),
+        "XCom values of the in-process runs": json.dumps(
+            {run: {"/".join(k): v for k, v in store.items()} for run, store in harness.xcoms.items()},
+            default=str,
+        ).encode(),
     }
     # Positive controls: the haystacks hold what the runs did (a search of empty text proves nothing).
     assert f"preflight of clusters/{ONE} passed".encode() in haystacks["in-process task logs"]
@@ -196,7 +234,8 @@ def test_secret_hygiene_after_all_runs(harness: Harness, airflow: AirflowEnv, fi
         b"hcp_etcd_backup" in haystacks["metadata DB"]
         and b"snapshot save" in haystacks["commands sent into pods"]
     )
-    needles = harness.key_needles()
+    assert b'"create/error"' in haystacks["XCom values of the in-process runs"], "no failed run's XCom"
+    needles = {**harness.key_needles(), **RENDERED_SECRETS}
     assert len(needles) >= 2 * 4 + 2, sorted(
         needles
     )  # two clusters' keys in four encodings, S3 key, signature

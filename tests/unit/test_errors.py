@@ -181,3 +181,12 @@ def test_probe_writes_with_the_runs_encryption(s3hook) -> None:
         s3hook.check_writable("bkt", "p/.probe/x")
     assert configuration_problem(err.value)
     s3hook.check_writable("bkt", "p/.probe/x", kms_key_id="alias/backups")
+
+
+def test_a_named_aws_connection_that_does_not_exist_fails(s3hook) -> None:
+    """The provider would fall back to the worker's own credentials; only ``aws_default`` may."""
+    from hcp_etcd.hooks.snapshot_store import SnapshotStoreHook
+
+    with pytest.raises(AirflowNotFoundException):
+        _ = SnapshotStoreHook(aws_conn_id="prod-backups-typo").client
+    assert SnapshotStoreHook(aws_conn_id="aws_default").client is not None

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any, Protocol
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
@@ -158,6 +159,19 @@ class SnapshotStoreHook(S3Hook):
         self.max_concurrency = max_concurrency
         self.s3_checksum = s3_checksum
         self._versioned: dict[str, bool] = {}
+
+    @cached_property
+    def conn_config(self) -> Any:
+        """The provider's connection wrapper, refusing a named connection that does not exist.
+
+        The provider falls back to the worker's own credentials (instance profile, environment) when
+        the connection is missing: right for ``aws_default``, which IRSA and instance-profile setups
+        leave undefined, but a mistyped ``aws_conn_id`` would then write backups with whatever
+        identity the worker has. A named one that is missing fails (a configuration error).
+        """
+        if self.aws_conn_id and self.aws_conn_id != self.default_conn_name:
+            self.get_connection(self.aws_conn_id)  # raises AirflowNotFoundException
+        return super().conn_config
 
     @property
     def config(self) -> Config:
