@@ -36,6 +36,11 @@ alert_log = logging.getLogger("hcp_etcd.alerts")
 _SIGNED_PARAMS = re.compile(
     r"(?i)((?:X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|Signature|AWSAccessKeyId)=)[^&\s\"']+"
 )
+# The same in an S3 error document (SignatureDoesNotMatch quotes the signature and the signed request).
+_SIGNED_ELEMENTS = re.compile(
+    r"(?is)(<(SignatureProvided|AWSAccessKeyId|StringToSign|StringToSignBytes|CanonicalRequest"
+    r"|CanonicalRequestBytes)>).*?(</\2>)"
+)
 
 
 def redact(text: str, limit: int = 1000) -> str:
@@ -44,7 +49,7 @@ def redact(text: str, limit: int = 1000) -> str:
     :param text: e.g. an exception message.
     :param limit: the most characters kept.
     """
-    clean = _SIGNED_PARAMS.sub(r"\1REDACTED", text)
+    clean = _SIGNED_ELEMENTS.sub(r"\1REDACTED\3", _SIGNED_PARAMS.sub(r"\1REDACTED", text))
     return clean if len(clean) <= limit else clean[: limit - 1] + "…"
 
 
