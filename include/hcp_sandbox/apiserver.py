@@ -107,6 +107,9 @@ class FaultHandler(Protocol):
         ...
 
 
+LogHandler = Callable[[str, str, str], str]
+"""``log_handler(namespace, pod, container)``: what that container printed (``pods/log``)."""
+
 Authorizer = Callable[[str, str, str, str | None, str | None], bool]
 """``authorizer(verb, plural, namespace, subresource, name)``: ``False`` answers 403 Forbidden."""
 
@@ -608,8 +611,10 @@ class _Api:
         request_log: pathlib.Path | None,
         authorizer: Authorizer | None,
         admin_token: str | None = None,
+        log_handler: LogHandler | None = None,
     ) -> None:
         self.store = store
+        self.log_handler = log_handler
         self.token = token
         self.admin_token = admin_token
         self.exec_handler = exec_handler
@@ -764,8 +769,7 @@ class _Api:
         if target.subresource == "exec":
             return await self._exec(request, target)
         if target.subresource == "log" and method == "GET":
-            self.store.get(rt.plural, target.namespace, target.name or "")
-            return web.Response(text="", content_type="text/plain")
+            return self._pod_log(request, target)
         dry_run = self._dry_run(request)
         if verb == "list":
             if _flag(request, "watch"):
@@ -788,6 +792,25 @@ class _Api:
         if verb == "delete":
             return _ok(self._delete(target, await self._json_body(request, optional=True), dry_run))
         return _ok(self._delete_collection(request, target, dry_run))
+
+    def _pod_log(self, request: web.Request, target: Target) -> web.Response:
+        """``pods/log``: ``container`` (checked against the pod's containers) and ``tailLines``."""
+        pod = self.store.get(target.rt.plural, target.namespace, target.name or "")
+        spec = pod.get("spec") or {}
+        names = [c["name"] for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])]
+        container = request.query.get("container") or (
+            (pod["metadata"].get("annotations") or {}).get(DEFAULT_CONTAINER_ANNOTATION) or names[0]
+        )
+        if container not in names:
+            raise bad_request(f"container {container} is not valid for pod {target.name}")
+        text = ""
+        if self.log_handler is not None:
+            text = self.log_handler(target.namespace or "", target.name or "", container)
+        tail = request.query.get("tailLines")
+        if tail is not None and tail.isdigit():
+            lines = text.splitlines(keepends=True)
+            text = "".join(lines[-int(tail) :]) if int(tail) else ""
+        return web.Response(text=text, content_type="text/plain")
 
     @staticmethod
     def _forbidden(target: Target, verb: str) -> ApiError:
@@ -1311,6 +1334,7 @@ def make_app(
     request_log: pathlib.Path | None = None,
     authorizer: Authorizer | None = None,
     admin_token: str | None = None,
+    log_handler: LogHandler | None = None,
 ) -> web.Application:
     """
     Build the API server application.
@@ -1322,6 +1346,7 @@ def make_app(
     :param request_log: a JSON-lines file that receives a copy of the request log.
     :param authorizer: ``authorizer(verb, plural, namespace, subresource, name)``; ``False`` → 403.
     :param admin_token: a second bearer token that the authorizer does not apply to.
+    :param log_handler: what a container printed, for ``pods/log`` (empty logs without it).
     """
     api = _Api(
         store,
@@ -1331,6 +1356,7 @@ def make_app(
         request_log=request_log,
         authorizer=authorizer,
         admin_token=admin_token,
+        log_handler=log_handler,
     )
     # Bodies up to 64 MiB: big Secrets/ConfigMaps fit, nothing larger is legitimate here.
     app = web.Application(middlewares=[api.middleware], client_max_size=64 * 1024 * 1024)

@@ -6,12 +6,13 @@ One asyncio loop in the serve process, driven by store events and a short tick:
   HostedControlPlane, etcd StatefulSet and pods backed by real etcd members, API server
   Deployments), restoring etcd first when ``restoreSnapshotURL`` is set (HyperShift's etcd-init);
 - tear it down when the HostedCluster goes (namespace, objects, etcd processes, volumes);
-- HyperShift's pause semantics: while ``pausedUntil`` is ``"true"`` or a future RFC3339 time only
-  status is written (``ReconciliationActive=False``); otherwise the API server Deployments are put
-  back to their default replicas. "Future" is judged by HyperShift's clock, which the ``clock`` fault
-  can run ahead (to pass a deadline of minutes in seconds);
+- HyperShift's pause semantics (``hypershift.process_paused_until``: ``strconv.ParseBool``, then
+  RFC3339): while paused only status is written (``ReconciliationActive=False``); otherwise the API
+  server Deployments are put back to their default replicas. "Future" is judged by HyperShift's
+  clock, which the ``clock`` fault can run ahead (to pass a deadline of minutes in seconds);
 - Deployment -> Pod (ready / gone after a delay), pod status as a kubelet reports it;
-- conditions from reality (member ``/health``, ready kube-apiserver pods);
+- conditions from reality (ready etcd replicas, ready kube-apiserver pods), written where and when
+  HyperShift writes them (``hypershift.py``);
 - a writer per hosted cluster that puts leases and events into etcd while kube-apiserver has ready
   replicas, as an API server does.
 """
@@ -35,7 +36,8 @@ from typing import Any
 
 import aiohttp
 
-from hcp_sandbox import etcd, pki
+from hcp_sandbox import etcd, hypershift, pki
+from hcp_sandbox.hypershift import is_paused
 from hcp_sandbox.layout import SandboxPaths, free_port
 from hcp_sandbox.podexec import PodTarget
 from hcp_sandbox.store import ApiError, Store
@@ -60,24 +62,12 @@ def control_plane_namespace(namespace: str, name: str) -> str:
     return f"{namespace}-{name.replace('.', '-')}"
 
 
-def is_paused(paused_until: str | None, now: datetime.datetime | None = None) -> bool:
-    """HyperShift's ``IsReconciliationPaused``: ``"true"``, or an RFC3339 time still in the future."""
-    if not paused_until or paused_until == "false":
-        return False
-    if paused_until == "true":
-        return True
-    try:
-        deadline = datetime.datetime.fromisoformat(paused_until.replace("Z", "+00:00"))
-    except ValueError:
-        return False  # the API layer rejects such values; be lenient with stored ones
-    if deadline.tzinfo is None:
-        deadline = deadline.replace(tzinfo=datetime.UTC)
-    return deadline > (now or datetime.datetime.now(datetime.UTC))
-
-
 def member_count(hc: dict[str, Any]) -> int:
-    """3 etcd members (and API server replicas) for HighlyAvailable, 1 for SingleReplica."""
-    return 3 if hc.get("spec", {}).get("controllerAvailabilityPolicy", SINGLE) == HA else 1
+    """3 etcd members (and API server replicas) for HighlyAvailable, 1 for SingleReplica.
+
+    A missing policy is HighlyAvailable: the CRD's default (``hostedcluster_types.go``).
+    """
+    return 1 if hc.get("spec", {}).get("controllerAvailabilityPolicy", HA) == SINGLE else 3
 
 
 def merge_conditions(old: list[dict[str, Any]] | None, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -122,7 +112,8 @@ class ClusterRuntime:
     etcd: etcd.EtcdCluster | None = None
     client: etcd.EtcdClient | None = None
     phase: str = "pending"  # pending -> provisioning -> running | failed
-    restore: tuple[bool, str, str] | None = None  # EtcdSnapshotRestored (ok, reason, message)
+    restore: tuple[bool, str, str] | None = None  # etcd-init's outcome (ok, reason, its log)
+    init_failed_at: float | None = None  # monotonic time etcd-init first failed (the kubelet's back-off)
     health: list[bool] = field(default_factory=list)
     stopped: set[int] = field(default_factory=set)  # members stopped by the etcd-stop fault
     volume_free: dict[str, int] = field(default_factory=dict)
@@ -138,7 +129,22 @@ class ClusterRuntime:
 
     @property
     def etcd_available(self) -> bool:
-        return bool(self.health) and all(self.health)
+        """Quorum: what HyperShift's EtcdAvailable and a kube-apiserver need."""
+        return bool(self.health) and sum(self.health) >= len(self.health) // 2 + 1
+
+    def init_restarts(self, now: float) -> int:
+        """Restarts of a failing etcd-init so far, on the kubelet's back-off (10 s doubling, 5 min cap).
+
+        The sandbox does not run it again: it would fail the same way (the same URL, the same file).
+        """
+        if self.init_failed_at is None:
+            return 0
+        elapsed, restarts, delay, at = now - self.init_failed_at, 0, 10.0, 10.0
+        while at <= elapsed:
+            restarts += 1
+            delay = min(delay * 2, 300.0)
+            at += delay
+        return restarts
 
 
 class ControlPlane:
@@ -213,6 +219,13 @@ class ControlPlane:
                 if member.name == pod:
                     return PodTarget(root, member.client_port, rt.volume_free.get(pod))
         return PodTarget(root)
+
+    def pod_log(self, namespace: str, pod: str, container: str) -> str:
+        """What a container printed: etcd-init's output for the etcd pods of a restore, else nothing."""
+        rt = self.runtime_for_namespace(namespace)
+        if rt is None or container != "etcd-init" or rt.restore is None:
+            return ""
+        return rt.restore[2] if rt.restore[2].endswith("\n") else rt.restore[2] + "\n"
 
     def describe(self) -> dict[str, Any]:
         """The hosted clusters part of ``sandbox.json``."""
@@ -480,14 +493,17 @@ class ControlPlane:
         if pod is None:
             return
         healthy = member.index < len(rt.health) and rt.health[member.index]
+        # Pods of a restore have the etcd-init init container: its status is what a kubelet reports.
+        init = {"init": "completed"} if rt.restore is not None else {}
         if rt.restore is not None and not rt.restore[0]:
-            self._write_pod_status(rt, pod, ready=False, init_failed=rt.restore[2])
+            restarts = rt.init_restarts(time.monotonic())
+            self._write_pod_status(rt, pod, ready=False, init="failed", init_restarts=restarts)
         elif rt.phase != "running" and not member.running:
             self._write_pod_status(rt, pod, ready=False, initializing=True)
         elif not member.running:
-            self._write_pod_status(rt, pod, ready=False, crashed="etcd")
+            self._write_pod_status(rt, pod, ready=False, crashed="etcd", **init)
         else:
-            self._write_pod_status(rt, pod, ready=healthy)
+            self._write_pod_status(rt, pod, ready=healthy, **init)
         ready_members = sum(rt.health)
         sts = self.store.find("statefulsets", rt.cp_namespace, "etcd")
         if sts is not None:
@@ -506,30 +522,51 @@ class ControlPlane:
                 self.store.update_status("statefulsets", rt.cp_namespace, "etcd", status)
 
     def _reconcile_status(self, rt: ClusterRuntime, hc: dict[str, Any], paused: bool) -> None:
-        """HostedCluster and HostedControlPlane conditions, from reality."""
+        """HostedControlPlane conditions from reality, then the HostedCluster's from those.
+
+        As upstream: the control-plane operator writes the HostedControlPlane's (its own
+        ``ReconciliationActive`` from its own ``pausedUntil``, ``EtcdAvailable`` from the StatefulSet,
+        ``EtcdSnapshotRestored`` once and only there, ``Available``); the HostedCluster controller
+        writes the HostedCluster's ``ReconciliationActive`` and copies ``HCP_CONDITIONS`` and
+        ``Available`` from the HostedControlPlane (see ``hypershift.py``). Written while paused too.
+        """
+        now = self.now()
+        hcp = self.store.find("hostedcontrolplanes", rt.cp_namespace, rt.name)
+        if hcp is not None:
+            hcp = self._reconcile_hcp_status(rt, hcp, now)
         gen = hc["metadata"].get("generation", 1)
-        paused_until = hc.get("spec", {}).get("pausedUntil")
+        conditions = [hypershift.reconciliation_active(hc.get("spec", {}).get("pausedUntil"), gen, now)]
+        hcp_conditions = {c["type"]: c for c in ((hcp or {}).get("status") or {}).get("conditions") or []}
+        for ctype in hypershift.HCP_CONDITIONS:
+            copied = hcp_conditions.get(ctype) or {
+                "type": ctype,
+                "status": "Unknown",
+                "reason": "StatusUnknown",
+                "message": "Condition not found in the HCP"
+                if hcp
+                else "The hosted control plane is not found",
+            }
+            conditions.append({**copied, "observedGeneration": gen})
+        conditions.insert(0, hypershift.hosted_cluster_available(hcp, gen))
+        status = dict(hc.get("status") or {})
+        status["conditions"] = merge_conditions(status.get("conditions"), conditions)
+        status.setdefault("version", {"desired": {"image": RELEASE_IMAGE}, "history": []})
+        if status != hc.get("status"):
+            with contextlib.suppress(ApiError):
+                self.store.update_status("hostedclusters", rt.namespace, rt.name, status)
+
+    def _reconcile_hcp_status(
+        self, rt: ClusterRuntime, hcp: dict[str, Any], now: datetime.datetime
+    ) -> dict[str, Any]:
+        """The control-plane operator's status of one HostedControlPlane; returns the stored object."""
+        gen = hcp["metadata"].get("generation", 1)
+        spec = hcp.get("spec") or {}
+        old = (hcp.get("status") or {}).get("conditions") or []
+        sts = self.store.find("statefulsets", rt.cp_namespace, "etcd")
         kas = self.store.find("deployments", rt.cp_namespace, "kube-apiserver")
         kas_ok = kas is not None and rt.kas_ready > 0
-        etcd_ok = rt.phase == "running" and rt.etcd_available
-        restore_ok = rt.restore is None or rt.restore[0]
         conditions = [
-            condition(
-                "ReconciliationActive",
-                not paused,
-                "ReconciliationPaused" if paused else "AsExpected",
-                f"Reconciliation paused until: {paused_until}"
-                if paused
-                else "Reconciliation active on resource",
-                gen,
-            ),
-            condition(
-                "EtcdAvailable",
-                etcd_ok,
-                "QuorumAvailable" if etcd_ok else "EtcdWaitingForQuorum",
-                "Etcd has quorum" if etcd_ok else "Waiting for etcd to reach quorum",
-                gen,
-            ),
+            hypershift.etcd_statefulset_condition(sts, gen),
             condition(
                 "KubeAPIServerAvailable",
                 kas_ok,
@@ -540,38 +577,23 @@ class ControlPlane:
                 gen,
             ),
         ]
-        available = kas_ok and etcd_ok and restore_ok
-        if rt.restore is not None:
-            ok, reason, message = rt.restore
-            conditions.append(condition("EtcdSnapshotRestored", ok, reason, message, gen))
-        reason = (
-            "AsExpected" if available else ("EtcdRestoreFailed" if not restore_ok else "WaitingForAvailable")
-        )
-        message = (
-            "The hosted control plane is available"
-            if available
-            else (
-                rt.restore[2]
-                if rt.restore and not restore_ok
-                else "Waiting for the hosted control plane to be available"
-            )
-        )
-        conditions.insert(0, condition("Available", available, reason, message, gen))
-        status = dict(hc.get("status") or {})
-        status["conditions"] = merge_conditions(status.get("conditions"), conditions)
-        status.setdefault("version", {"desired": {"image": RELEASE_IMAGE}, "history": []})
-        if status != hc.get("status"):
+        urls = ((spec.get("etcd") or {}).get("managed") or {}).get("storage", {}).get("restoreSnapshotURL")
+        restored = next((c for c in old if c["type"] == "EtcdSnapshotRestored"), None)
+        if restored is None and urls and sts is not None:
+            pods = self.store.list("pods", rt.cp_namespace, label_selector="app=etcd")
+            restored = hypershift.etcd_restored_condition(sts, pods, gen)
+        if restored is not None:
+            conditions.append(restored)
+        conditions.insert(0, hypershift.hcp_available(conditions, gen))
+        conditions.append(hypershift.reconciliation_active(spec.get("pausedUntil"), gen, now))
+        hcp_status = dict(hcp.get("status") or {})
+        hcp_status["conditions"] = merge_conditions(old, conditions)
+        hcp_status["ready"] = hcp_status["conditions"][0]["status"] == "True"
+        hcp_status["initialized"] = rt.phase == "running"
+        if hcp_status != hcp.get("status"):
             with contextlib.suppress(ApiError):
-                self.store.update_status("hostedclusters", rt.namespace, rt.name, status)
-        hcp = self.store.find("hostedcontrolplanes", rt.cp_namespace, rt.name)
-        if hcp is not None:
-            hcp_status = dict(hcp.get("status") or {})
-            hcp_status["conditions"] = merge_conditions(hcp_status.get("conditions"), conditions)
-            hcp_status["ready"] = available
-            hcp_status["initialized"] = rt.phase == "running"
-            if hcp_status != hcp.get("status"):
-                with contextlib.suppress(ApiError):
-                    self.store.update_status("hostedcontrolplanes", rt.cp_namespace, rt.name, hcp_status)
+                return self.store.update_status("hostedcontrolplanes", rt.cp_namespace, rt.name, hcp_status)
+        return hcp
 
     # -- provisioning -------------------------------------------------------------------------
 
@@ -665,7 +687,8 @@ class ControlPlane:
         self._ensure("statefulsets", etcd_statefulset(ns, rt.members, restore=bool(urls)))
         for member in members:
             pod = self._ensure("pods", etcd_pod(ns, member.name, restore=bool(urls)))
-            self._write_pod_status(rt, pod, ready=False, initializing=True)
+            init = {"init": "running"} if urls else {}
+            self._write_pod_status(rt, pod, ready=False, initializing=True, **init)
         if urls:
             rt.etcd.split_brain = self.split_brain_restores > 0
             if rt.etcd.split_brain:
@@ -675,10 +698,13 @@ class ControlPlane:
                     await self._etcd_init(rt.etcd, member, urls[0])
             except RestoreError as exc:
                 log.warning("etcd restore of %s failed: %s", rt.name, exc)
-                rt.restore = (False, "EtcdRestoreFailed", str(exc))
+                # What etcd-init printed; the pods' etcd-init goes into CrashLoopBackOff, so the pods
+                # are never Ready and HyperShift never writes EtcdSnapshotRestored.
+                rt.restore = (False, "Error", str(exc))
+                rt.init_failed_at = time.monotonic()
                 rt.phase = "failed"
                 return
-            rt.restore = (True, "AsExpected", "etcd snapshot restored successfully")
+            rt.restore = (True, "Completed", "INFO: using etcdutl (etcd 3.6+)\n")
         rt.etcd.start()
         self.on_change()
         rt.tasks.append(asyncio.create_task(self._health_loop(rt), name=f"health-{rt.name}"))
@@ -709,10 +735,8 @@ class ControlPlane:
             head = fh.read(4096)
         if head.startswith(b"<?xml"):
             target.unlink()
-            raise RestoreError(
-                f"the snapshot URL returned an error document instead of a snapshot: "
-                f"{head.decode(errors='replace')[:500]}"
-            )
+            # etcd-init.sh: `head -c 5 /tmp/snapshot | grep -q '<?xml' && cat /tmp/snapshot && exit 1`
+            raise RestoreError(head.decode(errors="replace"))
         try:
             await cluster.restore_member(member, target)
         except RuntimeError as exc:
@@ -815,12 +839,19 @@ def pod_status(
     *,
     ready: bool,
     initializing: bool = False,
-    init_failed: str | None = None,
+    init: str | None = None,
+    init_restarts: int = 0,
     crashed: str | None = None,
 ) -> dict[str, Any]:
-    """A pod status as a kubelet writes it."""
+    """A pod status as a kubelet writes it.
+
+    :param init: the ``etcd-init`` init container (pods of a restore): ``running``, ``completed`` or
+        ``failed`` (exit 1, then CrashLoopBackOff); None when the pod has none.
+    :param init_restarts: its restart count when ``failed``.
+    """
     now = now_rfc3339()
-    pending = initializing or init_failed is not None
+    init_failed = init == "failed"
+    pending = initializing or init_failed
 
     def cstatus(name: str) -> dict[str, Any]:
         c_ready = ready and name != crashed
@@ -871,27 +902,38 @@ def pod_status(
         "containerStatuses": [cstatus(n) for n in containers],
     }
     status["podIPs"] = [{"ip": status["podIP"]}]
-    if init_failed is not None:
-        status["initContainerStatuses"] = [
-            {
-                "name": "etcd-init",
-                "ready": False,
-                "restartCount": 3,
-                "started": False,
-                "image": ETCD_IMAGE,
-                "imageID": ETCD_IMAGE,
-                "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-                "lastState": {
-                    "terminated": {
-                        "exitCode": 1,
-                        "reason": "Error",
-                        "message": init_failed,
-                        "startedAt": now,
-                        "finishedAt": now,
-                    }
-                },
+    if init is not None:
+        init_status: dict[str, Any] = {
+            "name": "etcd-init",
+            "ready": init == "completed",
+            "restartCount": init_restarts if init_failed else 0,
+            "started": init == "running",
+            "image": ETCD_IMAGE,
+            "imageID": ETCD_IMAGE,
+            "containerID": "cri-o://" + os.urandom(32).hex(),
+            "lastState": {},
+        }
+        if init == "running":
+            init_status["state"] = {"running": {"startedAt": now}}
+        elif init == "completed":
+            init_status["state"] = {
+                "terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}
             }
-        ]
+        else:
+            # The kubelet's back-off after a non-zero exit: waiting, the failed run in lastState
+            # (terminationMessagePolicy File and no message file: no message, the log says why).
+            back_off = min(10 * 2**init_restarts, 300)
+            delay = f"{back_off // 60}m{back_off % 60}s" if back_off >= 60 else f"{back_off}s"
+            init_status["state"] = {
+                "waiting": {
+                    "reason": "CrashLoopBackOff",
+                    "message": f"back-off {delay} restarting failed container=etcd-init",
+                }
+            }
+            init_status["lastState"] = {
+                "terminated": {"exitCode": 1, "reason": "Error", "startedAt": now, "finishedAt": now}
+            }
+        status["initContainerStatuses"] = [init_status]
     return status
 
 

@@ -200,6 +200,7 @@ class Sandbox:
             fault_handler=self.fault,
             request_log=paths.logs / "requests.jsonl",
             authorizer=self.authorizer,
+            log_handler=self.control.pod_log,
         )
         ssl_context = pki.server_ssl_context(paths.pki / "server.crt", paths.pki / "server.key")
         self.runner = await apiserver.start_server(app, "127.0.0.1", 0, ssl_context)

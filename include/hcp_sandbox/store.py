@@ -233,6 +233,7 @@ class Store:
         self._rv = 0
         self._listeners: list[Listener] = []
         self._validators: dict[str, list[Validator]] = collections.defaultdict(list)
+        self._defaulters: dict[str, list[Callable[[Obj], None]]] = collections.defaultdict(list)
         # Each writing thread queues its events under the lock and delivers them after releasing
         # it: no lock is held while callbacks run, so a callback may take its own locks or write.
         self._local = threading.local()
@@ -256,6 +257,16 @@ class Store:
         """Check ``fn(old, new)`` before every create (``old=None``) and update; it raises ApiError 422."""
         with self._lock:
             self._validators[plural].append(fn)
+
+    def add_defaulter(self, plural: str, fn: Callable[[Obj], None]) -> None:
+        """Apply ``fn(new)`` (in place) before every create and update, ahead of the validators: the
+        API server's structural defaulting of a CRD (the schema's ``default`` values)."""
+        with self._lock:
+            self._defaulters[plural].append(fn)
+
+    def _default(self, plural: str, new: Obj) -> None:
+        for fn in list(self._defaulters.get(plural, ())):
+            fn(new)
 
     def _validate(self, plural: str, old: Obj | None, new: Obj) -> None:
         for fn in list(self._validators.get(plural, ())):
@@ -364,6 +375,7 @@ class Store:
         key = (plural, meta.get("namespace", ""), name)
         for server_owned in ("resourceVersion", "uid", "creationTimestamp", "deletionTimestamp"):
             meta.pop(server_owned, None)
+        self._default(plural, new)
         self._validate(plural, None, new)
         with self._lock:
             if key in self._objects:
@@ -408,6 +420,7 @@ class Store:
                     meta[owned] = old["metadata"][owned]
             if not rt.namespaced:
                 meta.pop("namespace", None)
+            self._default(plural, new)
             if new.get("spec") != old.get("spec"):
                 meta["generation"] = old["metadata"].get("generation", 1) + 1
             self._validate(plural, old, new)

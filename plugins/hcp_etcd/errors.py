@@ -30,6 +30,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 _SIGNED_PARAMS = re.compile(
     r"(?i)((?:X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|Signature|AWSAccessKeyId)=)[^&\s\"']+"
 )
+# The same in an S3 error document (SignatureDoesNotMatch quotes the signature and the signed request).
+_SIGNED_ELEMENTS = re.compile(
+    r"(?is)(<(SignatureProvided|AWSAccessKeyId|StringToSign|StringToSignBytes|CanonicalRequest"
+    r"|CanonicalRequestBytes)>).*?(</\2>)"
+)
 # Long runs of base64 with mixed case and digits: Secret data (a 32-byte AES key is 44 characters of
 # base64), tokens, private keys. Not redacted: SHA-256 fingerprints (lowercase hex: they name a key
 # without revealing it), words, and object keys (paths of short segments, which errors must name).
@@ -80,7 +85,7 @@ def redact(text: str, limit: int = 1000) -> str:
     # Airflow's masker first: it knows every value this process passed to ``mask_secret`` (the key
     # read for escrow or restore, a presigned URL), whatever its shape.
     clean = str(airflow_redact(text))
-    clean = _SIGNED_PARAMS.sub(r"\1REDACTED", clean)
+    clean = _SIGNED_ELEMENTS.sub(r"\1REDACTED\3", _SIGNED_PARAMS.sub(r"\1REDACTED", clean))
     clean = _BASE64_RUN.sub(lambda m: "[REDACTED]" if _looks_secret(m[0]) else m[0], clean)
     return clean if len(clean) <= limit else clean[: limit - 1] + "…"
 

@@ -12,8 +12,9 @@ Three annotations, each JSON:
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from hcp_etcd.naming import (
@@ -183,17 +184,65 @@ def paused_by_someone_else(
     return not recorded
 
 
-def is_paused(paused_until: str | None, now: datetime) -> bool:
-    """HyperShift's reading of ``spec.pausedUntil``.
+# strconv.ParseBool's spellings (Go's strconv/atob.go).
+_GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+_GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+# What Go's time.Parse(time.RFC3339, v) takes: upper-case T and Z, optional fraction ("." or ",").
+_GO_RFC3339 = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:[.,](\d+))?(?:(Z)|([+-])(\d{2}):(\d{2}))$"
+)
+
+
+def parse_go_rfc3339(value: str) -> datetime:
+    """Parse a time as Go's ``time.Parse(time.RFC3339, value)`` does; raise ``ValueError`` otherwise.
+
+    :param value: the time string.
+    """
+    match = _GO_RFC3339.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not an RFC3339 time")
+    year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
+    if int(off_h or 0) > 23 or int(off_m or 0) > 59:
+        raise ValueError(f"{value!r} has a time zone offset out of range")
+    offset = timedelta(0)
+    if not zulu:
+        offset = (1 if sign == "+" else -1) * timedelta(hours=int(off_h), minutes=int(off_m))
+    micro = int((fraction or "0")[:6].ljust(6, "0"))
+    # datetime() checks the ranges Go checks (month, day of month, hour < 24, minute and second < 60).
+    parsed = datetime(
+        int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tzinfo=timezone(offset)
+    )
+    return parsed.astimezone(UTC)
+
+
+def parse_paused_until(paused_until: str | None, now: datetime) -> tuple[bool, bool]:
+    """HyperShift's reading of ``spec.pausedUntil``: ``(paused, valid)``.
+
+    As upstream's ``ProcessPausedUntilField`` (openshift/hypershift ``support/util/pausereconcile.go``):
+    absent is not paused; ``strconv.ParseBool`` first (``"True"``, ``"1"``, ``"t"``... pause until the
+    field is removed), then an RFC3339 time (paused while it is in the future); anything else is an
+    invalid value, which HyperShift treats as not paused (``ReconciliationActive=True``, reason
+    ``InvalidPausedUntilValue``).
 
     :param paused_until: the field's value.
     :param now: the current time.
     """
-    if paused_until in (None, "", "false"):
-        return False
-    if paused_until == "true":
-        return True
+    if paused_until is None:
+        return False, True
+    if paused_until in _GO_TRUE:
+        return True, True
+    if paused_until in _GO_FALSE:
+        return False, True
     try:
-        return parse_rfc3339(paused_until) > now
+        return parse_go_rfc3339(paused_until) > now, True
     except ValueError:
-        return False
+        return False, False
+
+
+def is_paused(paused_until: str | None, now: datetime) -> bool:
+    """Whether HyperShift holds reconciliation for this ``spec.pausedUntil`` (see ``parse_paused_until``).
+
+    :param paused_until: the field's value.
+    :param now: the current time.
+    """
+    return parse_paused_until(paused_until, now)[0]

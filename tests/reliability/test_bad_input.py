@@ -150,6 +150,11 @@ def _pause_by_someone_else(h: Harness) -> None:
     h.k8s.patch_hosted_cluster(ClusterRef("clusters", ONE), {"spec": {"pausedUntil": "true"}})
 
 
+def _pause_indefinitely_as_an_administrator_spells_it(h: Harness) -> None:
+    # The CRD allows True as well as true; HyperShift reads both with strconv.ParseBool.
+    h.k8s.patch_hosted_cluster(ClusterRef("clusters", ONE), {"spec": {"pausedUntil": "True"}})
+
+
 def _unpause(h: Harness) -> None:
     h.k8s.patch_hosted_cluster(ClusterRef("clusters", ONE), {"spec": {"pausedUntil": None}})
 
@@ -226,6 +231,10 @@ TASK_CASES: dict[str, TaskCase] = {
     "backup-prefix-path-traversal-at-task": TaskCase(lambda h, b: preflight(h, prefix="a/../../b"), "prefix"),
     "backup-cluster-paused-by-someone-else": TaskCase(
         lambda h, b: preflight(h), "already paused", setup=_pause_by_someone_else, teardown=_unpause
+    ),
+    "backup-cluster-paused-by-someone-else-as-True": TaskCase(
+        lambda h, b: preflight(h), "already paused", setup=_pause_indefinitely_as_an_administrator_spells_it,
+        teardown=_unpause,
     ),
     "backup-cluster-locked-by-another-run": TaskCase(
         lambda h, b: preflight(h), "scheduled__nightly", setup=_lock_by_other_run, teardown=_unlock

@@ -7,6 +7,7 @@ Uses the shared session ``sandbox`` (tests/conftest.py): ``clusters/ha-one`` (3 
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import hashlib
 import json
@@ -507,6 +508,59 @@ def test_pause_deadline_resumes_by_itself(core, apps, custom):
     set_paused(custom, "single-one", None)
 
 
+@pytest.mark.parametrize(
+    ("value", "paused", "reason", "message"),
+    [
+        ("True", True, "ReconciliationPaused", "Reconciliation paused until field removed"),
+        (
+            "2999-01-01T00:00:00Z",
+            True,
+            "ReconciliationPaused",
+            "Reconciliation paused until: 2999-01-01T00:00:00Z",
+        ),
+        ("False", False, "AsExpected", "Reconciliation active on resource"),
+        # Passes the CRD's pattern, not Go's RFC3339: HyperShift reconciles and says why.
+        (
+            "2999-01-01T00:00:00 UTC",
+            False,
+            "InvalidPausedUntilValue",
+            "Invalid value provided for PausedUntil field",
+        ),
+    ],
+)
+def test_paused_until_read_as_upstream_on_both_objects(custom, value, paused, reason, message):
+    """support/util/pausereconcile.go: the HostedCluster and its HostedControlPlane say the same."""
+    set_paused(custom, "single-one", value)
+    try:
+        want = "False" if paused else "True"
+
+        def both() -> bool:
+            mine = conditions(custom, "single-one").get("ReconciliationActive", {})
+            hcp = hcp_conditions(custom, "single-one").get("ReconciliationActive", {})
+            return mine.get("reason") == reason and hcp.get("reason") == reason
+
+        wait_for(both, 5, f"ReconciliationActive {reason} on HostedCluster and HostedControlPlane")
+        for cond in (conditions(custom, "single-one"), hcp_conditions(custom, "single-one")):
+            active = cond["ReconciliationActive"]
+            assert (active["status"], active["message"]) == (want, message), active
+    finally:
+        set_paused(custom, "single-one", None)
+
+
+def test_paused_until_outside_the_crd_is_refused(custom):
+    """The CRD's rules: 4-35 characters, and true/false/True/False or a date-like pattern."""
+    from kubernetes.client.rest import ApiException
+
+    for value, expected in (
+        ("TRUE", "PausedUntil must be a date in RFC3339 format or 'True', 'true', 'False' or 'false'"),
+        ("1", "should be at least 4 chars long"),
+        ("2999-01-01T00:00:00.000000000000000Z", "may not be more than 35 bytes"),
+    ):
+        with pytest.raises(ApiException) as info:
+            set_paused(custom, "single-one", value)
+        assert info.value.status == 422 and expected in info.value.body, (value, info.value.body)
+
+
 def test_clock_fault_passes_a_long_deadline(sandbox, apps, custom):
     """Paused until now + 10 min: stays paused; HyperShift's clock 660 s ahead: reconciled at once."""
     ns = "clusters-single-one"
@@ -570,6 +624,27 @@ def test_secrets_are_stored_aescbc_encrypted(core):
             json.loads(aescbc.decrypt(value, os.urandom(32)))
 
 
+def test_etcd_available_is_quorum(sandbox, core, custom):
+    """etcdStatefulSetCondition: one member of three down keeps EtcdAvailable (2 >= 3/2+1)."""
+    ns = "clusters-ha-one"
+    sandbox.fault("etcd-stop", "--namespace", ns, "--pod", "etcd-2")
+    try:
+        wait_for(
+            lambda: (
+                {c.type: c.status for c in core.read_namespaced_pod("etcd-2", ns).status.conditions}["Ready"]
+                == "False"
+            ),
+            10,
+            "etcd-2 not Ready",
+        )
+        time.sleep(1)  # a few reconcile ticks
+        etcd_cond = conditions(custom, "ha-one")["EtcdAvailable"]
+        assert (etcd_cond["status"], etcd_cond["reason"]) == ("True", "QuorumAvailable"), etcd_cond
+        assert is_true(custom, "ha-one", "Available")
+    finally:
+        sandbox.fault("etcd-start", "--namespace", ns, "--pod", "etcd-2")
+
+
 def test_etcd_stop_makes_etcd_unavailable(sandbox, core, custom):
     ns = "clusters-single-one"
     sandbox.fault("etcd-stop", "--namespace", ns, "--pod", "etcd-0")
@@ -620,7 +695,14 @@ def test_restore_at_creation_gives_one_cluster(sandbox, core, custom, snapshot_u
     try:
         wait_for(lambda: is_true(custom, "restored-ha", "Available"), 60, "restored cluster Available")
         restored = hcp_conditions(custom, "restored-ha")["EtcdSnapshotRestored"]
-        assert restored["status"] == "True", restored
+        # hostedcontrolplane_controller.go: etcdRestoredCondition: no message, HostedControlPlane only.
+        assert (restored["status"], restored["reason"], restored["message"]) == ("True", "AsExpected", ""), (
+            restored
+        )
+        assert "EtcdSnapshotRestored" not in conditions(custom, "restored-ha")
+        pod = core.read_namespaced_pod("etcd-1", "clusters-restored-ha")
+        [init] = pod.status.init_container_statuses
+        assert (init.name, init.ready, init.state.terminated.exit_code) == ("etcd-init", True, 0)
         ns = "clusters-restored-ha"
         for pod in ("etcd-0", "etcd-1", "etcd-2"):
             members = etcdctl_json(core, ns, pod, "member", "list")["members"]
@@ -648,23 +730,49 @@ def test_split_brain_fault(sandbox, core, custom, snapshot_url):
         delete_hosted_cluster(sandbox, core, custom, "split-ha")
 
 
-def test_restore_rejects_an_xml_error_body(sandbox, core, custom, s3):
-    url = s3.generate_presigned_url(
-        "get_object", Params={"Bucket": sandbox.bucket, "Key": "tests/missing.db"}
-    )
-    create_hosted_cluster(core, custom, "xml-one", 1, url, os.urandom(32))
+def failed_etcd_init(core, namespace: str, pod: str = "etcd-0") -> Any:
+    """The pod's etcd-init status once it exited non-zero, else None."""
+    with contextlib.suppress(Exception):
+        for status in core.read_namespaced_pod(pod, namespace).status.init_container_statuses or []:
+            terminated = status.last_state and status.last_state.terminated
+            if status.name == "etcd-init" and terminated and terminated.exit_code != 0:
+                return status
+    return None
+
+
+@pytest.mark.parametrize("what", ["xml-error-body", "corrupt-snapshot"])
+def test_failed_restore_shows_in_the_etcd_pods_only(sandbox, core, custom, s3, what):
+    """A failing etcd-init (an S3 error document, a corrupt file), as a kubelet and HyperShift show it:
+    etcd-init exits 1 and backs off, its log says why, the pods stay un-Ready, EtcdSnapshotRestored
+    never appears (hostedcontrolplane_controller.go: etcdRestoredCondition needs every replica Ready)."""
+    key = "tests/missing.db"
+    if what == "corrupt-snapshot":
+        key = "tests/corrupt.db"
+        s3.put_object(Bucket=sandbox.bucket, Key=key, Body=os.urandom(64 * 1024))
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": sandbox.bucket, "Key": key})
+    name = f"bad-{what.split('-')[0]}"
+    ns = f"clusters-{name}"
+    create_hosted_cluster(core, custom, name, 1, url, os.urandom(32))
     try:
-        restored = wait_for(
-            lambda: hcp_conditions(custom, "xml-one").get("EtcdSnapshotRestored"), 30, "condition"
+        init = wait_for(lambda: failed_etcd_init(core, ns), 30, "etcd-init failed")
+        assert init.state.waiting.reason == "CrashLoopBackOff"
+        assert init.last_state.terminated.reason == "Error" and not init.ready
+        log = core.read_namespaced_pod_log("etcd-0", ns, container="etcd-init", tail_lines=20)
+        assert ("<Code>NoSuchKey</Code>" if what == "xml-error-body" else "snapshot") in log, log
+        pod = core.read_namespaced_pod("etcd-0", ns)
+        assert pod.status.phase == "Pending"
+        assert {c.type: c.status for c in pod.status.conditions}["Ready"] == "False"
+        time.sleep(1)  # a few reconcile ticks
+        assert "EtcdSnapshotRestored" not in hcp_conditions(custom, name)
+        cond = conditions(custom, name)
+        assert "EtcdSnapshotRestored" not in cond
+        assert (cond["EtcdAvailable"]["status"], cond["EtcdAvailable"]["reason"]) == (
+            "False",
+            "EtcdWaitingForQuorum",
         )
-        assert restored["status"] == "False"
-        assert "NoSuchKey" in restored["message"]
-        time.sleep(1)
-        cond = conditions(custom, "xml-one")
-        assert cond["Available"]["status"] == "False"
-        assert cond["EtcdAvailable"]["status"] == "False"
+        assert (cond["Available"]["status"], cond["Available"]["reason"]) == ("False", "EtcdWaitingForQuorum")
     finally:
-        delete_hosted_cluster(sandbox, core, custom, "xml-one")
+        delete_hosted_cluster(sandbox, core, custom, name)
 
 
 # -- lifecycle -----------------------------------------------------------------------------------

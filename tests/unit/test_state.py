@@ -10,6 +10,7 @@ from hcp_etcd.state import (
     OriginalReplicas,
     check_lock,
     is_paused,
+    parse_paused_until,
     paused_by_someone_else,
     previous_pause_annotation,
     read_previous_pause,
@@ -57,3 +58,32 @@ def test_is_paused():
     assert not is_paused(None, NOW) and not is_paused("false", NOW)
     assert is_paused("2025-01-01T03:00:00Z", NOW)
     assert not is_paused("2025-01-01T01:00:00Z", NOW)
+
+
+@pytest.mark.parametrize(
+    ("value", "paused", "valid"),
+    [
+        # strconv.ParseBool's spellings: an administrator's indefinite pause, whatever the case.
+        *((v, True, True) for v in ("true", "True", "TRUE", "t", "T", "1")),
+        *((v, False, True) for v in ("false", "False", "FALSE", "f", "F", "0")),
+        (None, False, True),
+        ("2025-01-01T03:00:00Z", True, True),
+        ("2025-01-01T02:59:59.123456789+01:00", False, True),  # 01:59:59 UTC: passed
+        ("2025-01-01T02:00:01,5Z", True, True),
+        # What the CRD's pattern lets through but Go's RFC3339 does not: invalid, not paused.
+        ("2025-13-01T03:00:00Z", False, False),
+        ("2025-01-01T03:00:00 UTC", False, False),
+        ("2025-01-01t03:00:00z", False, False),
+        ("yes", False, False),
+        ("", False, False),
+    ],
+)
+def test_paused_until_read_as_upstream(value, paused, valid):
+    assert parse_paused_until(value, NOW) == (paused, valid)
+    assert is_paused(value, NOW) is paused
+
+
+def test_preflight_sees_an_indefinite_pause_spelled_true():
+    assert paused_by_someone_else({"pausedUntil": "True"}, {}, "r2")
+    assert paused_by_someone_else({"pausedUntil": "1"}, {}, "r2")
+    assert not paused_by_someone_else({"pausedUntil": "2025-13-01T03:00:00Z"}, {}, "r2")

@@ -125,3 +125,39 @@ def test_inline_wait_polls_fast_then_defers_with_the_triggers_own_interval() -> 
     with pytest.raises(TaskDeferred) as deferred:
         op.wait(Clocked(10**6, poll_interval=5), "done", {}, inline_seconds=0.1, inline_poll_interval=0.01)
     assert deferred.value.trigger.poll_interval == 5 and set(Clocked.seen) == {0.01}
+
+
+def _etcd_pod(name: str, init: dict[str, Any]) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "status": {"initContainerStatuses": [{"name": "etcd-init", **init}]}}
+
+
+FAILED_RUN = {"terminated": {"exitCode": 1, "reason": "Error"}}
+
+
+def test_etcd_init_failure_counts_failed_runs() -> None:
+    from hcp_etcd.triggers.restore import etcd_init_failure
+
+    backing_off = {"state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": FAILED_RUN}
+    assert etcd_init_failure([_etcd_pod("etcd-0", {**backing_off, "restartCount": 1})]) is None
+    assert etcd_init_failure([_etcd_pod("etcd-0", {"state": {"running": {}}, "restartCount": 2})]) is None
+    done = {"state": {"terminated": {"exitCode": 0, "reason": "Completed"}}, "restartCount": 5, "ready": True}
+    assert etcd_init_failure([_etcd_pod("etcd-0", done)]) is None
+    pods = [_etcd_pod("etcd-0", done), _etcd_pod("etcd-1", {**backing_off, "restartCount": 2})]
+    assert etcd_init_failure(pods) == ("etcd-1", "exit 1 (Error), 3 runs, CrashLoopBackOff")
+
+
+def test_restore_fails_with_what_etcd_init_said_without_the_signature() -> None:
+    from hcp_etcd.triggers.restore import restore_state
+
+    hc = {"status": {"conditions": [{"type": "Available", "status": "False"}]}}
+    log = (
+        "<?xml version='1.0'?><Error><Code>SignatureDoesNotMatch</Code><SignatureProvided>abc123"
+        "</SignatureProvided><CanonicalRequest>GET /b/k X-Amz-Credential=AKIAEXAMPLE%2F2026"
+        "</CanonicalRequest></Error> curl https://b.s3/k?X-Amz-Signature=deadbeef&X-Amz-Date=1"
+    )
+    state, message = restore_state(hc, None, ("etcd-0", "exit 1 (Error), 3 runs"), log)
+    assert state == "failed" and "etcd-0" in message and "SignatureDoesNotMatch" in message
+    for secret in ("abc123", "AKIAEXAMPLE", "deadbeef"):
+        assert secret not in message
+    # Without a failure and without the HostedControlPlane's condition, the wait goes on.
+    assert restore_state(hc, {"status": {"conditions": []}})[0] == "waiting"

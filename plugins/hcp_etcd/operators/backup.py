@@ -315,11 +315,21 @@ class PauseReconciliationOperator(HostedClusterOperator):
 
     def _confirm_paused(self, ref: ClusterRef) -> None:
         # Short and synchronous on purpose: HyperShift flips the condition within a reconcile loop.
+        # Both objects: the HostedCluster controller writes it on the HostedCluster and copies
+        # pausedUntil to the HostedControlPlane, where the control-plane operator (the one that would
+        # scale the API servers back) writes its own (hostedcluster_controller.go:
+        # pauseHostedControlPlane; hostedcontrolplane_controller.go: Reconcile).
         import time
 
         end = time.monotonic() + self.confirm_timeout
+        paused = {"ReconciliationActive": "False"}
         while True:
-            unmet = unmet_conditions(self.k8s.get_hosted_cluster(ref), {"ReconciliationActive": "False"})
+            unmet = unmet_conditions(self.k8s.get_hosted_cluster(ref), paused)
+            hcp = self.k8s.get_hosted_control_plane(ref.control_plane_namespace, ref.name)
+            if hcp is None:
+                unmet.append(f"HostedControlPlane {ref.control_plane_namespace}/{ref.name} not found")
+            else:
+                unmet += [f"HostedControlPlane {u}" for u in unmet_conditions(hcp, paused)]
             if not unmet:
                 return
             if time.monotonic() > end:

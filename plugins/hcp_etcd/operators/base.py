@@ -134,7 +134,8 @@ class HostedClusterOperator(BaseOperator):
                 event = asyncio.run(asyncio.wait_for(_first_event(probe), inline_seconds))
             except TimeoutError:
                 event = None
-            if event is not None and event.get("status") == "success":
+            # "failed" is final too (the triggers' contract): no deferral to learn it again.
+            if event is not None and event.get("status") in ("success", "failed"):
                 return getattr(self, method_name)(context, event=event, **kwargs)
         if self.deferrable:
             self.defer(trigger=trigger, method_name=method_name, kwargs=kwargs)

@@ -9,23 +9,71 @@ from kubernetes_asyncio import client as async_client
 from kubernetes_asyncio.client.rest import ApiException
 
 from hcp_etcd.conditions import condition, unmet_conditions
+from hcp_etcd.errors import redact
 from hcp_etcd.naming import control_plane_namespace
 from hcp_etcd.triggers.base import KubernetesPollingTrigger, State
 
 RESTORED = "EtcdSnapshotRestored"
+ETCD_INIT = "etcd-init"
+# Failed runs of etcd-init before the restore is called failed: the kubelet restarts it after 10 s,
+# then 20 s, so the third failure comes about 30 s after the first. One failure could be a passing
+# network error; three of the same restore are not (an expired URL, an S3 error document, a corrupt
+# snapshot fail every time).
+ETCD_INIT_FAILURES = 3
+ETCD_INIT_LOG_LINES = 20
 
 
-def restore_state(hc: dict[str, Any], hcp: dict[str, Any] | None) -> tuple[State, str]:
-    """``("done" | "failed" | "waiting", message)`` from the HostedCluster and its HostedControlPlane.
+def etcd_init_failure(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """The first etcd pod whose ``etcd-init`` failed ``ETCD_INIT_FAILURES`` times, and how.
 
-    ``EtcdSnapshotRestored`` is a HostedControlPlane condition (HyperShift may mirror it on the
-    HostedCluster): False there is etcd-init's failure, final for this cluster (restore happens only
-    at creation), so the wait ends at once with its message.
+    HyperShift writes ``EtcdSnapshotRestored`` only once every etcd replica is Ready
+    (``hostedcontrolplane_controller.go: etcdRestoredCondition``): a failing etcd-init keeps its pod
+    un-Ready, so the condition never appears and only the pods tell.
+
+    :param pods: the etcd pods, as dicts (``status.initContainerStatuses``).
+    :return: ``(pod name, "exit 1 (Error), 3 runs, CrashLoopBackOff")`` or None.
+    """
+    for pod in pods:
+        for status in (pod.get("status") or {}).get("initContainerStatuses") or []:
+            if status.get("name") != ETCD_INIT:
+                continue
+            state, last = status.get("state") or {}, status.get("lastState") or {}
+            terminated = state.get("terminated") or last.get("terminated") or {}
+            if not terminated or terminated.get("exitCode") in (0, None):
+                continue
+            # Runs that failed: every restart followed a failure, plus the current one unless it runs.
+            failures = int(status.get("restartCount") or 0) + (0 if "running" in state else 1)
+            if failures < ETCD_INIT_FAILURES:
+                continue
+            waiting = (state.get("waiting") or {}).get("reason")
+            how = f"exit {terminated.get('exitCode')} ({terminated.get('reason', '')}), {failures} runs"
+            return pod["metadata"]["name"], how + (f", {waiting}" if waiting else "")
+    return None
+
+
+def restore_state(
+    hc: dict[str, Any],
+    hcp: dict[str, Any] | None,
+    init_failure: tuple[str, str] | None = None,
+    init_log: str = "",
+) -> tuple[State, str]:
+    """``("done" | "failed" | "waiting", message)`` from the HostedCluster, its HostedControlPlane
+    and its etcd pods.
+
+    ``EtcdSnapshotRestored`` is a HostedControlPlane condition only (upstream does not copy it to the
+    HostedCluster) and has no message; False there, or an etcd-init that keeps failing, is final
+    for this cluster (restore happens only at creation), so the wait ends at once.
 
     :param hc: the HostedCluster.
     :param hcp: its HostedControlPlane (None while not created yet).
+    :param init_failure: ``etcd_init_failure`` of its etcd pods.
+    :param init_log: the last lines etcd-init printed in that pod (presigned signatures removed here).
     """
-    restored = (hcp and condition(hcp, RESTORED)) or condition(hc, RESTORED)
+    restored = hcp and condition(hcp, RESTORED)
+    if init_failure is not None:
+        pod, how = init_failure
+        said = redact(init_log.strip(), limit=1500) or "(no output)"
+        return "failed", f"{ETCD_INIT} of pod {pod} failed: {how}; its last lines: {said}"
     if restored is not None and str(restored.get("status")) == "False":
         return "failed", f"{RESTORED}=False ({restored.get('reason')}): {restored.get('message')}"
     missing = unmet_conditions(hc, {"Available": "True"})
@@ -77,21 +125,29 @@ class RestoredClusterTrigger(KubernetesPollingTrigger):
         return {"available_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
 
     async def probe(self, api: async_client.ApiClient) -> tuple[State, str]:
-        """The restore state from the HostedCluster and its HostedControlPlane."""
+        """The restore state from the HostedCluster, its HostedControlPlane and its etcd pods."""
         objects = async_client.CustomObjectsApi(api)
+        cp_namespace = control_plane_namespace(self.namespace, self.name)
         hc = await objects.get_namespaced_custom_object(
             "hypershift.openshift.io", "v1beta1", self.namespace, "hostedclusters", self.name
         )
         try:
             hcp = await objects.get_namespaced_custom_object(
-                "hypershift.openshift.io",
-                "v1beta1",
-                control_plane_namespace(self.namespace, self.name),
-                "hostedcontrolplanes",
-                self.name,
+                "hypershift.openshift.io", "v1beta1", cp_namespace, "hostedcontrolplanes", self.name
             )
         except ApiException as err:
             if err.status != 404:
                 raise
             hcp = None
-        return restore_state(hc, hcp)
+        core = async_client.CoreV1Api(api)
+        pods = await core.list_namespaced_pod(cp_namespace, label_selector="app=etcd")
+        failure = etcd_init_failure([api.sanitize_for_serialization(p) for p in pods.items])
+        log = ""
+        if failure is not None:
+            try:
+                log = await core.read_namespaced_pod_log(
+                    failure[0], cp_namespace, container=ETCD_INIT, tail_lines=ETCD_INIT_LOG_LINES
+                )
+            except ApiException as err:
+                log = f"(its log is unreadable: {err.status} {err.reason})"
+        return restore_state(hc, hcp, failure, log)
