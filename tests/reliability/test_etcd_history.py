@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -75,10 +76,9 @@ def _compacted_twice(harness: Harness) -> None:
     assert out.returncode != 0 and "compacted" in out.stderr_tail, "etcd-init left the backup's revision"
 
     def compacted_by_the_api_server() -> bool:
-        found = etcd.parse_get_json_lines(
-            etcdctl(harness, ns, "etcd-0", "get", "compact_rev_key", "-w", "json").stdout
-        )
-        return "compact_rev_key" in found and found["compact_rev_key"].mod_revision > revision + 1
+        out = etcdctl(harness, ns, "etcd-0", "get", "compact_rev_key", "-w", "json").stdout
+        kvs = json.loads(out).get("kvs") or []
+        return bool(kvs) and int(kvs[0]["mod_revision"]) > revision + 1
 
     wait_for("kube-apiserver compacted the restored etcd", compacted_by_the_api_server)
 
