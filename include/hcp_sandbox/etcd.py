@@ -34,7 +34,7 @@ BUMP_REVISION = 1_000_000_000
 
 
 def restore_supports_bump() -> bool:
-    """Whether this ``etcdutl snapshot restore`` has ``--bump-revision`` (etcd 3.5.10+; 3.5.1 lacks it)."""
+    """Whether this ``etcdutl snapshot restore`` has ``--bump-revision`` (3.5.1 lacks it)."""
     out = subprocess.run(
         [binary("etcdutl"), "snapshot", "restore", "--help"], capture_output=True, text=True, check=False
     )
