@@ -180,7 +180,7 @@ def hcp_etcd_backup() -> None:
 
         chain(preflight, pause.as_setup(), quiesce.as_setup(), snapshot, verify)
         # The API servers come back as soon as the snapshot files exist: verify reads only those files
-        # (and etcd at the snapshot's revision), so it runs after the downtime, not inside it.
+        # (and etcd's current revision), so it runs after the downtime, not inside it.
         snapshot >> resume.as_teardown(setups=quiesce, on_failure_fail_dagrun=True)
         chain([resume, verify], upload)
         chain(upload, escrow, publish, cleanup.as_teardown(setups=pause))

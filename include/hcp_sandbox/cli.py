@@ -140,6 +140,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         args.bucket,
         "--pod-ready-delay",
         str(args.pod_ready_delay),
+        "--compaction-interval",
+        str(args.compaction_interval),
+        "--event-ttl",
+        str(args.event_ttl),
     ]
     for spec in cluster_specs(args):
         argv += ["--cluster", f"{spec.name}:{spec.members}"]
@@ -330,7 +334,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     paths = SandboxPaths.of(args.dir)
     specs = [serve.ClusterSpec.parse(c) for c in args.cluster]
-    options = Options(pod_ready_delay=args.pod_ready_delay, pod_termination_delay=args.pod_ready_delay)
+    options = Options(
+        pod_ready_delay=args.pod_ready_delay,
+        pod_termination_delay=args.pod_ready_delay,
+        compaction_interval=args.compaction_interval,
+        event_ttl=args.event_ttl,
+    )
     from hcp_sandbox.rbac import RbacAuthorizer
 
     authorizer = RbacAuthorizer.from_paths([Path(p) for p in args.rbac]) if args.rbac else None
@@ -375,6 +384,15 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--bucket", default=DEFAULT_BUCKET)
     up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
     up.add_argument("--pod-ready-delay", type=float, default=1.0, help="seconds before a new pod is Ready")
+    up.add_argument(
+        "--compaction-interval",
+        type=float,
+        default=300.0,
+        help="seconds between kube-apiserver's etcd compactions (its default: 5 minutes)",
+    )
+    up.add_argument(
+        "--event-ttl", type=float, default=10800.0, help="kube-apiserver's --event-ttl, seconds (3h)"
+    )
     up.add_argument(
         "--rbac",
         action="append",
@@ -442,6 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--seed-mb", type=float, default=0.0)
     srv.add_argument("--bucket", default=DEFAULT_BUCKET)
     srv.add_argument("--pod-ready-delay", type=float, default=1.0)
+    srv.add_argument("--compaction-interval", type=float, default=300.0)
+    srv.add_argument("--event-ttl", type=float, default=10800.0)
     srv.add_argument("--rbac", action="append", default=[])
     srv.set_defaults(func=cmd_serve)
     return parser

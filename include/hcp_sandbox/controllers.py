@@ -14,7 +14,8 @@ One asyncio loop in the serve process, driven by store events and a short tick:
 - conditions from reality (ready etcd replicas, ready kube-apiserver pods), written where and when
   HyperShift writes them (``hypershift.py``);
 - a writer per hosted cluster that puts leases and events into etcd while kube-apiserver has ready
-  replicas, as an API server does.
+  replicas, as an API server does (Events bound to etcd leases of ``--event-ttl``), and compacts
+  etcd periodically as kube-apiserver's compactor does.
 """
 
 from __future__ import annotations
@@ -100,6 +101,12 @@ class Options:
     pod_termination_delay: float = 1.0
     writes_per_second: float = 5.0
     etcd_start_timeout: float = 60.0
+    # kube-apiserver's --etcd-compaction-interval (default 5m, which HyperShift keeps;
+    # k8s.io/apiserver/pkg/storage/storagebackend/config.go: DefaultCompactInterval).
+    compaction_interval: float = 300.0
+    # kube-apiserver's --event-ttl: HyperShift sets 3h (control-plane-operator/controllers/
+    # hostedcontrolplane/v2/kas/config.go).
+    event_ttl: float = 10800.0
 
 
 @dataclass
@@ -122,6 +129,7 @@ class ClusterRuntime:
     kas_ready: int = 0
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     writes: int = 0
+    compactions: int = 0
 
     @property
     def cp_namespace(self) -> str:
@@ -712,6 +720,12 @@ class ControlPlane:
         deadline = time.monotonic() + self.options.etcd_start_timeout
         while not rt.etcd_available and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
+        if urls and rt.etcd.needs_mark_compacted and rt.etcd_available:
+            # etcd-init's `--mark-compacted`, emulated before any API server reads the restored etcd.
+            for member in members if rt.etcd.split_brain else members[:1]:
+                revision = await rt.client.mark_compacted(member.client_url)
+                log.info("%s/%s: restored history compacted at revision %s", rt.name, member.name, revision)
+        rt.tasks.append(asyncio.create_task(self._compactor(rt), name=f"compactor-{rt.name}"))
         for name in API_DEPLOYMENTS:
             self._ensure("deployments", api_deployment(ns, name, rt.members))
         rt.phase = "running"
@@ -757,10 +771,69 @@ class ControlPlane:
                 self._kick.set()
             await asyncio.sleep(1.0)
 
+    async def _compactor(self, rt: ClusterRuntime) -> None:
+        """kube-apiserver's compactor, while it has ready replicas.
+
+        k8s.io/apiserver/pkg/storage/etcd3/compact.go (vendored by HyperShift): every interval one
+        transaction on ``compact_rev_key`` (if its version is the one last seen, put the revision
+        seen then; else read it), and on success compact to the revision seen one interval earlier.
+        A freshly started API server only records on its first success: history survives at least
+        one interval, two after a restart.
+        """
+        assert rt.etcd is not None and rt.client is not None
+        key = _b64_text(b"compact_rev_key")
+        version, rev = 0, 0
+        while True:
+            await asyncio.sleep(self.options.compaction_interval)
+            urls = [m.client_url for m, ok in zip(rt.etcd.members, rt.health, strict=False) if ok]
+            if rt.kas_ready <= 0:
+                version, rev = 0, 0  # every API server stopped: the next one starts afresh
+                continue
+            if not urls:
+                continue
+            body = {
+                "compare": [{"key": key, "target": "VERSION", "result": "EQUAL", "version": str(version)}],
+                "success": [{"request_put": {"key": key, "value": _b64_text(str(rev).encode())}}],
+                "failure": [{"request_range": {"key": key}}],
+            }
+            try:
+                answer = await rt.client.txn(urls[0], body)
+                current = int(answer["header"]["revision"])
+                if not answer.get("succeeded"):
+                    kvs = answer["responses"][0]["response_range"].get("kvs") or [{}]
+                    version, rev = int(kvs[0].get("version", 0)), current
+                    continue
+                version += 1
+                if rev:
+                    await rt.client.compact(urls[0], rev)
+                    rt.compactions += 1
+                    log.info("%s: compacted etcd at revision %s", rt.name, rev)
+                rev = current
+            except (RuntimeError, KeyError, ValueError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+                log.warning("%s: compaction failed: %s", rt.name, exc)
+
+    async def _event_lease(self, rt: ClusterRuntime, url: str, leases: dict[str, Any]) -> int:
+        """The etcd lease for an Event, reused as kube-apiserver's lease manager reuses one.
+
+        k8s.io/apiserver/pkg/storage/etcd3/lease_manager.go: GetLease reuses the previous lease while
+        it outlives the TTL by at most the reuse duration (5% of the TTL, at most 60 s), else grants
+        TTL + reuse duration.
+        """
+        ttl = max(int(self.options.event_ttl), 1)
+        reuse = min(int(0.05 * ttl), 60)
+        now = time.monotonic()
+        expires = leases.get("expires", 0.0)
+        if now + ttl < expires and now + ttl + reuse > expires:
+            return int(leases["id"])
+        lease = await rt.client.grant(url, ttl + reuse)
+        leases.update(id=lease, expires=now + ttl + reuse)
+        return lease
+
     async def _writer(self, rt: ClusterRuntime) -> None:
         """Leases and events, as kube-apiserver writes them, while it has ready replicas."""
         assert rt.etcd is not None and rt.client is not None
         interval = 1.0 / self.options.writes_per_second
+        leases: dict[str, Any] = {}  # the lease manager's last lease: id, expires
         while True:
             await asyncio.sleep(interval)
             if rt.kas_ready <= 0:
@@ -786,8 +859,15 @@ class ControlPlane:
                     "message": f"heartbeat {n}",
                     "lastTimestamp": now_rfc3339(),
                 }
+            url = urls[n % len(urls)]
             try:
-                await rt.client.put(urls[n % len(urls)], key, json.dumps(value).encode(), timeout=2.0)
+                if value["kind"] == "Event":
+                    # Events carry an etcd lease of --event-ttl: the etcd leader revokes it when it
+                    # expires, API servers running or not, and each revocation is a new revision.
+                    lease = await self._event_lease(rt, url, leases)
+                    await rt.client.put_with_lease(url, key, json.dumps(value).encode(), lease, timeout=2.0)
+                else:
+                    await rt.client.put(url, key, json.dumps(value).encode(), timeout=2.0)
                 rt.writes += 1
             except (RuntimeError, aiohttp.ClientError, TimeoutError, OSError):
                 await asyncio.sleep(0.5)
@@ -810,6 +890,10 @@ class ControlPlane:
             self.store.delete("namespaces", None, rt.cp_namespace)
         await asyncio.to_thread(shutil.rmtree, self.paths.namespace_pods(rt.cp_namespace), True)
         self.on_change()
+
+
+def _b64_text(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 class RestoreError(Exception):

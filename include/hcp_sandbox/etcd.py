@@ -27,6 +27,18 @@ QUOTA_BACKEND_BYTES = 8 * 1024**3
 # etcd keeps this many raft entries in memory between snapshots (default 100000): a lower
 # number keeps members small when the seed writes large values.
 SNAPSHOT_COUNT = 5000
+# HyperShift's fixed etcd-init (PR 9048, control-plane-operator/controllers/hostedcontrolplane/v2/
+# etcd/etcd-init.sh) restores with `--bump-revision 1000000000 --mark-compacted`: every revision of
+# the snapshot is compacted at once, so nothing can read the restored etcd at the backup's revision.
+BUMP_REVISION = 1_000_000_000
+
+
+def restore_supports_bump() -> bool:
+    """Whether this ``etcdutl snapshot restore`` has ``--bump-revision`` (3.5.1 lacks it)."""
+    out = subprocess.run(
+        [binary("etcdutl"), "snapshot", "restore", "--help"], capture_output=True, text=True, check=False
+    )
+    return "--bump-revision" in out.stdout + out.stderr
 
 
 def binary(name: str) -> str:
@@ -129,6 +141,8 @@ class EtcdCluster:
         self.log_dir = log_dir
         # Set by a split-brain restore: each member then believes it is alone.
         self.split_brain = False
+        # Restored with an etcdutl too old for --mark-compacted: EtcdClient.mark_compacted emulates it.
+        self.needs_mark_compacted = False
 
     def initial_cluster(self, members: Sequence[Member] | None = None) -> str:
         return ",".join(f"{m.name}={m.peer_url}" for m in (members or self.members))
@@ -223,6 +237,8 @@ class EtcdCluster:
         if member.data_dir.exists():
             member.data_dir.rmdir()  # etcdutl refuses an existing data dir; callers check emptiness
         members = [member] if self.split_brain else self.members
+        bump = await asyncio.to_thread(restore_supports_bump)
+        self.needs_mark_compacted = not bump
         proc = await asyncio.create_subprocess_exec(
             binary("etcdutl"),
             "snapshot",
@@ -233,6 +249,7 @@ class EtcdCluster:
             f"--initial-cluster={self.initial_cluster(members)}",
             f"--initial-cluster-token={self.token}",
             f"--initial-advertise-peer-urls={member.peer_url}",
+            *(["--bump-revision", str(BUMP_REVISION), "--mark-compacted"] if bump else []),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
@@ -274,6 +291,55 @@ class EtcdClient:
             url, "/v3/kv/put", {"key": _b64(key.encode()), "value": _b64(value)}, timeout
         )
         return int(answer["header"]["revision"])
+
+    async def put_with_lease(
+        self, url: str, key: str, value: bytes, lease: int, timeout: float = 10.0
+    ) -> int:
+        """Put one key bound to an etcd lease (it goes when the lease is revoked); returns the revision."""
+        body = {"key": _b64(key.encode()), "value": _b64(value), "lease": str(lease)}
+        answer = await self._post(url, "/v3/kv/put", body, timeout)
+        return int(answer["header"]["revision"])
+
+    async def grant(self, url: str, ttl: int, timeout: float = 10.0) -> int:
+        """Grant a lease of ``ttl`` seconds; returns its id."""
+        answer = await self._post(url, "/v3/lease/grant", {"TTL": str(ttl)}, timeout)
+        return int(answer["ID"])
+
+    async def compact(self, url: str, revision: int, timeout: float = 30.0) -> None:
+        """Compact the key-value history up to ``revision``."""
+        await self._post(url, "/v3/kv/compaction", {"revision": str(revision), "physical": True}, timeout)
+
+    async def txn(self, url: str, body: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        """One transaction (the gateway's JSON form of ``TxnRequest``)."""
+        return await self._post(url, "/v3/kv/txn", body, timeout)
+
+    async def mark_compacted(self, url: str, timeout: float = 30.0) -> int:
+        """What ``--bump-revision N --mark-compacted`` leaves, with an etcdutl that lacks the flags.
+
+        etcdutl (etcdutl/snapshot/v3_snapshot.go) moves the latest revision N past the snapshot's and
+        marks it compacted. Here: the newest key is put again with its value and lease (a new revision, no
+        key added, no value changed), then the history is compacted to it. The revision moves by 1, not N;
+        what matters holds: no read at the snapshot's revision succeeds. Returns that revision.
+        """
+        newest = await self._post(
+            url,
+            "/v3/kv/range",
+            {
+                "key": _b64(b"\0"),
+                "range_end": _b64(b"\0"),
+                "limit": 1,
+                "sort_order": "DESCEND",
+                "sort_target": "MOD",
+            },
+            timeout,
+        )
+        kvs = newest.get("kvs") or []
+        if not kvs:
+            return int(newest["header"]["revision"])
+        body = {"key": kvs[0]["key"], "value": kvs[0].get("value", ""), "lease": kvs[0].get("lease", "0")}
+        revision = int((await self._post(url, "/v3/kv/put", body, timeout))["header"]["revision"])
+        await self.compact(url, revision, timeout)
+        return revision
 
     async def get(self, url: str, key: str, timeout: float = 10.0) -> bytes | None:
         answer = await self._post(url, "/v3/kv/range", {"key": _b64(key.encode())}, timeout)

@@ -74,6 +74,9 @@ def build_manifest(
     run_id: str,
     sse: str,
     backup_prefix: str | None = None,
+    leased_key_counts: dict[str, int] | None = None,
+    samples: list[dict[str, Any]] | None = None,
+    listed_at_revision: int | None = None,
 ) -> dict[str, Any]:
     """Assemble a manifest and validate it.
 
@@ -103,6 +106,9 @@ def build_manifest(
     :param sse: server-side encryption used (``aws:kms`` or ``AES256``).
     :param backup_prefix: the backup prefix the backup was written under (``{prefix}/{ns}/{name}/…``):
         key garbage collection and copies elsewhere can tell which location it belongs to.
+    :param leased_key_counts: of ``key_counts``, the keys bound to an etcd lease (they may vanish).
+    :param samples: sampled keys of the snapshot: key, SHA-256 of the value, mod_revision.
+    :param listed_at_revision: the revision the keys were listed at (the snapshot's or later).
     """
     manifest: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -133,6 +139,14 @@ def build_manifest(
         "api_downtime_seconds": api_downtime_seconds,
         "airflow": {"dag_id": dag_id, "run_id": run_id},
     }
+    # Optional in schema 1 (older manifests lack them): what a restore verifies at its current revision.
+    for name, value in (
+        ("leased_key_counts", leased_key_counts),
+        ("samples", samples),
+        ("listed_at_revision", listed_at_revision),
+    ):
+        if value is not None:
+            manifest["etcd"][name] = value
     if backup_key_location:
         manifest["encryption_key"]["backup_key"] = {
             "location": backup_key_location,
@@ -166,10 +180,35 @@ def validate_manifest(data: Any) -> dict[str, Any]:
             raise ManifestError(f"manifest field {path} is not a hex SHA-256")
     if not data["snapshot"]["key"].endswith("/snapshot.db"):
         raise ManifestError("manifest snapshot.key does not name a snapshot.db")
+    _validate_verification_fields(data["etcd"])
     for member in data["etcd"]["members"]:
         if not isinstance(member, dict) or not {"pod", "revision", "hash"} <= member.keys():
             raise ManifestError("manifest etcd.members entries need pod, revision and hash")
     return data
+
+
+def _validate_verification_fields(etcd: dict[str, Any]) -> None:
+    leased = etcd.get("leased_key_counts")
+    if leased is not None and (
+        not isinstance(leased, dict) or not all(type(v) is int for v in leased.values())
+    ):
+        raise ManifestError("manifest field etcd.leased_key_counts is not a map of counts")
+    samples = etcd.get("samples")
+    if samples is not None and not (
+        isinstance(samples, list)
+        and all(
+            isinstance(x, dict)
+            and isinstance(x.get("key"), str)
+            and isinstance(x.get("sha256"), str)
+            and re.fullmatch(r"[0-9a-f]{64}", x["sha256"])
+            and type(x.get("mod_revision")) is int
+            for x in samples
+        )
+    ):
+        raise ManifestError("manifest field etcd.samples needs key, sha256 and mod_revision entries")
+    listed = etcd.get("listed_at_revision")
+    if listed is not None and type(listed) is not int:
+        raise ManifestError("manifest field etcd.listed_at_revision is not an integer")
 
 
 def referenced_key_objects(manifest: dict[str, Any]) -> set[str]:

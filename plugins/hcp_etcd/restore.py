@@ -592,23 +592,16 @@ def member_list_command() -> list[str]:
     return etcdctl("member", "list", "-w", "json")
 
 
-def secret_sample_command(revision: int, limit: int = 1) -> list[str]:
-    """The first ``limit`` Secrets as stored in etcd at ``revision`` (base64 JSON output).
+def secret_sample_command(limit: int = 1) -> list[str]:
+    """The first ``limit`` Secrets as stored in etcd now (base64 JSON output).
 
-    :param revision: the backup's revision (the restored history starts there).
+    At the current revision: a restored etcd is compacted past the backup's revision.
+
     :param limit: how many.
     """
     from hcp_etcd.etcd import etcdctl
 
-    return etcdctl(
-        "get",
-        "--prefix",
-        "/kubernetes.io/secrets/",
-        f"--limit={int(limit)}",
-        f"--rev={int(revision)}",
-        "-w",
-        "json",
-    )
+    return etcdctl("get", "--prefix", "/kubernetes.io/secrets/", f"--limit={int(limit)}", "-w", "json")
 
 
 def parse_member_list(output: str) -> list[str]:
@@ -667,22 +660,69 @@ def check_revision(revisions: dict[str, int], manifest_revision: int) -> Check:
     return Check("revision", bool(revisions) and not low, detail)
 
 
-def compare_key_counts(actual: dict[str, int], expected: dict[str, int]) -> Check:
-    """Keys per ``/kubernetes.io/<resource>/`` at the backup's revision equal the manifest's.
+def compare_key_counts(
+    actual: dict[str, int], expected: dict[str, int], may_vanish: dict[str, int] | None = None
+) -> Check:
+    """The backup's keys per ``/kubernetes.io/<resource>/`` are all in the restored etcd.
+
+    ``actual`` counts the restored keys that came from the backup (created at or before its
+    revision; read at the current revision). Keys the control plane drops by itself may be gone:
+    those bound to an etcd lease (``may_vanish``, from the manifest) and every key of
+    :data:`hcp_etcd.etcd.VOLATILE_RESOURCES`. Fewer keys than that allows is missing data.
 
     :param actual: counted in the restored etcd.
     :param expected: ``etcd.key_counts`` of the manifest.
+    :param may_vanish: ``etcd.leased_key_counts`` of the manifest, when it has them.
     """
-    diff = {
-        r: (expected.get(r, 0), actual.get(r, 0))
-        for r in sorted(set(actual) | set(expected))
-        if expected.get(r, 0) != actual.get(r, 0)
-    }
-    if diff:
-        shown = ", ".join(f"{r}: backup {e} restored {a}" for r, (e, a) in list(diff.items())[:10])
-        return Check("key_counts", False, f"{len(diff)} resource(s) differ: {shown}")
+    from hcp_etcd.etcd import VOLATILE_RESOURCES
+
+    vanish = may_vanish or {}
+    missing = {}
+    for r in sorted(set(actual) | set(expected)):
+        want, have = expected.get(r, 0), actual.get(r, 0)
+        floor = 0 if r in VOLATILE_RESOURCES else want - vanish.get(r, 0)
+        if have < floor:
+            missing[r] = (want, have)
+    if missing:
+        shown = ", ".join(f"{r}: backup {e} restored {a}" for r, (e, a) in list(missing.items())[:10])
+        return Check("key_counts", False, f"{len(missing)} resource(s) lack keys of the backup: {shown}")
+    gone = sum(max(expected.get(r, 0) - actual.get(r, 0), 0) for r in expected)
     return Check(
-        "key_counts", True, f"{sum(actual.values())} keys in {len(actual)} resources match the manifest"
+        "key_counts",
+        True,
+        f"{sum(actual.values())} keys of the backup in {len(actual)} resources match the manifest"
+        + (f" ({gone} leased or volatile keys gone since)" if gone else ""),
+    )
+
+
+def check_samples(samples: list[dict[str, Any]], found: dict[str, Any], revision: int) -> Check:
+    """Every sampled key of the backup is in the restored etcd, with its value unless rewritten since.
+
+    A key not modified after the backup's revision still holds the backup's bytes: its SHA-256 must
+    match. A key modified later (the restored cluster wrote it) needs only to exist.
+
+    :param samples: ``etcd.samples`` of the manifest.
+    :param found: key -> :class:`hcp_etcd.etcd.StoredValue` read from the restored etcd now.
+    :param revision: ``etcd.revision`` of the manifest.
+    """
+    failures, rewritten = [], 0
+    for sample in samples:
+        got = found.get(sample["key"])
+        if got is None:
+            failures.append(f"{sample['key']}: missing")
+        elif got.mod_revision > revision:
+            rewritten += 1
+        elif got.sha256 != sample["sha256"]:
+            failures.append(f"{sample['key']}: value differs from the backup's")
+    if failures:
+        return Check(
+            "samples", False, f"{len(failures)} of {len(samples)} sampled keys: " + "; ".join(failures)[:500]
+        )
+    return Check(
+        "samples",
+        True,
+        f"{len(samples) - rewritten} sampled keys hold the backup's values"
+        + (f", {rewritten} rewritten by the restored cluster since" if rewritten else ""),
     )
 
 

@@ -248,6 +248,7 @@ def test_restore_ha_from_rendered_file(sandbox, airflow_env, backups, tmp_path):
             "members",
             "revision",
             "key_counts",
+            "samples",
             "key_matches_manifest",
             "secret_decrypts",
         }

@@ -831,3 +831,56 @@ def test_failed_up_leaves_nothing_running(tmp_path):
             except OSError:
                 pass
     assert not leftovers
+
+
+def test_restore_is_marked_compacted(sandbox, core, custom, snapshot_url):
+    """etcd-init restores with `--bump-revision --mark-compacted` (HyperShift PR 9048): no revision of
+    the snapshot can be read from the restored etcd, the current one can."""
+    create_hosted_cluster(core, custom, "compacted-one", 1, snapshot_url, encryption_key(core, "single-one"))
+    try:
+        wait_for(lambda: is_true(custom, "compacted-one", "Available"), 60, "restored cluster Available")
+        ns = "clusters-compacted-one"
+        compacted = etcdctl_json(core, ns, "etcd-0", "endpoint", "hashkv")[0]["HashKV"]["compact_revision"]
+        assert compacted > 1, "the restored history is compacted"
+        code, _, err = pod_exec(
+            core, ns, "etcd-0", [*ETCDCTL, "get", f"--rev={compacted - 1}", "/kubernetes.io/"]
+        )
+        assert code != 0 and "required revision has been compacted" in err
+        current = etcdctl_json(
+            core, ns, "etcd-0", "get", "--prefix", "--keys-only", "/kubernetes.io/secrets/"
+        )
+        assert current.get("kvs"), "the backup's data is there at the current revision"
+    finally:
+        delete_hosted_cluster(sandbox, core, custom, "compacted-one")
+
+
+def test_events_expire_with_api_servers_stopped_and_etcd_is_compacted(make_sandbox):
+    """kube-apiserver binds Events to etcd leases of --event-ttl; the etcd leader revokes them when
+    they expire, API servers running or not: a quiesced cluster's revision still moves. While it
+    runs, kube-apiserver compacts etcd every --etcd-compaction-interval."""
+    box = make_sandbox("--cluster", "lease-one:1", "--event-ttl", "2", "--compaction-interval", "1")
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=str(box.kubeconfig), client_configuration=configuration)
+    with client.ApiClient(configuration) as api:
+        core, apps, custom = client.CoreV1Api(api), client.AppsV1Api(api), client.CustomObjectsApi(api)
+        ns = "clusters-lease-one"
+
+        def events() -> list[dict[str, Any]]:
+            found = etcdctl_json(
+                core, ns, "etcd-0", "get", "--prefix", "--keys-only", "/kubernetes.io/events/"
+            )
+            return found.get("kvs") or []
+
+        wait_for(lambda: events(), 15, "kube-apiserver writes Events")
+        assert all(int(kv.get("lease", 0)) for kv in events()), "every Event is bound to an etcd lease"
+        hashkv = lambda: etcdctl_json(core, ns, "etcd-0", "endpoint", "hashkv")[0]["HashKV"]  # noqa: E731
+        wait_for(lambda: hashkv()["compact_revision"] > 0, 15, "kube-apiserver compacts etcd")
+        set_paused(custom, "lease-one", "true")
+        scale_api_servers(apps, ns, 0)
+        wait_for(lambda: ready_replicas(apps, ns) == 0, 10, "no ready kube-apiserver")
+        quiet = revision(core, ns)
+        wait_for(lambda: not events(), 15, "the Events' leases revoked")
+        assert revision(core, ns) > quiet, "each revocation is a new revision, with nothing writing"
+        stopped = hashkv()["compact_revision"]
+        time.sleep(2.5)  # two compaction intervals: nobody compacts while the API servers are stopped
+        assert hashkv()["compact_revision"] == stopped

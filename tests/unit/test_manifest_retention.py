@@ -104,3 +104,22 @@ def test_group_backup_dirs():
     assert sorted(dirs) == ["20250101T000000Z", "20250102T000000Z"]
     assert dirs["20250101T000000Z"].has_manifest and not dirs["20250102T000000Z"].has_manifest
     assert dirs["20250101T000000Z"].last_modified == t + timedelta(seconds=5)
+
+
+def test_manifest_records_what_a_restore_verifies_and_old_ones_still_validate():
+    samples = [{"key": "/kubernetes.io/configmaps/a/x", "sha256": "a" * 64, "mod_revision": 5}]
+    m = build_manifest(**ARGS, leased_key_counts={"events": 2}, samples=samples, listed_at_revision=12)
+    assert m["schema_version"] == 1
+    assert m["etcd"]["samples"] == samples and m["etcd"]["leased_key_counts"] == {"events": 2}
+    assert m["etcd"]["listed_at_revision"] == 12
+    old = build_manifest(**ARGS)
+    assert "samples" not in old["etcd"] and validate_manifest(old) is old
+    for bad in (
+        {"samples": [{"key": "k"}]},
+        {"leased_key_counts": {"events": "2"}},
+        {"listed_at_revision": "1"},
+    ):
+        broken = copy.deepcopy(m)
+        broken["etcd"].update(bad)
+        with pytest.raises(ManifestError):
+            validate_manifest(broken)

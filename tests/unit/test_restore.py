@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 from datetime import UTC, datetime, timedelta
@@ -459,3 +460,52 @@ def test_restore_state() -> None:
     assert state == "failed" and "xml body" in msg
     assert restore_state(hc, None)[0] == "waiting"
     assert restore_state({"status": {}}, hcp_ok)[0] == "waiting"
+
+
+def test_key_counts_allow_what_leases_and_the_control_plane_drop():
+    expected = {"configmaps": 10, "events": 7, "secrets": 4, "leases": 3}
+    # An hour later: events revoked with their leases, identity leases collected: still the backup.
+    later = {"configmaps": 10, "secrets": 4, "events": 1}
+    assert restore.compare_key_counts(later, expected, {"events": 7}).passed
+    assert restore.compare_key_counts(later, expected).passed  # an older manifest: by resource
+    lost = restore.compare_key_counts({"configmaps": 9, "secrets": 4}, expected, {"events": 7})
+    assert not lost.passed and "configmaps: backup 10 restored 9" in lost.detail
+    leased_configmaps = restore.compare_key_counts(
+        {"configmaps": 8, "secrets": 4}, expected, {"configmaps": 2}
+    )
+    assert leased_configmaps.passed
+
+
+def test_samples_checked_at_the_current_revision():
+    from hcp_etcd.etcd import StoredValue
+
+    samples = [
+        {
+            "key": "/kubernetes.io/configmaps/a/x",
+            "sha256": hashlib.sha256(b"x").hexdigest(),
+            "mod_revision": 5,
+        },
+        {
+            "key": "/kubernetes.io/configmaps/a/y",
+            "sha256": hashlib.sha256(b"y").hexdigest(),
+            "mod_revision": 6,
+        },
+    ]
+    found = {
+        "/kubernetes.io/configmaps/a/x": StoredValue("/kubernetes.io/configmaps/a/x", b"x", 5, 5),
+        # Rewritten by the restored cluster after the backup's revision (100): only needs to exist.
+        "/kubernetes.io/configmaps/a/y": StoredValue(
+            "/kubernetes.io/configmaps/a/y", b"y2", 6, 1_000_000_150
+        ),
+    }
+    ok = restore.check_samples(samples, found, 100)
+    assert ok.passed and "1 rewritten" in ok.detail
+    changed = dict(
+        found, **{"/kubernetes.io/configmaps/a/x": StoredValue("/kubernetes.io/configmaps/a/x", b"z", 5, 5)}
+    )
+    assert not restore.check_samples(samples, changed, 100).passed
+    missing = restore.check_samples(
+        samples, {"/kubernetes.io/configmaps/a/x": found["/kubernetes.io/configmaps/a/x"]}, 100
+    )
+    assert not missing.passed and "configmaps/a/y: missing" in missing.detail
+    assert "--rev" not in " ".join(restore.secret_sample_command(3))

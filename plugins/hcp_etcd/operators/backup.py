@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import shlex
 from typing import Any
 
 from airflow.sdk import Context
@@ -527,7 +528,11 @@ class ResumeApiServersOperator(HostedClusterOperator):
 
 
 class SnapshotMembersOperator(HostedClusterOperator):
-    """``etcdctl snapshot save`` in every etcd member (the seed's command), one after the other.
+    """``etcdctl snapshot save`` in every etcd member (the seed's command), all members at once.
+
+    One exec per member, each in a thread with a hook of its own (the kubernetes client's exec
+    stream swaps its ApiClient's request method while it connects, so threads must not share one):
+    the API downtime of an HA cluster is that of its slowest member, not the sum.
 
     :param snapshot_path: the file in the etcd container (on the etcd volume).
     :param timeout: seconds per member.
@@ -543,48 +548,82 @@ class SnapshotMembersOperator(HostedClusterOperator):
         self.timeout = timeout
 
     def execute(self, context: Context) -> dict[str, Any]:
-        """Snapshot each member (a retry overwrites: idempotent)."""
+        """Snapshot every member concurrently (a retry overwrites: idempotent); raise if any failed."""
+        from concurrent.futures import ThreadPoolExecutor
+
         ref = self.ref
         ns = ref.control_plane_namespace
         started = utcnow()
         members = self.k8s.list_etcd_pods(ns)
-        for pod in members:
-            self.k8s.exec_command(ns, pod, etcd.remove_command(self.snapshot_path), timeout=60)
-            self.k8s.exec_command(
-                ns,
-                pod,
-                etcd.snapshot_save_command(self.snapshot_path),
-                timeout=self.timeout,
-                on_stdout_line=self.log_line(pod),
-                on_stderr=self.log_line(pod),
-            )
-            self.log.info("snapshot of member %s/%s written to %s", ns, pod, self.snapshot_path)
+        with ThreadPoolExecutor(max_workers=max(len(members), 1), thread_name_prefix="snapshot") as pool:
+            futures = {pod: pool.submit(self._snapshot, ns, pod) for pod in members}
+        failed = {pod: f.exception() for pod, f in futures.items() if f.exception() is not None}
+        if failed:
+            first = next(iter(failed.values()))
+            raise RuntimeError(
+                f"snapshot of {len(failed)} member(s) of {ref} failed: "
+                + "; ".join(f"{pod}: {err}" for pod, err in failed.items())
+            ) from first
         return {"ts": format_backup_ts(started), "created_at": rfc3339(started), "members": members}
+
+    def _snapshot(self, ns: str, pod: str) -> None:
+        from hcp_etcd.hooks.hosted_cluster import HostedClusterHook
+
+        script = (
+            f"{shlex.join(etcd.remove_command(self.snapshot_path))} && "
+            f"exec {shlex.join(etcd.snapshot_save_command(self.snapshot_path))}"
+        )
+        HostedClusterHook(kubernetes_conn_id=self.kubernetes_conn_id).exec_command(
+            ns,
+            pod,
+            ["sh", "-c", script],
+            timeout=self.timeout,
+            on_stdout_line=self.log_line(pod),
+            on_stderr=self.log_line(pod),
+        )
+        self.log.info("snapshot of member %s/%s written to %s", ns, pod, self.snapshot_path)
 
 
 class VerifySnapshotsOperator(HostedClusterOperator):
-    """``snapshot status`` of every member's snapshot; quiesced: all must agree on revision and hash.
+    """``snapshot status`` of every member's snapshot; quiesced: the members must agree.
 
-    Also counts the keys per ``/kubernetes.io/<resource>/`` at the snapshot's revision (for the
-    restore verification) and reads the etcd version.
+    Agreement is judged as etcd judges it (:func:`hcp_etcd.etcd.check_members_agree`): the same hash
+    at the same revision, else the same ``endpoint hashkv`` at the revision every snapshot holds
+    (expired Events leases are revoked while the API servers are stopped, each a new revision).
+
+    Also records, for the restore verification, what the canonical snapshot holds, read at the
+    current revision (never ``--rev``: see :func:`hcp_etcd.etcd.keys_listing_command`) and told
+    apart from later writes by the keys' revisions: keys per ``/kubernetes.io/<resource>/``, how
+    many of them are bound to an etcd lease, and sampled keys with the SHA-256 of their values.
 
     :param mode: ``quiesced`` or ``online``. (templated)
     :param snapshot_path: the file in the etcd container.
-    :return: ``{"members", "canonical", "status", "etcd_version", "key_counts"}``.
+    :param samples_per_resource: keys sampled per stable resource.
+    :param max_samples: at most this many sampled keys in all.
+    :return: ``{"members", "canonical", "status", "etcd_version", "key_counts", "leased_key_counts",
+        "samples", "listed_at_revision"}``.
     """
 
     template_fields: tuple[str, ...] = (*HostedClusterOperator.template_fields, "mode")
 
     def __init__(
-        self, *, mode: str = "quiesced", snapshot_path: str = etcd.DEFAULT_SNAPSHOT_PATH, **kwargs: Any
+        self,
+        *,
+        mode: str = "quiesced",
+        snapshot_path: str = etcd.DEFAULT_SNAPSHOT_PATH,
+        samples_per_resource: int = 4,
+        max_samples: int = 64,
+        **kwargs: Any,
     ) -> None:
         """See the class docstring."""
         super().__init__(**kwargs)
         self.mode = mode
         self.snapshot_path = snapshot_path
+        self.samples_per_resource = samples_per_resource
+        self.max_samples = max_samples
 
     def execute(self, context: Context) -> dict[str, Any]:
-        """Status, compare, count."""
+        """Status, compare, count, sample."""
         ref, mode = self.ref, _mode(str(self.mode))
         ns = ref.control_plane_namespace
         snaps = []
@@ -603,34 +642,88 @@ class VerifySnapshotsOperator(HostedClusterOperator):
             )
             snaps.append(etcd.MemberSnapshot(pod, status))
         if mode == "quiesced":
-            etcd.check_members_agree(snaps)
+            etcd.check_members_agree(snaps, self._hashkv(ns, snaps))
         canonical = etcd.choose_canonical(snaps)
         version = etcd.parse_endpoint_status(
             self.k8s.exec_command(ns, canonical.pod, etcd.endpoint_status_command(), timeout=60).stdout
         ).version
-        counter = etcd.KeyCounter()
+        inventory = etcd.KeyInventory(
+            revision=canonical.status.revision, samples_per_resource=self.samples_per_resource
+        )
         self.k8s.exec_command(
             ns,
             canonical.pod,
-            etcd.keys_at_revision_command(canonical.status.revision),
+            etcd.keys_listing_command(),
             timeout=600,
-            on_stdout_line=lambda line: counter.feed([line]),
+            on_stdout_line=lambda line: inventory.feed([line]),
         )
+        samples = self._samples(ns, canonical, inventory.samples[: self.max_samples])
         self.log.info(
-            "canonical snapshot: %s (revision %s); %s keys under %s: %s",
+            "canonical snapshot: %s (revision %s); %s of its keys under %s (listed at revision %s): %s; "
+            "%s bound to etcd leases; %s sampled",
             canonical.pod,
             canonical.status.revision,
-            counter.total,
+            inventory.total,
             etcd.RESOURCE_PREFIX,
-            counter.counts,
+            inventory.listed_revision,
+            inventory.counts,
+            sum(inventory.leased.values()),
+            len(samples),
         )
         return {
             "members": [{"pod": s.pod, **s.status.as_dict()} for s in snaps],
             "canonical": canonical.pod,
             "status": canonical.status.as_dict(),
             "etcd_version": version,
-            "key_counts": dict(sorted(counter.counts.items())),
+            "key_counts": dict(sorted(inventory.counts.items())),
+            "leased_key_counts": dict(sorted(inventory.leased.items())),
+            "samples": samples,
+            "listed_at_revision": inventory.listed_revision,
         }
+
+    def _hashkv(self, ns: str, snaps: list[etcd.MemberSnapshot]) -> dict[str, etcd.HashKV] | None:
+        """Every member's hashkv at the common revision, when the snapshots' revisions differ."""
+        from hcp_etcd.hooks.hosted_cluster import ExecError
+
+        if len({s.status.revision for s in snaps}) == 1:
+            return None
+        common = etcd.common_revision(snaps)
+        hashes = {}
+        for snap in snaps:
+            try:
+                out = self.k8s.exec_command(ns, snap.pod, etcd.hashkv_command(common), timeout=600)
+            except ExecError as err:
+                if "compacted" in str(err):
+                    # kube-apiserver compacts to a revision it read one interval (5 min) earlier,
+                    # and a restarted one waits a second interval: this check came too late.
+                    raise RuntimeError(
+                        f"revision {common} of {ns} was compacted before the members could be "
+                        "compared: run the backup again (the comparison must run within 5 minutes "
+                        "of the snapshot)"
+                    ) from err
+                raise
+            hashes[snap.pod] = etcd.parse_hashkv(out.stdout)
+        self.log.info(
+            "snapshots at revisions %s: hashkv at the common revision %s: %s",
+            {s.pod: s.status.revision for s in snaps},
+            common,
+            {pod: h.hash for pod, h in hashes.items()},
+        )
+        return hashes
+
+    def _samples(self, ns: str, canonical: etcd.MemberSnapshot, keys: list[str]) -> list[dict[str, Any]]:
+        """The sampled keys' value hashes, for values not changed since the snapshot."""
+        if not keys:
+            return []
+        found = etcd.parse_get_json_lines(
+            self.k8s.exec_command(ns, canonical.pod, etcd.get_keys_command(keys), timeout=300).stdout
+        )
+        return [
+            {"key": v.key, "sha256": v.sha256, "mod_revision": v.mod_revision}
+            for v in (found[k] for k in keys if k in found)
+            # Changed after the snapshot in the meantime: its value is not the snapshot's.
+            if v.mod_revision <= canonical.status.revision
+        ]
 
 
 class EscrowEncryptionKeyOperator(StoreOperator):

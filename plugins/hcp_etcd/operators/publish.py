@@ -89,6 +89,9 @@ class PublishManifestOperator(StoreOperator):
                 {"pod": m["pod"], "revision": m["revision"], "hash": m["hash"]} for m in verify["members"]
             ],
             key_counts=verify["key_counts"],
+            leased_key_counts=verify.get("leased_key_counts"),
+            samples=verify.get("samples"),
+            listed_at_revision=verify.get("listed_at_revision"),
             key_location=escrow["location"],
             key_sha256=escrow["sha256"],
             backup_key_location=backup_key.get("location"),

@@ -673,15 +673,19 @@ class WaitRestoredOperator(RestoreStepOperator):
 
 
 class VerifyRestoreOperator(RestoreStepOperator):
-    """Prove the restored etcd holds the backed-up data.
+    """Prove the restored etcd holds the backed-up data, reading it as it is now.
 
-    Checks: every member in one cluster of the expected size (``member list`` on each: the
-    split-brain guard), revision >= the manifest's, keys per resource at the manifest's revision equal
-    the manifest's counts, the key in the new cluster's Secret is the escrowed one, and Secrets read
-    from etcd decrypt with it.
+    Never at the backup's revision: HyperShift's etcd-init restores with ``--bump-revision
+    --mark-compacted`` and the restored kube-apiserver compacts every 5 minutes, so that revision is
+    gone. The backup's keys are told from later writes by their revisions instead. Checks: every
+    member in one cluster of the expected size (``member list`` on each: the split-brain guard),
+    revision >= the manifest's, the backup's keys per resource are all there (but those an etcd lease
+    or the control plane may have dropped since), the manifest's sampled keys hold the backup's
+    values unless rewritten since, the key in the new cluster's Secret is the escrowed one, and
+    Secrets of the backup decrypt with it. Older manifests without samples get the checks they allow.
 
     :param fail_on_check_failure: raise when a check fails (the restore DAG); the drill reports instead.
-    :param secret_samples: Secrets to try the key on.
+    :param secret_samples: Secrets to try the key on when the manifest samples none.
     :return: ``{"checks": [...], "passed": bool}``.
     """
 
@@ -712,9 +716,13 @@ class VerifyRestoreOperator(RestoreStepOperator):
         checks = [
             restore.check_members(per_pod, restore.replicas_of(hc)),
             restore.check_revision(revisions, revision),
-            self._key_counts(ns, pods[0], revision, manifest["etcd"]["key_counts"]),
+            self._key_counts(ns, pods[0], revision),
         ]
-        checks += self._secrets(ns, pods[0], revision, hc)
+        samples = manifest["etcd"].get("samples") or []
+        found = self._read(ns, pods[0], [x["key"] for x in samples])
+        if samples:
+            checks.append(restore.check_samples(samples, found, revision))
+        checks += self._secrets(ns, pods[0], revision, hc, found)
         for c in checks:
             self.log.info("check %-20s %s  %s", c.name, "PASS" if c.passed else "FAIL", c.detail)
         result = {"checks": [c.as_dict() for c in checks], "passed": not restore.failed(checks)}
@@ -725,25 +733,40 @@ class VerifyRestoreOperator(RestoreStepOperator):
             )
         return result
 
-    def _key_counts(self, ns: str, pod: str, revision: int, expected: dict[str, int]) -> restore.Check:
+    def _key_counts(self, ns: str, pod: str, revision: int) -> restore.Check:
         from hcp_etcd.hooks.hosted_cluster import ExecError
 
-        counter = etcd.KeyCounter()
+        inventory = etcd.KeyInventory(revision=revision)
         try:
             self.k8s.exec_command(
                 ns,
                 pod,
-                etcd.keys_at_revision_command(revision),
+                etcd.keys_listing_command(),
                 timeout=600,
-                on_stdout_line=lambda line: counter.feed([line]),
+                on_stdout_line=lambda line: inventory.feed([line]),
             )
         except ExecError as err:
-            return restore.Check(
-                "key_counts", False, f"cannot list keys at revision {revision}: {str(err)[-300:]}"
-            )
-        return restore.compare_key_counts(counter.counts, expected)
+            return restore.Check("key_counts", False, f"cannot list the keys: {str(err)[-300:]}")
+        self.log.info(
+            "restored etcd at revision %s: %s keys of the backup, %s written since",
+            inventory.listed_revision,
+            inventory.counts,
+            inventory.newer,
+        )
+        etcd_facts = self.manifest["etcd"]
+        return restore.compare_key_counts(
+            inventory.counts, etcd_facts["key_counts"], etcd_facts.get("leased_key_counts")
+        )
 
-    def _secrets(self, ns: str, pod: str, revision: int, hc: dict[str, Any]) -> list[restore.Check]:
+    def _read(self, ns: str, pod: str, keys: list[str]) -> dict[str, etcd.StoredValue]:
+        if not keys:
+            return {}
+        out = self.k8s.exec_command(ns, pod, etcd.get_keys_command(keys), timeout=300)
+        return etcd.parse_get_json_lines(out.stdout)
+
+    def _secrets(
+        self, ns: str, pod: str, revision: int, hc: dict[str, Any], found: dict[str, etcd.StoredValue]
+    ) -> list[restore.Check]:
         names = restore.key_secret_names(hc)
         keys: dict[str, bytes] = {}
         for role, name in names.items():
@@ -759,10 +782,18 @@ class VerifyRestoreOperator(RestoreStepOperator):
             seen == expected,
             f"the new cluster's key has sha256 {seen}, the backup's {expected}",
         )
-        out = self.k8s.exec_command(
-            ns, pod, restore.secret_sample_command(revision, self.secret_samples), timeout=120
-        )
-        samples = restore.parse_get_values(out.stdout)
+        # Secrets of the backup (not rewritten since): they were encrypted by the source cluster.
+        of_backup = [
+            (v.key, v.value)
+            for v in found.values()
+            if etcd.resource_of_key(v.key) == "secrets" and v.mod_revision <= revision
+        ]
+        if not of_backup:
+            out = self.k8s.exec_command(
+                ns, pod, restore.secret_sample_command(self.secret_samples), timeout=120
+            )
+            of_backup = restore.parse_get_values(out.stdout)
+        samples = of_backup[: max(self.secret_samples, 1)]
         decrypts = restore.check_secret_decrypts(samples, active)
         if not decrypts.passed and keys.get("backupKey"):
             # Values written before a key rotation are still under the backup key.
