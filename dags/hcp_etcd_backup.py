@@ -113,8 +113,15 @@ PARAMS = {
 
 S3 = {**params.STORE, "kms_key_id": P("kms_key_id")}
 MODE = {"mode": P("mode")}
-# Restoring the cluster must never queue behind other clusters' work: those tasks skip the pool.
-RESTORE = {"pool": "default_pool", "priority_weight": 100}
+# Scheduling order across the fleet (WeightRule.ABSOLUTE: each task weighs what it says here, never
+# what it inherits from its upstream by accident). Once a cluster's API servers are down, its
+# snapshot, resume, cleanup and unpause come first, and they skip the pool, because a priority only
+# orders queued tasks: a slot held by another cluster's multi-minute upload is not given back. Then
+# the work of clusters in flight; a new cluster's preflight, pause and quiesce last.
+# tests/unit/test_dag.py computes the scheduler's weights from the parsed DAG and checks this order.
+DOWNTIME_WINDOW = {"pool": "default_pool", "priority_weight": 100}
+IN_FLIGHT = {"priority_weight": 50}
+STARTING = {"priority_weight": 10}
 
 
 @dag(
@@ -127,8 +134,7 @@ RESTORE = {"pool": "default_pool", "priority_weight": 100}
     render_template_as_native_obj=True,
     doc_md=DOC,
     tags=["hcp", "etcd", "backup"],
-    # Finish clusters in flight before starting new ones: deeper tasks weigh more.
-    default_args=params.default_args(pool=POOL, weight_rule=WeightRule.UPSTREAM),
+    default_args=params.default_args(pool=POOL, weight_rule=WeightRule.ABSOLUTE),
 )
 def hcp_etcd_backup() -> None:
     """The backup DAG."""
@@ -145,15 +151,20 @@ def hcp_etcd_backup() -> None:
         hc = {"hosted_cluster": hosted_cluster}
         keys = {"key_prefix": P("key_prefix"), "key_bucket": P("key_bucket")}
         preflight = BackupPreflightOperator(
-            task_id="preflight", dry_run=P("dry_run"), **keys, **hc, **S3, **MODE
+            task_id="preflight", dry_run=P("dry_run"), **keys, **hc, **S3, **MODE, **STARTING
         )
         pause = PauseReconciliationOperator(
-            task_id="pause", pause_deadline_minutes=P("pause_deadline_minutes"), **hc, **K8S, **MODE
+            task_id="pause",
+            pause_deadline_minutes=P("pause_deadline_minutes"),
+            **hc,
+            **K8S,
+            **MODE,
+            **STARTING,
         )
-        quiesce = QuiesceApiServersOperator(task_id="quiesce", **hc, **K8S, **MODE)
-        snapshot = SnapshotMembersOperator(task_id="snapshot", **hc, **K8S)
-        verify = VerifySnapshotsOperator(task_id="verify", **hc, **K8S, **MODE)
-        resume = ResumeApiServersOperator(task_id="resume", **hc, **K8S, **MODE, **RESTORE)
+        quiesce = QuiesceApiServersOperator(task_id="quiesce", **hc, **K8S, **MODE, **STARTING)
+        snapshot = SnapshotMembersOperator(task_id="snapshot", **hc, **K8S, **DOWNTIME_WINDOW)
+        verify = VerifySnapshotsOperator(task_id="verify", **hc, **K8S, **MODE, **IN_FLIGHT)
+        resume = ResumeApiServersOperator(task_id="resume", **hc, **K8S, **MODE, **DOWNTIME_WINDOW)
         upload = SnapshotToS3Operator(
             task_id="upload",
             snapshot=snapshot.output,
@@ -161,8 +172,9 @@ def hcp_etcd_backup() -> None:
             method=P("upload_method"),
             **hc,
             **S3,
+            **IN_FLIGHT,
         )
-        escrow = EscrowEncryptionKeyOperator(task_id="escrow_key", **keys, **hc, **S3)
+        escrow = EscrowEncryptionKeyOperator(task_id="escrow_key", **keys, **hc, **S3, **IN_FLIGHT)
         publish = PublishManifestOperator(
             task_id="publish_manifest",
             snapshot=snapshot.output,
@@ -173,10 +185,11 @@ def hcp_etcd_backup() -> None:
             **hc,
             **S3,
             **MODE,
+            **IN_FLIGHT,
         )
-        cleanup = CleanupSnapshotsOperator(task_id="cleanup", **hc, **K8S, **RESTORE)
-        unpause = UnpauseReconciliationOperator(task_id="unpause", **hc, **K8S, **MODE, **RESTORE)
-        wait = WaitHostedClusterAvailableOperator(task_id="wait_available", **hc, **K8S, **MODE)
+        cleanup = CleanupSnapshotsOperator(task_id="cleanup", **hc, **K8S, **DOWNTIME_WINDOW)
+        unpause = UnpauseReconciliationOperator(task_id="unpause", **hc, **K8S, **MODE, **DOWNTIME_WINDOW)
+        wait = WaitHostedClusterAvailableOperator(task_id="wait_available", **hc, **K8S, **MODE, **IN_FLIGHT)
 
         chain(preflight, pause.as_setup(), quiesce.as_setup(), snapshot, verify)
         # The API servers come back as soon as the snapshot files exist: verify reads only those files

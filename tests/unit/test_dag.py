@@ -52,11 +52,42 @@ def test_graph_order_and_setup_teardown(dag):
     assert g + "verify" not in t[g + "resume"].upstream_task_ids
     assert g + "publish_manifest" in t[g + "wait_available"].upstream_task_ids
     assert t["retention"].trigger_rule == "all_done"
-    for name in ("resume", "cleanup", "unpause"):
+    # The downtime window skips the pool (issue 15: no slot held by another cluster's upload);
+    # everything else of a cluster's backup takes a slot of it.
+    for name in ("snapshot", "resume", "cleanup", "unpause"):
         assert t[g + name].pool == "default_pool"
-    assert t[g + "snapshot"].pool == "hcp_etcd_backup"
+    for name in ("preflight", "pause", "quiesce", "verify", "upload", "escrow_key", "publish_manifest"):
+        assert t[g + name].pool == "hcp_etcd_backup", name
 
 
 def test_dag_file_does_no_io_at_import():
     text = (REPO / "dags" / "hcp_etcd_backup.py").read_text()
     assert "Variable.get" not in text and "get_connection" not in text and "Hook(" not in text
+
+
+def _weights(dag):
+    """Each task's weight as the scheduler computes it (its weight rule over the parsed DAG)."""
+    from types import SimpleNamespace
+
+    from airflow.task.priority_strategy import validate_and_load_priority_weight_strategy
+
+    strategy = validate_and_load_priority_weight_strategy
+    return {t.task_id: strategy(t.weight_rule).get_weight(SimpleNamespace(task=t)) for t in dag.tasks}
+
+
+def test_a_quiesced_cluster_never_waits_behind_another_clusters_work(dag):
+    """Issue 15: once a cluster's API servers are down, its snapshot, resume, cleanup and unpause
+    outrank every other cluster's upload (and everything else) and a new cluster's quiesce, and they
+    need no slot of the pool that uploads hold. Under the old UPSTREAM rule another cluster's upload
+    weighed 107 against this cluster's snapshot's 5."""
+    weights = _weights(dag)
+    window = {f"backup.{t}" for t in ("snapshot", "resume", "cleanup", "unpause")}
+    others = set(weights) - window
+    assert min(weights[t] for t in window) > max(weights[t] for t in others), weights
+    pool = dag.task_dict["backup.upload"].pool
+    assert all(dag.task_dict[t].pool != pool for t in window), {t: dag.task_dict[t].pool for t in window}
+    # Clusters in flight finish before new ones start.
+    in_flight = {f"backup.{t}" for t in ("verify", "upload", "escrow_key", "publish_manifest")}
+    in_flight.add("backup.wait_available")
+    starting = {f"backup.{t}" for t in ("preflight", "pause", "quiesce")}
+    assert min(weights[t] for t in in_flight) > max(weights[t] for t in starting), weights

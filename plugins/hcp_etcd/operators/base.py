@@ -9,6 +9,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, Context
+from airflow.sdk.module_loading import import_string
 
 from hcp_etcd.naming import ClusterRef
 
@@ -34,15 +35,21 @@ async def _first_event(trigger: BaseTrigger) -> dict[str, Any]:
 
 
 class HostedClusterOperator(BaseOperator):
-    """Base for operators acting on one HostedCluster.
+    """Base for operators on the management cluster, most of them acting on one HostedCluster.
 
-    :param hosted_cluster: ``namespace/name`` of the HostedCluster. (templated)
+    The Kubernetes hook is named by a class attribute and built once per task (as the providers'
+    ``aws_hook_class``): by its import path, because the hooks import the kubernetes client, boto3
+    and the providers (seconds), and DAG files import the operators at every parse.
+
+    :param hosted_cluster: ``namespace/name`` of the HostedCluster; None for a task acting on the
+        fleet or on a cluster it learns at run time (a restore's target). (templated)
     :param kubernetes_conn_id: Kubernetes connection of the management cluster. (templated)
     :param deferrable: wait in the triggerer instead of holding a worker slot.
     """
 
     template_fields: tuple[str, ...] = ("hosted_cluster", "kubernetes_conn_id")
     ui_color = "#e8f1fb"
+    k8s_hook_class: str = "hcp_etcd.hooks.hosted_cluster.HostedClusterHook"
     # How :meth:`wait` waits before it defers: subclasses whose waits usually end within seconds poll
     # in the worker first, for up to ``inline_wait_seconds``, every ``inline_poll_interval`` seconds.
     inline_wait_seconds: float = 0
@@ -51,7 +58,7 @@ class HostedClusterOperator(BaseOperator):
     def __init__(
         self,
         *,
-        hosted_cluster: str,
+        hosted_cluster: str | None = None,
         kubernetes_conn_id: str = "kubernetes_default",
         deferrable: bool = True,
         **kwargs: Any,
@@ -68,14 +75,14 @@ class HostedClusterOperator(BaseOperator):
     @property
     def ref(self) -> ClusterRef:
         """The validated cluster reference."""
+        if not self.hosted_cluster:
+            raise ValueError(f"task {self.task_id} acts on no single HostedCluster (hosted_cluster is unset)")
         return ClusterRef.parse(str(self.hosted_cluster))
 
     @cached_property
     def k8s(self) -> HostedClusterHook:
-        """The Kubernetes hook."""
-        from hcp_etcd.hooks.hosted_cluster import HostedClusterHook
-
-        return HostedClusterHook(kubernetes_conn_id=self.kubernetes_conn_id)
+        """The Kubernetes hook (``k8s_hook_class``), built once."""
+        return import_string(self.k8s_hook_class)(kubernetes_conn_id=self.kubernetes_conn_id)
 
     @staticmethod
     def run_id(context: Context) -> str:
@@ -159,6 +166,7 @@ class StoreOperator(HostedClusterOperator):
         "aws_conn_id",
         "kms_key_id",
     )
+    s3_hook_class: str = "hcp_etcd.hooks.snapshot_store.SnapshotStoreHook"
 
     def __init__(
         self,
@@ -181,10 +189,12 @@ class StoreOperator(HostedClusterOperator):
 
     @cached_property
     def s3(self) -> SnapshotStoreHook:
-        """The S3 hook."""
-        from hcp_etcd.hooks.snapshot_store import SnapshotStoreHook
+        """The S3 hook (``s3_hook_class`` with :meth:`s3_hook_parameters`), built once."""
+        return import_string(self.s3_hook_class)(**self.s3_hook_parameters())
 
-        return SnapshotStoreHook(aws_conn_id=self.aws_conn_id)
+    def s3_hook_parameters(self) -> dict[str, Any]:
+        """Arguments of the S3 hook (a subclass adds its own, e.g. a part size)."""
+        return {"aws_conn_id": self.aws_conn_id}
 
     @property
     def kms(self) -> str | None:

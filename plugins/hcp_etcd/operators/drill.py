@@ -31,7 +31,6 @@ class DeleteRestoredClusterOperator(StoreOperator):
 
     def __init__(self, *, create_task_id: str, timeout: float = 900, **kwargs: Any) -> None:
         """See the class docstring."""
-        kwargs.setdefault("hosted_cluster", "-/-")
         super().__init__(**kwargs)
         self.create_task_id = create_task_id
         self.timeout = timeout

@@ -55,7 +55,7 @@ class ResolveHostedClustersOperator(HostedClusterOperator):
         **kwargs: Any,
     ) -> None:
         """See the class docstring."""
-        super().__init__(hosted_cluster="-/-", **kwargs)
+        super().__init__(**kwargs)
         self.hosted_clusters = hosted_clusters
         self.label_selector = label_selector
         self.schedule_setting = schedule_setting
@@ -135,7 +135,7 @@ class BackupRetentionOperator(StoreOperator):
         **kwargs: Any,
     ) -> None:
         """See the class docstring."""
-        super().__init__(hosted_cluster="-/-", **kwargs)
+        super().__init__(**kwargs)
         self.hosted_clusters = hosted_clusters
         self.key_prefix = key_prefix
         self.key_bucket = key_bucket

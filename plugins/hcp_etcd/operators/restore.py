@@ -65,7 +65,6 @@ class RestoreStepOperator(StoreOperator):
 
     def __init__(self, *, backup: Any = None, **kwargs: Any) -> None:
         """See the class docstring."""
-        kwargs.setdefault("hosted_cluster", "-/-")
         super().__init__(**kwargs)
         self.backup = backup
 

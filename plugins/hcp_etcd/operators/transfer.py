@@ -142,12 +142,9 @@ class SnapshotToS3Operator(StoreOperator):
         self.progress_every_mib = progress_every_mib
         self.timeout = timeout
 
-    @property
-    def s3(self) -> SnapshotStoreHook:  # type: ignore[override]
+    def s3_hook_parameters(self) -> dict[str, Any]:
         """The S3 hook with this operator's part size."""
-        from hcp_etcd.hooks.snapshot_store import SnapshotStoreHook
-
-        return SnapshotStoreHook(aws_conn_id=self.aws_conn_id, part_size_mib=self.part_size_mib)
+        return {**super().s3_hook_parameters(), "part_size_mib": self.part_size_mib}
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Hash in the pod, upload by the chosen method, compare; delete the object on mismatch."""
