@@ -45,6 +45,7 @@ def _looks_secret(run: str) -> bool:
     mixed = any(c.isupper() for c in run) and any(c.islower() for c in run) and any(c.isdigit() for c in run)
     return mixed and max(len(segment) for segment in run.split("/")) >= 20
 
+
 # S3 error codes that name a setting, not a passing fault (KMS codes come through S3 as these too).
 S3_CONFIGURATION_CODES = frozenset(
     {

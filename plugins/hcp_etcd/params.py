@@ -256,6 +256,20 @@ def connections() -> dict[str, Param]:
     }
 
 
+def presign_connection() -> dict[str, Param]:
+    """``presign_aws_conn_id``: the connection that signs ``restoreSnapshotURL`` (restore and drill)."""
+    return {
+        "presign_aws_conn_id": Param(
+            os.environ.get("HCP_ETCD_PRESIGN_AWS_CONN_ID", "").strip() or None,
+            type=["null", "string"],
+            description="AWS connection that presigns the snapshot URL for etcd-init (default: env "
+            "HCP_ETCD_PRESIGN_AWS_CONN_ID; empty: aws_conn_id). Role credentials add a session token "
+            "that makes the URL longer than HyperShift's 1024 characters: use an IAM user's long-term "
+            "keys limited to reading snapshots (include/aws/presign-user.json).",
+        )
+    }
+
+
 # Operator arguments that every task of a DAG takes from its Params.
 KUBERNETES = {"kubernetes_conn_id": ref("kubernetes_conn_id")}
 STORE = {**KUBERNETES, "aws_conn_id": ref("aws_conn_id"), "bucket": ref("bucket"), "prefix": ref("prefix")}

@@ -228,10 +228,8 @@ def check_presigned_url(
         why = (
             (
                 " It carries an STS session token (X-Amz-Security-Token), which is what makes it long: "
-                "presign "
-                "with long-lived credentials of a dedicated IAM user limited to s3:GetObject on the backup "
-                "prefix, "
-                "or use a shorter bucket/prefix."
+                "set presign_aws_conn_id to a connection with the long-term keys of an IAM user that may "
+                "only read snapshots (include/aws/presign-user.json), or use a shorter bucket/prefix."
             )
             if token
             else " Use a shorter bucket name or prefix."

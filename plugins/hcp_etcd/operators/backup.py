@@ -182,7 +182,9 @@ class BackupPreflightOperator(StoreOperator):
         # key bucket that refuses the key would otherwise fail only at escrow_key, after the downtime.
         for target, prefix in {(bucket, str(self.prefix)), (key_bucket, str(self.key_prefix))}:
             if self.dry_run in (True, "True", "true"):
-                self.s3.client.head_bucket(Bucket=target)
+                # A listing of the prefix, not HeadBucket: the shipped policy lets the backup list its
+                # prefixes only (include/aws/backup-role.json), and HeadBucket needs the whole bucket.
+                self.s3.client.list_objects_v2(Bucket=target, Prefix=f"{prefix.strip('/')}/", MaxKeys=1)
                 continue
             probe = f"{prefix.strip('/')}/.probe/{ref.namespace}/{ref.name}/{self.run_id(context)}"
             self.s3.check_writable(target, probe.replace(":", "_").replace("+", "_"), self.kms)

@@ -16,12 +16,14 @@ import shutil
 import subprocess
 import time
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Context
 from airflow.sdk.exceptions import TaskDeferred
 from airflow.sdk.log import mask_secret
+from airflow.sdk.module_loading import import_string
 
 from hcp_etcd import etcd, params, restore
 from hcp_etcd.errors import describe, fail_fast_on_configuration_errors
@@ -58,15 +60,27 @@ class RestoreStepOperator(StoreOperator):
     """Base of the restore steps: records a failure's message as XCom ``error`` for the drill report.
 
     :param backup: the result of ``ResolveBackupOperator`` (templated: its XCom). Not needed by it.
-    :param key_prefix: prefix of the escrowed keys (informational; manifests hold full locations).
+    :param presign_aws_conn_id: the AWS connection that signs ``restoreSnapshotURL`` (empty: the
+        ``aws_conn_id``). Role credentials (an instance profile, IRSA) always add a session token,
+        which makes a SigV4 URL longer than HyperShift's 1024 characters: presign with the
+        long-term keys of an IAM user that may only read snapshots (``include/aws/presign-user.json``).
+        (templated)
     """
 
-    template_fields: tuple[str, ...] = (*StoreOperator.template_fields, "backup")
+    template_fields: tuple[str, ...] = (*StoreOperator.template_fields, "backup", "presign_aws_conn_id")
 
-    def __init__(self, *, backup: Any = None, **kwargs: Any) -> None:
+    def __init__(self, *, backup: Any = None, presign_aws_conn_id: str | None = None, **kwargs: Any) -> None:
         """See the class docstring."""
         super().__init__(**kwargs)
         self.backup = backup
+        self.presign_aws_conn_id = presign_aws_conn_id
+
+    @cached_property
+    def presign_s3(self) -> Any:
+        """The S3 hook that signs the snapshot's URL (the presigning connection, else ``s3``)."""
+        if not self.presign_aws_conn_id:
+            return self.s3
+        return import_string(self.s3_hook_class)(aws_conn_id=str(self.presign_aws_conn_id))
 
     @fail_fast_on_configuration_errors
     def execute(self, context: Context) -> Any:
@@ -136,7 +150,8 @@ class RestoreStepOperator(StoreOperator):
         :param hours: expiry in hours (1..168).
         """
         snap = self.manifest["snapshot"]
-        url = self.s3.presign_get(snap["bucket"], snap["key"], restore.check_url_expiry_hours(hours) * 3600)
+        seconds = restore.check_url_expiry_hours(hours) * 3600
+        url = self.presign_s3.presign_get(snap["bucket"], snap["key"], seconds)
         # The signature is a bearer credential: never in a log line.
         mask_secret(url)
         return url, restore.check_presigned_url(url, utcnow())
