@@ -66,9 +66,10 @@ S3_CONFIGURATION_CODES = frozenset(
         "InvalidObjectState",
     }
 )
-# Kubernetes API statuses no retry can change: 401/403 (credentials, RBAC), 404 (the object is not
-# there). 409/429/5xx are left to the retries.
-KUBERNETES_CONFIGURATION_STATUSES = frozenset({401, 403, 404})
+# Kubernetes API statuses no retry can change: 401/403 (credentials, RBAC). Not 404: a pod being
+# recreated by its StatefulSet is briefly not there; a HostedCluster that does not exist is said by
+# the code that asked for it (ConfigurationError). 409/429/5xx are left to the retries.
+KUBERNETES_CONFIGURATION_STATUSES = frozenset({401, 403})
 
 
 class ConfigurationError(AirflowFailException):

@@ -13,7 +13,7 @@ from airflow.sdk.log import mask_secret
 
 from hcp_etcd import etcd, params
 from hcp_etcd.conditions import unmet_conditions
-from hcp_etcd.errors import fail_fast_on_configuration_errors
+from hcp_etcd.errors import ConfigurationError, fail_fast_on_configuration_errors
 from hcp_etcd.naming import (
     API_SERVER_DEPLOYMENTS,
     LOCK_ANNOTATION,
@@ -137,7 +137,9 @@ class BackupPreflightOperator(StoreOperator):
             hc = self.k8s.get_hosted_cluster(ref)
         except ApiException as err:
             if err.status == 404:
-                raise RuntimeError(f"HostedCluster {ref} does not exist") from err
+                raise ConfigurationError(
+                    f"HostedCluster {ref} does not exist (check namespace/name)"
+                ) from err
             raise
         annotations = _annotations(hc)
         check_lock(annotations, self.run_id(context), utcnow(), str(ref))
