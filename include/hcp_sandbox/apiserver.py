@@ -6,8 +6,8 @@ patch types, the ``status`` and ``scale`` subresources and ``pods/exec`` over We
 command in a pod does is the runtime's business: it passes an :class:`ExecHandler`.
 
 It also has an admin API under ``/sandbox/v1`` (same token) to inject faults (failing API
-calls, exec sessions cut mid-stream) and to read the request log, which tests use to prove that a
-bad input made no write.
+calls, exec sessions cut mid-stream; every kind is in :mod:`hcp_sandbox.faults`) and to read the
+request log, which tests use to prove that a bad input made no write.
 
 An ``authorizer`` (RBAC) applies to the token only. An optional ``admin_token`` is never
 authorized: the cluster-admin of the box, for tests that set up or inspect what the restricted
@@ -270,6 +270,7 @@ def scale_of(obj: Obj) -> Obj:
 # ---------------------------------------------------------------------------------------------
 # The request log
 # ---------------------------------------------------------------------------------------------
+
 
 class RequestLog:
     """The last requests (bounded), optionally mirrored to a JSON-lines file."""

@@ -86,7 +86,6 @@ def bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
 
 
-
 def page_not_found() -> ApiError:
     """What the real server answers for a URL it does not serve."""
     return ApiError(404, "NotFound", "the server could not find the requested resource", details={})
@@ -107,4 +106,3 @@ def unsupported_media_type(accepted: list[str]) -> ApiError:
         + ", ".join(accepted),
         details={},
     )
-

@@ -58,7 +58,6 @@ def name_errors(rt: ResourceType, name: str) -> list[dict[str, str]]:
     return []
 
 
-
 # ---------------------------------------------------------------------------------------------
 # Schema checks (what the CRDs' OpenAPI schema and CEL rules enforce on a real cluster)
 # ---------------------------------------------------------------------------------------------

@@ -86,7 +86,9 @@ def test_runtime_faults_keep_their_state_per_pod_and_forget_a_namespace(tmp_path
     assert err.value.code == 404, "only an etcd pod takes a volume fault"
 
     # Any member will do: the volume fault only checks that the pod is an etcd pod.
-    faults = RuntimeFaults(tmp_path / "s3-faults.json", lambda ns, pod: (None, None), lambda: changes.append("x"))  # type: ignore[arg-type,return-value]  # noqa: E501
+    faults = RuntimeFaults(
+        tmp_path / "s3-faults.json", lambda ns, pod: (None, None), lambda: changes.append("x")
+    )
     asyncio.run(faults.inject({"kind": "volume", "namespace": "cp", "pod": "etcd-0", "free_bytes": 4096}))
     assert faults.volume_free_bytes("cp", "etcd-0") == 4096
     assert faults.volume_free_bytes("cp", "etcd-1") is None

@@ -269,7 +269,6 @@ def _b64_text(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-
 def api_deployment(namespace: str, name: str, replicas: int) -> dict[str, Any]:
     """One API server Deployment of the control-plane namespace."""
     labels = {"app": name, "hypershift.openshift.io/control-plane-component": name}

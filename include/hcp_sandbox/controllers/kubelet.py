@@ -40,7 +40,6 @@ class Kubelet:
             self.store.update_status("pods", pod["metadata"]["namespace"], pname, status)
 
 
-
 def init_restarts(failed_at: float | None, now: float) -> int:
     """Restarts of a failing init container so far, on the kubelet's back-off (10 s doubling, 5 min cap).
 

@@ -194,7 +194,6 @@ class ControlPlane:
                 )
             await asyncio.sleep(0.2)
 
-
     async def handle_fault(self, spec: dict[str, Any]) -> dict[str, Any]:
         """The API server's fault handler: every kind but ``api`` and ``exec-drop``
         (:meth:`hcp_sandbox.faults.RuntimeFaults.inject`)."""

@@ -22,6 +22,7 @@ _GO_RFC3339 = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:[.,](\d+))?(?:(Z)|([+-])(\d{2}):(\d{2}))$"
 )
 
+
 def parse_go_rfc3339(value: str) -> datetime.datetime:
     """``time.Parse(time.RFC3339, value)``; ``ValueError`` where Go returns an error."""
     match = _GO_RFC3339.match(value)
