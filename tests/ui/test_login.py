@@ -31,7 +31,7 @@ from test_browser import CHROMIUM, chromium_command
 from ui_fixtures import airflow_env, make_manifest, migrate
 
 from hcp_etcd.naming import ClusterRef, format_backup_ts, manifest_key, rfc3339, snapshot_key
-from hcp_etcd.restore import build_drill_report, drill_report_key
+from hcp_etcd.restore.report import build_drill_report, drill_report_key
 
 pytestmark = [
     pytest.mark.integration,

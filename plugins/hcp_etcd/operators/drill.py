@@ -11,7 +11,8 @@ from hcp_etcd import metrics
 from hcp_etcd.naming import ClusterRef, validate_prefix
 from hcp_etcd.operators.base import StoreOperator, utcnow
 from hcp_etcd.operators.restore import ERROR_XCOM_KEY, delete_objects, drill_moment
-from hcp_etcd.restore import HYPERSHIFT_API, build_drill_report, drill_asset_name, drill_report_key
+from hcp_etcd.restore.plan import HYPERSHIFT_API
+from hcp_etcd.restore.report import build_drill_report, drill_asset_name, drill_report_key
 
 DRILL_ASSET_ALIAS = "hcp-etcd-drills"
 
