@@ -10,7 +10,7 @@ from airflow.sdk import Asset, AssetAlias, Context
 from hcp_etcd import metrics
 from hcp_etcd.naming import ClusterRef, validate_prefix
 from hcp_etcd.operators.base import StoreOperator, utcnow
-from hcp_etcd.operators.restore import ERROR_XCOM_KEY, delete_objects, drill_moment
+from hcp_etcd.operators.restore import ERROR_XCOM_KEY, drill_moment
 from hcp_etcd.restore.plan import HYPERSHIFT_API
 from hcp_etcd.restore.report import build_drill_report, drill_asset_name, drill_report_key
 
@@ -53,7 +53,7 @@ class DeleteRestoredClusterOperator(StoreOperator):
         # The HostedCluster first (delete_objects goes in reverse: HyperShift tears its control plane
         # down), then the Secrets and NodePools this run made.
         keep = ("HostedCluster", "Namespace")  # the namespace may hold other drills: it stays
-        left = delete_objects(self.k8s, [o for o in objects if o["kind"] not in keep] + [hc], self.log)
+        left = self.k8s.delete_objects([o for o in objects if o["kind"] not in keep] + [hc])
         deadline = time.monotonic() + self.timeout
         cp_ns = target.control_plane_namespace
         while self.k8s.hosted_cluster_exists(target) or self.k8s.object_exists(

@@ -379,7 +379,8 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
     output of ``hcp create cluster aws --render --render-sensitive``), ``render_options`` (run that
     command, when ``hcp`` is on PATH), or ``clone`` (the live source HostedCluster: a drill). Every
     check runs before the first write; an object that exists already is refused; on a failure
-    midway the objects created are deleted again before the error is raised.
+    midway the objects created are deleted again before the error is raised
+    (``HostedClusterHook.create_objects``).
 
     :param rendered_manifests: S3 URI or path of rendered YAML. (templated)
     :param render_options: ``hcp create cluster aws`` flags (``{"pull-secret": path}``). (templated)
@@ -413,6 +414,8 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
 
     def run(self, context: Context) -> dict[str, Any]:
         """Check everything, then create in order."""
+        from hcp_etcd.hooks.hosted_cluster import ObjectExistsError
+
         target = self.target
         url, info = self.presign(self.url_expiry_hours)
         objects, copies = self._load_objects(target)
@@ -432,7 +435,10 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
                 plan.fill_key(role, self.read_key(entry))
         self._copy_secrets(plan)
         created_at = utcnow()
-        created = self._create_all(plan, adopted)
+        try:
+            created = self.k8s.create_objects(plan.objects, adopted)
+        except ObjectExistsError as err:
+            raise RestoreInputError(f"{err.what} appeared meanwhile: refusing to overwrite it") from None
         self.log.info(
             "created %s from %s (snapshot URL expires %s)",
             ", ".join(plan.summary()),
@@ -448,8 +454,6 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
         }
 
     def _load_objects(self, target: ClusterRef) -> tuple[list[dict[str, Any]], dict[str, str]]:
-        from kubernetes.client.rest import ApiException
-
         if self.rendered_manifests:
             where = str(self.rendered_manifests)
             return load_objects(self._read_rendered(where), where), {}
@@ -457,15 +461,12 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
             return load_objects(self._render_with_hcp(target), "hcp create cluster aws --render"), {}
         if self.clone:
             source = ClusterRef.parse(self.backup["source"])
-            try:
-                hc = self.k8s.get_hosted_cluster(source)
-            except ApiException as err:
-                if err.status == 404:
-                    raise RestoreInputError(
-                        f"cannot clone {source} for the drill: it no longer exists; restore "
-                        "with rendered manifests instead"
-                    ) from None
-                raise
+            hc = self.k8s.find_hosted_cluster(source)
+            if hc is None:
+                raise RestoreInputError(
+                    f"cannot clone {source} for the drill: it no longer exists; restore "
+                    "with rendered manifests instead"
+                )
             return clone_objects(hc, target)
         raise RestoreInputError(
             "no manifests: give rendered_manifests (S3 URI or path of the output of "
@@ -566,66 +567,6 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
             for value in data.values():
                 mask_secret(value)
             by_name[target_name]["data"] = data
-
-    def _create_all(self, plan: RestorePlan, adopted: set[tuple[str, str]]) -> list[dict[str, Any]]:
-        from kubernetes.client.rest import ApiException
-
-        created: list[dict[str, Any]] = []
-        try:
-            for obj in plan.objects:
-                meta = obj["metadata"]
-                ident = {
-                    "apiVersion": obj["apiVersion"],
-                    "kind": obj["kind"],
-                    "namespace": meta.get("namespace"),
-                    "name": meta["name"],
-                }
-                if obj["kind"] == "Namespace" and self.k8s.object_exists(
-                    "v1", "Namespace", None, meta["name"]
-                ):
-                    continue
-                if (obj["kind"], meta["name"]) in adopted:
-                    created.append(ident)  # ours: the teardown (or an undo) deletes it too
-                    continue
-                try:
-                    self.k8s.create_object(obj)
-                except ApiException as err:
-                    if err.status == 409:
-                        raise RestoreInputError(
-                            f"{obj['kind']} {meta.get('namespace')}/{meta['name']} appeared "
-                            "meanwhile: refusing to overwrite it"
-                        ) from None
-                    raise
-                created.append(ident)
-        except BaseException:
-            # Restore happens only at creation: leave nothing half-made, so a retry starts clean.
-            self.log.error("creation failed after %d object(s); deleting them again", len(created))
-            delete_objects(self.k8s, created, self.log)
-            raise
-        return created
-
-
-def delete_objects(k8s: Any, created: list[dict[str, Any]], log: Any) -> list[str]:
-    """Delete objects in reverse creation order; returns what could not be deleted.
-
-    :param k8s: the HostedClusterHook.
-    :param created: ``{"apiVersion", "kind", "namespace", "name"}`` items.
-    :param log: a logger.
-    """
-    left = []
-    for ident in reversed(created):
-        try:
-            gone = k8s.delete_object(ident["apiVersion"], ident["kind"], ident["namespace"], ident["name"])
-            log.info(
-                "%s %s/%s %s",
-                ident["kind"],
-                ident["namespace"],
-                ident["name"],
-                "deleted" if gone else "was already gone",
-            )
-        except Exception as err:
-            left.append(f"{ident['kind']} {ident['namespace']}/{ident['name']}: {err}")
-    return left
 
 
 class WaitRestoredOperator(RestoreStepOperator):
