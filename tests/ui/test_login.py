@@ -94,7 +94,9 @@ def sandbox_backups(sandbox) -> Iterator[dict[str, str]]:
     try:
         yield {**sandbox.env, "HCP_ETCD_PREFIX": prefix}
     finally:
-        store.delete_keys(sandbox.bucket, [o.key for o in store.list_objects(sandbox.bucket, prefix + "/")])
+        store.delete_objects(
+            sandbox.bucket, [o.key for o in store.list_objects(sandbox.bucket, prefix + "/")]
+        )
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -299,14 +299,6 @@ class SnapshotStoreHook(S3Hook):
             for obj in self.iter_file_metadata(prefix, bucket)
         ]
 
-    def delete_keys(self, bucket: str, keys: list[str]) -> None:
-        """Delete objects (``S3Hook.delete_objects``: 1000 per request, raises if S3 reports an error).
-
-        :param bucket: bucket.
-        :param keys: keys.
-        """
-        self.delete_objects(bucket, keys)
-
     def is_versioned(self, bucket: str) -> bool:
         """Whether the bucket keeps versions (always so with Object Lock); asked once per hook.
 

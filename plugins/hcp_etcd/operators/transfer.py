@@ -170,7 +170,7 @@ class SnapshotToS3Operator(StoreOperator):
         return self._stream(ns, pod, bucket, key, pod_sha)
 
     def _fail(self, s3: SnapshotStoreHook, bucket: str, key: str, pod: str, problem: str) -> None:
-        s3.delete_keys(bucket, [key])
+        s3.delete_objects(bucket, [key])
         raise SnapshotIntegrityError(
             f"upload of the snapshot of {self.ref} from {pod} failed its check "
             f"({problem}); the object was deleted, the task retry starts over"
@@ -276,7 +276,7 @@ class SnapshotToS3Operator(StoreOperator):
             code = self._returncode(stream, s3, bucket, key, pod)
         seconds = time.monotonic() - started
         if code in EGRESS_EXIT_CODES:
-            s3.delete_keys(bucket, [key])
+            s3.delete_objects(bucket, [key])
             raise PresignedUploadUnavailable(
                 f"the etcd container of {ns}/{pod} could not upload by itself (exit {code}: "
                 f"{stream.stderr_tail.strip()[-300:] or 'no stderr'}): without curl or egress to S3, "
