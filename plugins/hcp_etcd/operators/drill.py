@@ -8,7 +8,7 @@ from typing import Any
 from airflow.sdk import Asset, AssetAlias, Context
 
 from hcp_etcd import metrics
-from hcp_etcd.naming import ClusterRef, validate_prefix
+from hcp_etcd.naming import ClusterRef
 from hcp_etcd.operators.base import StoreOperator, utcnow
 from hcp_etcd.operators.restore import ERROR_XCOM_KEY, drill_moment
 from hcp_etcd.restore.plan import HYPERSHIFT_API
@@ -113,7 +113,7 @@ class DrillReportOperator(StoreOperator):
             errors=errors,
             run_id=str(context["run_id"]),
         )
-        bucket, prefix = str(self.bucket), validate_prefix(str(self.prefix))
+        bucket, prefix = self.store.bucket, self.store.prefix
         key = drill_report_key(prefix, ref, as_of)
         self.s3.put_json(report, bucket, key, self.kms)
         metrics.emit_drill(report)  # never raises

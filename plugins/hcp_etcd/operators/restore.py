@@ -34,6 +34,7 @@ from hcp_etcd.naming import (
     validate_prefix,
 )
 from hcp_etcd.operators.base import StoreOperator, utcnow
+from hcp_etcd.params import StoreSettings
 from hcp_etcd.restore.backups import (
     backup_candidates,
     check_manifest,
@@ -212,14 +213,14 @@ class ResolveBackupOperator(RestoreStepOperator):
     def run(self, context: Context) -> dict[str, Any]:
         """Resolve, validate, check the target."""
         params.check_settings()
-        params.require_bucket(self.bucket)
+        store = self.store  # before anything is read: a missing bucket fails here, saying what to set
         as_of = parse_rfc3339(str(self.at_or_before)) if self.at_or_before else drill_moment(context)
         src = parse_source(str(self.source))
         if src.manifest_uri:
             uri = src.manifest_uri
             manifest = check_manifest(self._get_manifest(uri), uri)
         else:
-            uri, manifest = self._newest(src.cluster, as_of)  # type: ignore[arg-type]
+            uri, manifest = self._newest(store, src.cluster, as_of)  # type: ignore[arg-type]
         hc = manifest["hosted_cluster"]
         source_ref = ClusterRef(hc["namespace"], hc["name"])
         name = str(self.target_name) if self.target_name else drill_target_name(source_ref.name, as_of)
@@ -255,9 +256,8 @@ class ResolveBackupOperator(RestoreStepOperator):
         except ValueError as err:
             raise RestoreInputError(f"{uri} is not JSON: {err}") from None
 
-    def _newest(self, ref: ClusterRef, as_of: datetime) -> tuple[str, dict[str, Any]]:
-        bucket, prefix = str(self.bucket), validate_prefix(str(self.prefix))
-        base = cluster_prefix(prefix, ref)
+    def _newest(self, store: StoreSettings, ref: ClusterRef, as_of: datetime) -> tuple[str, dict[str, Any]]:
+        bucket, base = store.bucket, cluster_prefix(store.prefix, ref)
         objects = ((o.key, o.last_modified) for o in self.s3.list_objects(bucket, base + "/"))
         for ts in backup_candidates(objects, base, as_of):
             uri = f"s3://{bucket}/{base}/{ts}/manifest.json"
@@ -328,9 +328,10 @@ class CheckKeyOperator(RestoreStepOperator):
         """Read, fingerprint, forget."""
         out = {}
         source = ClusterRef.parse(self.backup["source"])
+        key_prefix = validate_prefix(str(self.key_prefix))  # the only setting this step reads
         for role, entry in key_entries(self.manifest).items():
             _, key = parse_s3_uri(entry["location"])
-            expected = encryption_key_key(validate_prefix(str(self.key_prefix)), source, entry["sha256"])
+            expected = encryption_key_key(key_prefix, source, entry["sha256"])
             if key != expected:
                 raise RestoreInputError(
                     f"the manifest's {role} {entry['location']} is not the escrow object "

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Context
 
 from hcp_etcd import etcd
-from hcp_etcd.naming import snapshot_key, validate_prefix
+from hcp_etcd.naming import snapshot_key
 from hcp_etcd.operators.base import StoreOperator
 
 if TYPE_CHECKING:
@@ -153,8 +153,8 @@ class SnapshotToS3Operator(StoreOperator):
             raise ValueError(f"method must be one of {METHODS}, not {method!r}")
         ref = self.ref
         ns, pod = ref.control_plane_namespace, str(self.verify["canonical"])
-        bucket = str(self.bucket)
-        key = snapshot_key(validate_prefix(str(self.prefix)), ref, str(self.snapshot["ts"]))
+        bucket = self.store.bucket
+        key = snapshot_key(self.store.prefix, ref, str(self.snapshot["ts"]))
         pod_sha = etcd.parse_sha256sum(
             self.k8s.exec_command(
                 ns, pod, etcd.sha256_command(self.snapshot_path), timeout=self.timeout
