@@ -23,7 +23,8 @@ from hcp_etcd.operators.restore import (
 )
 from hcp_etcd.params import STORE
 from hcp_etcd.params import ref as P
-from hcp_etcd.restore import MAX_URL_EXPIRY_HOURS, SOURCE_PATTERN
+from hcp_etcd.restore.backups import SOURCE_PATTERN
+from hcp_etcd.restore.presign import MAX_URL_EXPIRY_HOURS
 
 DOC = """
 ### Restore an etcd backup into a new hosted cluster

@@ -23,7 +23,8 @@ from hcp_etcd.operators.restore import (
 )
 from hcp_etcd.params import STORE
 from hcp_etcd.params import ref as P
-from hcp_etcd.restore import DRILL_LABEL, MAX_URL_EXPIRY_HOURS
+from hcp_etcd.restore.plan import DRILL_LABEL
+from hcp_etcd.restore.presign import MAX_URL_EXPIRY_HOURS
 
 SCHEDULE, _ = params.env_schedule(*params.DRILL_SCHEDULE)  # never raises: see params
 

@@ -76,6 +76,11 @@ class ConfigurationError(AirflowFailException):
     """A setting or an input that no retry can fix: the task fails at once, with what to change."""
 
 
+class RestoreInputError(ConfigurationError, ValueError):
+    """Bad input to a restore: refused before anything is created, and not retried (no retry changes
+    a manifest, a key or a target name)."""
+
+
 def redact(text: str, limit: int = 1000) -> str:
     """Remove presigned-URL signatures, credentials and Secret-like data from a text; cut it to ``limit``.
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from hcp_etcd.errors import RestoreInputError
 from hcp_etcd.naming import ClusterRef
 from hcp_etcd.operators.restore import CheckKeyOperator, CreateRestoredClusterOperator
-from hcp_etcd.restore import RestoreInputError
 
 
 def fake_hcp(tmp_path: Path, body: str, code: int = 0) -> Path:
