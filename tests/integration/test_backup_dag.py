@@ -23,7 +23,7 @@ EXPECTED_REPLICAS = {"ha-one": 3, "single-one": 1}
 
 def kube(box):
     """The tests' own client (admin: include/rbac restricts only the token Airflow has)."""
-    api = config.new_client_from_config(box.info["admin_kubeconfig"])
+    api = config.new_client_from_config(str(box.admin_kubeconfig))
     return client.CustomObjectsApi(api), client.AppsV1Api(api), client.CoreV1Api(api)
 
 

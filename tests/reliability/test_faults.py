@@ -25,7 +25,7 @@ from hcp_etcd.naming import API_SERVER_DEPLOYMENTS, ClusterRef
 from hcp_etcd.operators import restore as rops
 from hcp_etcd.operators.drill import DeleteRestoredClusterOperator
 from hcp_sandbox import s3
-from tests.reliability.conftest import (
+from tests.support.harness import (
     HA,
     KEY_PREFIX,
     ONE,
