@@ -1,6 +1,8 @@
 """The reliability harness: the real operators run the way Airflow runs them (one fresh operator
-per try, ``retries=2``, setups/teardowns with the backup DAG's trigger rules), faults injected, and
-the safety invariants checked afterwards.
+per try, the DAG's retries, setups/teardowns with the DAG's trigger rules), faults injected, and the
+safety invariants checked afterwards. A backup walks the real DAG object of
+``dags/hcp_etcd_backup.py`` (its order, trigger rules and operators, see ``Harness.backup``):
+rewiring the DAG changes what the fault matrix runs.
 
 Why operators and not ``dag.test()`` for the matrix: a ``dag.test()`` costs many seconds, a chain of
 operators on a 1-member cluster a few, and the operators are exactly what the DAG wires. The
@@ -20,6 +22,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
+import functools
 import hashlib
 import inspect
 import json
@@ -36,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow.dag_processing.dagbag import DagBag
+from airflow.sdk import DAG, TriggerRule
 
 from hcp_etcd.hooks.hosted_cluster import HostedClusterHook
 from hcp_etcd.hooks.snapshot_store import SnapshotStoreHook
@@ -44,8 +50,6 @@ from hcp_etcd.operators import backup as ops
 from hcp_etcd.operators import restore as rops
 from hcp_etcd.operators.drill import DeleteRestoredClusterOperator, DrillReportOperator, DrillVerdictOperator
 from hcp_etcd.operators.fleet import BackupRetentionOperator
-from hcp_etcd.operators.publish import PublishManifestOperator
-from hcp_etcd.operators.transfer import SnapshotToS3Operator
 from hcp_sandbox import s3 as s3_faults
 from tests.support import operator_worker
 from tests.support.fork_server import ForkServer, process_state
@@ -53,6 +57,8 @@ from tests.support.sandbox import Sandbox
 
 REPO = Path(__file__).resolve().parents[2]
 RBAC = REPO / "include" / "rbac"
+BACKUP_DAG = REPO / "dags" / "hcp_etcd_backup.py"
+BACKUP_GROUP = "backup"  # the DAG's task group, mapped over the clusters
 HA, ONE = "rel-ha", "rel-one"
 REPLICAS = {HA: 3, ONE: 1}
 PREFIX, KEY_PREFIX = "hcp-etcd/backups", "hcp-etcd/keys"
@@ -121,8 +127,12 @@ class TaskInstanceStub:
         self.xcom[key] = value
         self._store[(self._task_id, key)] = value
 
-    def xcom_pull(self, task_ids: str, key: str = "return_value", map_indexes: int | None = None) -> Any:
+    def xcom_pull(self, task_ids: str, key: str = "return_value", **_: Any) -> Any:
         return self._store.get((task_ids, key))
+
+    def get_relevant_upstream_map_indexes(self, *_: Any, **__: Any) -> None:
+        """One cluster per run here: the upstream XCom of the same mapped group, unindexed."""
+        return None
 
 
 @dataclass
@@ -149,6 +159,14 @@ class Trace:
 
     def errors(self) -> str:
         return "; ".join(f"{t}: {e}" for t, o in self.tasks.items() for e in o.errors)
+
+
+@functools.cache
+def backup_dag() -> DAG:
+    """The backup DAG as the DAG processor parses it from ``dags/hcp_etcd_backup.py``."""
+    bag = DagBag(dag_folder=str(BACKUP_DAG))
+    assert not bag.import_errors, bag.import_errors
+    return bag.dags["hcp_etcd_backup"]
 
 
 class _StopRun(Exception):
@@ -278,12 +296,16 @@ class Harness:
         stop_before: str | None = None,
         done: dict[str, Any] | None = None,
         retried: str | None = None,
+        dag: DAG | None = None,
     ) -> Trace:
-        """One backup of ``cluster`` with the DAG's wiring; ``inject[task]()`` runs right before that task.
+        """One backup of ``cluster`` as the backup DAG wires it; ``inject[task]()`` runs right before
+        that task (tasks are named without their group: ``pause``, ``upload``...).
 
-        Trigger rules as in ``dags/hcp_etcd_backup.py``: resume is the teardown of quiesce, cleanup
-        and unpause the teardowns of pause (they run when their setup succeeded, whatever failed in
-        between); upload needs verify and resume; wait needs publish and unpause.
+        The tasks, their order, trigger rules, setups and teardowns, retries and arguments are read
+        from the real DAG object (``dags/hcp_etcd_backup.py``, or ``dag``), not repeated here: see
+        :meth:`_backup_tasks`. The run's Params are the DAG's defaults with ``mode``,
+        ``pause_deadline_minutes``, ``upload_method`` (None: the DAG's default) and this sandbox's
+        bucket and prefixes.
 
         For a task killed in a worker: ``stop_before`` ends the run right before that task (its
         inputs are in the trace); the continued run passes the same ``run_id``, the results of the
@@ -292,96 +314,66 @@ class Harness:
         """
         inject = inject or {}
         done = done or {}
+        dag = dag or backup_dag()
         trace = Trace(run_id or self.new_run_id(cluster))
         rid = trace.run_id
-        m = {"mode": mode}
-        method = {"method": upload_method} if upload_method else {}  # None: the operator's default
+        params = {key: dag.params[key] for key in dag.params}
+        params.update(mode=mode, pause_deadline_minutes=pause_deadline_minutes, bucket=self.bucket,
+                      prefix=PREFIX, key_prefix=KEY_PREFIX)  # fmt: skip
+        if upload_method:
+            params["upload_method"] = upload_method
 
-        def run(task_id: str, make: Callable[[], Any]) -> Outcome:
-            if task_id == stop_before:
+        def run(task: Any) -> bool:
+            name = task.task_id.removeprefix(f"{BACKUP_GROUP}.")
+            if name == stop_before:
                 raise _StopRun
-            if task_id in done:
-                trace.tasks[task_id] = Outcome(ok=True, tries=1, result=done[task_id])
-                self.xcoms.setdefault(rid, {})[(task_id, "return_value")] = done[task_id]
-                return trace.tasks[task_id]
-            if task_id in inject:
-                inject[task_id]()
-            tries = TRIES - 1 if task_id == retried else TRIES
-            trace.tasks[task_id] = self.attempt(task_id, make, rid, tries=tries)
-            return trace.tasks[task_id]
+            if name in done:
+                trace.tasks[name] = Outcome(ok=True, tries=1, result=done[name])
+                self.xcoms.setdefault(rid, {})[(task.task_id, "return_value")] = done[name]
+                return True
+            if name in inject:
+                inject[name]()
+            tries = task.retries + 1 - (name == retried)
+            make = functools.partial(self._operator, task, cluster, params, rid)
+            trace.tasks[name] = self.attempt(task.task_id, make, rid, tries=tries)
+            return trace.tasks[name].ok
 
         with contextlib.suppress(_StopRun):
-            self._backup_tasks(cluster, run, m, method, pause_deadline_minutes)
+            self._backup_tasks(dag, run)
         return trace
 
-    def _backup_tasks(
-        self,
-        cluster: str,
-        run: Callable[[str, Callable[[], Any]], Outcome],
-        m: dict[str, str],
-        method: dict[str, str],
-        pause_deadline_minutes: float,
-    ) -> None:
-        """The backup DAG's tasks, in order, with its trigger rules (see ``backup``)."""
-        if not run(
-            "preflight", lambda: ops.BackupPreflightOperator(**self.store(cluster, "preflight"), **m)
-        ).ok:
-            return
-        pause = run(
-            "pause",
-            lambda: ops.PauseReconciliationOperator(
-                **self.common(cluster, "pause"), pause_deadline_minutes=pause_deadline_minutes, **m
-            ),
-        )
-        quiesce = snap = verify = resume = None
-        if pause.ok:
-            quiesce = run(
-                "quiesce", lambda: ops.QuiesceApiServersOperator(**self.common(cluster, "quiesce"), **m)
-            )
-        if quiesce and quiesce.ok:
-            snap = run("snapshot", lambda: ops.SnapshotMembersOperator(**self.common(cluster, "snapshot")))
-        if snap and snap.ok:
-            verify = run("verify", lambda: ops.VerifySnapshotsOperator(**self.common(cluster, "verify"), **m))
-        if quiesce and quiesce.ok:
-            resume = run(
-                "resume", lambda: ops.ResumeApiServersOperator(**self.common(cluster, "resume"), **m)
-            )
-        publish = None
-        if verify and verify.ok and resume and resume.ok:
-            s, v = snap.result, verify.result  # type: ignore[union-attr]
-            upload = run(
-                "upload",
-                lambda: SnapshotToS3Operator(**self.store(cluster, "upload"), snapshot=s, verify=v, **method),
-            )
-            escrow = None
-            if upload.ok:
-                escrow = run(
-                    "escrow_key",
-                    lambda: ops.EscrowEncryptionKeyOperator(
-                        **self.store(cluster, "escrow_key"), key_prefix=KEY_PREFIX
-                    ),
-                )
-            if escrow and escrow.ok:
-                u, e, r = upload.result, escrow.result, resume.result
-                publish = run(
-                    "publish_manifest",
-                    lambda: PublishManifestOperator(
-                        **self.store(cluster, "publish_manifest"),
-                        snapshot=s, verify=v, upload=u, escrow=e, resume=r, **m,
-                    ),
-                )  # fmt: skip
-        if pause.ok:
-            run("cleanup", lambda: ops.CleanupSnapshotsOperator(**self.common(cluster, "cleanup")))
-            unpause = run(
-                "unpause", lambda: ops.UnpauseReconciliationOperator(**self.common(cluster, "unpause"), **m)
-            )
-            if unpause.ok and publish and publish.ok:
-                run(
-                    "wait_available",
-                    lambda: ops.WaitHostedClusterAvailableOperator(
-                        **self.common(cluster, "wait_available"), timeout=180, **m
-                    ),
-                )
+    @staticmethod
+    def _backup_tasks(dag: DAG, run: Callable[[Any], bool]) -> None:
+        """The tasks of the DAG's per-cluster group in topological order, each run (``run(task)``:
+        True when it succeeded) or not as its trigger rule decides, the way the scheduler does for
+        one cluster: ``all_success`` runs when every upstream task succeeded; a teardown
+        (``all_done_setup_success``) when its upstream tasks are done and one of its setups
+        succeeded. Anything else is refused, so a new rule in the DAG cannot pass unnoticed."""
+        succeeded: dict[str, bool] = {}
+        for task in dag.topological_sort():
+            if not task.task_id.startswith(f"{BACKUP_GROUP}."):
+                continue
+            upstream = [u for u in task.upstream_list if u.task_id in succeeded]
+            if task.trigger_rule == TriggerRule.ALL_SUCCESS:
+                ready = all(succeeded[u.task_id] for u in upstream)
+            elif task.trigger_rule == TriggerRule.ALL_DONE_SETUP_SUCCESS:
+                setups = [succeeded[u.task_id] for u in upstream if u.is_setup]
+                ready = not setups or any(setups)
+            else:
+                raise NotImplementedError(f"{task.task_id}: trigger rule {task.trigger_rule} not emulated")
+            succeeded[task.task_id] = ready and run(task)
+
+    def _operator(self, task: Any, cluster: str, params: dict[str, Any], run_id: str) -> Any:
+        """A fresh copy of the DAG's operator for one try, as a worker gets it: mapped over
+        ``clusters/<cluster>``, templates rendered with the run's Params and XComs (native objects,
+        as the DAG renders them), triggers run inline (``deferrable=False``, as ``dag.test()``)."""
+        op = copy.deepcopy(task)
+        op.hosted_cluster = f"clusters/{cluster}"
+        op.deferrable = False
+        context = {**self.context(run_id, task.task_id), "params": params}
+        context["task_instance"] = context["ti"]
+        op.render_template_fields(context, task.dag.get_template_env())
+        return op
 
     def retention(self, clusters: list[str], inject: Callable[[], Any] | None = None) -> Outcome:
         """The fleet's retention task (keep_last=2 so it has something to delete)."""
