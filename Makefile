@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 LOCKED := -r requirements.txt -r requirements-dev.txt -c constraints.txt
 
-.PHONY: venv test lint demo demo-down bench lock clean
+.PHONY: venv test test-fast lint demo demo-down bench lock clean
 
 venv: $(STAMP)
 
@@ -39,8 +39,14 @@ $(STAMP): $(BIN)/python requirements.txt requirements-dev.txt constraints.txt
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# The whole suite: three pytest sessions side by side (tests/support/suites.py), outputs in order.
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m tests.support.suites
+
+# The quick loop: the unit tests and the sandbox tests that need no running sandbox (under a minute).
+FAST := tests/unit tests/sandbox/test_apiserver.py tests/sandbox/test_rbac.py tests/sandbox/test_runtime_units.py
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest $(FAST)
 
 # The embedded demo: sandbox + Airflow standalone on the project's DAGs (see README.md).
 demo: $(STAMP)

@@ -2,7 +2,7 @@
 
 Airflow reads ``AIRFLOW_HOME`` and its configuration once, at import time; pointing it at a
 throw-away folder keeps the tests off the developer's own ``~/airflow`` and makes every run start
-from the same defaults. Fixtures that need a migrated metadata DB live in ``tests/integration``.
+from the same defaults. The session's migrated metadata DB is the fixture ``metadata_db`` (tests/conftest.py).
 """
 
 from __future__ import annotations

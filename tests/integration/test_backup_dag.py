@@ -23,7 +23,7 @@ EXPECTED_REPLICAS = {"ha-one": 3, "single-one": 1}
 
 def kube(box):
     """The tests' own client (admin: include/rbac restricts only the token Airflow has)."""
-    api = config.new_client_from_config(box.info["admin_kubeconfig"])
+    api = config.new_client_from_config(str(box.admin_kubeconfig))
     return client.CustomObjectsApi(api), client.AppsV1Api(api), client.CoreV1Api(api)
 
 
@@ -168,8 +168,8 @@ def test_configuration_error_fails_at_once_and_changes_nothing(sandbox, airflow_
     assert run.state == "failed", run.tis
     assert run.state_of("backup.preflight", 0) == "failed", run.tis
     assert run.tries_of("backup.preflight", 0) == 1, run.tis
-    assert not [t for t, (state, _) in run.tis.items() if state == "up_for_retry"], run.tis
-    assert all(tries <= 1 for _, tries in run.tis.values()), run.tis
+    assert not [t for t, state in run.tis.items() if state == "up_for_retry"], run.tis
+    assert all(tries <= 1 for tries in run.tries.values()), run.tries
     assert run.state_of("backup.pause", 0) == "upstream_failed", run.tis
     assert "no-such-key-bucket" in run.output and "not retried" in run.output
     assert manifests(sandbox, "single-one") == before

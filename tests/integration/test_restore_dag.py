@@ -11,21 +11,18 @@ import base64
 import hashlib
 import json
 import os
-import ssl
-import subprocess
-import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-import yaml
 from botocore.config import Config
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
+
+from tests.support.airflow import AirflowEnv, RunResult
 
 pytestmark = pytest.mark.integration
 
@@ -34,60 +31,26 @@ PREFIX = "hcp-etcd/backups"
 KEY_PREFIX = "hcp-etcd/keys"
 HS = ("hypershift.openshift.io", "v1beta1")
 
-RUNNER = r"""
-import json, os, sys
-from datetime import datetime
-from airflow.dag_processing.dagbag import DagBag
-from airflow.models.taskinstance import TaskInstance
-from airflow.models.xcom import XComModel
-from airflow.utils.session import create_session
-dag_id, runs = sys.argv[1], json.loads(sys.argv[2])
-bag = DagBag(dag_folder=os.path.join(os.environ["HCP_REPO"], "dags", dag_id + ".py"))
-assert not bag.import_errors, bag.import_errors
-dag = bag.dags[dag_id]
-for conf, logical in runs:
-    kwargs = {"logical_date": datetime.fromisoformat(logical)} if logical else {}
-    dr = dag.test(run_conf=conf, **kwargs)
-    with create_session() as s:
-        tis = s.query(TaskInstance).filter(TaskInstance.dag_id == dag_id, TaskInstance.run_id == dr.run_id)
-        states = {f"{ti.task_id}[{ti.map_index}]": str(ti.state) for ti in tis}
-        xcoms = {f"{x.task_id}[{x.map_index}].{x.key}": x.value for x in
-                 s.query(XComModel).filter(XComModel.dag_id == dag.dag_id, XComModel.run_id == dr.run_id)}
-    result = {"state": str(dr.state), "tis": states, "xcoms": xcoms}
-    print("@@RESULT@@" + json.dumps(result, default=str), flush=True)
-"""
-
-
-@dataclass
-class Run:
-    state: str
-    tis: dict[str, str]
-    xcoms: dict[str, Any]
-    output: str
-
-    def xcom(self, task: str, key: str = "return_value", map_index: int = -1) -> Any:
-        raw = self.xcoms.get(f"{task}[{map_index}].{key}")
-        return json.loads(raw) if isinstance(raw, str) and raw[:1] in '{["' else raw
-
-
 def run_dags(
-    airflow_env, dag_id: str, runs: list[tuple[dict[str, Any], str]], timeout: float = 600
-) -> list[Run]:
-    """Several ``dag.test()`` runs of one DAG in one fresh process (Airflow's start-up is the slow part)."""
-    proc = subprocess.run(
-        [sys.executable, "-c", RUNNER, dag_id, json.dumps(runs)],
-        capture_output=True, text=True, env=airflow_env.env, timeout=timeout, check=False,
-    )  # fmt: skip
-    out = proc.stdout + proc.stderr
-    airflow_env.logs.append(out)
-    markers = [line for line in proc.stdout.splitlines() if line.startswith("@@RESULT@@")]
-    assert len(markers) == len(runs), f"dag.test did not finish (rc={proc.returncode}):\n{out[-6000:]}"
-    results = [json.loads(m[len("@@RESULT@@") :]) for m in markers]
-    return [Run(d["state"], d["tis"], d["xcoms"], out) for d in results]
+    airflow_env: AirflowEnv,
+    dag_id: str,
+    runs: list[tuple[dict[str, Any], str]],
+    timeout: float = 600,
+    extra_env: dict[str, str] | None = None,
+) -> list[RunResult]:
+    """Several ``dag.test()`` runs of one DAG in one worker (Airflow's run set-up is the slow part)."""
+    return airflow_env.run_dags(dag_id, runs, timeout, extra_env)
 
 
-def run_dag(airflow_env, dag_id: str, conf: dict[str, Any], logical: str = "", timeout: float = 400) -> Run:
-    return run_dags(airflow_env, dag_id, [(conf, logical)], timeout)[0]
+def run_dag(
+    airflow_env: AirflowEnv,
+    dag_id: str,
+    conf: dict[str, Any],
+    logical: str = "",
+    timeout: float = 400,
+    extra_env: dict[str, str] | None = None,
+) -> RunResult:
+    return run_dags(airflow_env, dag_id, [(conf, logical)], timeout, extra_env)[0]
 
 
 def s3(box):
@@ -106,7 +69,7 @@ def s3(box):
 
 def kube(box):
     """The tests' own client (admin: include/rbac restricts only the token Airflow has)."""
-    api = config.new_client_from_config(box.info["admin_kubeconfig"])
+    api = config.new_client_from_config(str(box.admin_kubeconfig))
     return client.CustomObjectsApi(api), client.CoreV1Api(api)
 
 
@@ -141,24 +104,11 @@ def delete_cluster(box, ns: str, name: str) -> None:
 
 
 def request_seq(box) -> int:
-    return requests_since(box, 0)[1]
-
-
-def requests_since(box, seq: int) -> tuple[list[dict], int]:
-    kc = yaml.safe_load(box.kubeconfig.read_text())
-    server = kc["clusters"][0]["cluster"]["server"]
-    token = kc["users"][0]["user"]["token"]
-    ctx = ssl.create_default_context(cafile=str(box.ca))
-    req = urllib.request.Request(
-        f"{server}/sandbox/v1/requests?since={seq}", headers={"Authorization": f"Bearer {token}"}
-    )
-    with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
-        data = json.loads(resp.read())
-    return data["items"], data["latest"]
+    return box.api.seq()
 
 
 def writes_since(box, seq: int) -> list[str]:
-    items, _ = requests_since(box, seq)
+    items, _ = box.api.requests_since(seq)
     return [
         f"{i['verb']} {i['plural']} {i.get('namespace')}/{i.get('name')}"
         for i in items
@@ -279,17 +229,11 @@ def test_restore_single_replica_from_manifest_uri_and_s3_render(sandbox, airflow
     user = airflow_env.env["AIRFLOW_CONN_AWS_DEFAULT"]
     role = json.loads(user)
     role["extra"]["aws_session_token"] = "FwoGZXIvYXdzE" + "A" * 900
-
-    class Env:  # the same Airflow home, with a role's connection and a presigning user's
-        pass
-
-    recommended = Env()
-    recommended.logs = airflow_env.logs  # type: ignore[attr-defined]
+    # The same Airflow home, with a role's connection and a presigning user's.
     conns = {"AIRFLOW_CONN_AWS_DEFAULT": json.dumps(role), "AIRFLOW_CONN_HCP_ETCD_PRESIGN": user}
-    recommended.env = {**airflow_env.env, **conns}  # type: ignore[attr-defined]
     try:
         run = run_dag(
-            recommended,
+            airflow_env,
             "hcp_etcd_restore",
             restore_conf(
                 backups.single,
@@ -298,6 +242,7 @@ def test_restore_single_replica_from_manifest_uri_and_s3_render(sandbox, airflow
                 url_expiry_hours=1,
                 presign_aws_conn_id="hcp_etcd_presign",
             ),
+            extra_env=conns,
         )
         assert run.state == "success", run.output[-6000:]
         checks = {c["name"]: c for c in run.xcom("verify")["checks"]}
@@ -360,15 +305,11 @@ def test_over_long_url_refused_with_sts_reason(sandbox, airflow_env, backups, tm
     path = render(sandbox, tmp_path / "ha.yaml", "rendered-ha", 3)
     conn = json.loads(airflow_env.env["AIRFLOW_CONN_AWS_DEFAULT"])
     conn["extra"]["aws_session_token"] = "FwoGZXIvYXdzE" + "A" * 900
-    env = {**airflow_env.env, "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(conn)}
+    env = {"AIRFLOW_CONN_AWS_DEFAULT": json.dumps(conn)}
     seq = request_seq(sandbox)
-
-    class Env:  # the same Airflow home with the session token in the connection
-        pass
-
-    alt = Env()
-    alt.env, alt.logs = env, airflow_env.logs  # type: ignore[attr-defined]
-    run = run_dag(alt, "hcp_etcd_restore", restore_conf(backups.ha, "long-url", str(path)))
+    # The same Airflow home with the session token in the connection.
+    conf = restore_conf(backups.ha, "long-url", str(path))
+    run = run_dag(airflow_env, "hcp_etcd_restore", conf, extra_env=env)
     assert run.state == "failed"
     assert "STS session token" in run.xcom("presign", "error")
     assert writes_since(sandbox, seq) == []

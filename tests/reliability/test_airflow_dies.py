@@ -36,7 +36,7 @@ from hcp_etcd.naming import (
     parse_rfc3339,
 )
 from hcp_sandbox import render
-from tests.reliability.conftest import Harness
+from tests.support.harness import Harness
 
 pytestmark = pytest.mark.integration
 

@@ -27,7 +27,7 @@ from hcp_etcd.naming import LOCK_ANNOTATION, ClusterRef
 from hcp_etcd.operators import restore as rops
 from hcp_etcd.operators.backup import BackupPreflightOperator
 from hcp_etcd.operators.fleet import ResolveHostedClustersOperator
-from tests.reliability.conftest import ONE, PREFIX, REPO, Figures, Harness
+from tests.support.harness import ONE, PREFIX, REPO, Figures, Harness
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from hcp_etcd import etcd
 from hcp_etcd.naming import ClusterRef
-from tests.reliability.conftest import HA, ONE, Harness
+from tests.support.harness import HA, ONE, Harness
 
 HA_NS = ClusterRef("clusters", HA).control_plane_namespace
 

@@ -1,16 +1,17 @@
 """The fault matrix (issue 6): each (task, fault) pair against the sandbox, then the invariants.
 
-Each scenario runs one backup with the DAG's wiring and retries (see ``conftest.Harness.backup``),
-with the fault injected right before the task, and then checks: the cluster unpaused with its API
-servers at their original replicas and Available, no manifest for a snapshot whose checks did not
-pass (and one new manifest exactly when the run succeeded), no snapshot file in any etcd pod, earlier
-backups untouched. Every scenario states whether the run must succeed through retries or fail cleanly.
+Each scenario runs one backup with the DAG's wiring and retries (``Harness.backup`` in
+``tests/support/harness.py`` walks the real DAG object), with the fault injected right before the
+task, and then checks: the cluster unpaused with its API servers at their original replicas and
+Available, no manifest for a snapshot whose checks did not pass (and one new manifest exactly when
+the run succeeded), no snapshot file in any etcd pod, earlier backups untouched. Every scenario states whether the run must succeed through retries or fail cleanly.
 """
 
 # ruff: noqa: E501 -- the case tables read best one case per line
 
 from __future__ import annotations
 
+import copy
 import io
 import time
 from collections.abc import Callable
@@ -25,13 +26,16 @@ from hcp_etcd.naming import API_SERVER_DEPLOYMENTS, ClusterRef
 from hcp_etcd.operators import restore as rops
 from hcp_etcd.operators.drill import DeleteRestoredClusterOperator
 from hcp_sandbox.faults import S3FaultMiddleware, add_s3_fault
-from tests.reliability.conftest import (
+from tests.support.harness import (
+    BACKUP_GROUP,
     HA,
     KEY_PREFIX,
     ONE,
     TRIES,
     Harness,
     TaskServer,
+    Trace,
+    backup_dag,
     sigkill,
     start_task_process,
 )
@@ -90,17 +94,23 @@ CASES = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_fault(harness: Harness, case: Case) -> None:
-    before = harness.objects(case.cluster)
+def run_case(harness: Harness, case: Case, dag: Any = None) -> Trace:
+    """One backup with the case's fault injected right before its task (``dag``: the DAG to run,
+    default the real one)."""
     inject: dict[str, Callable[[], Any]] = {case.task: lambda: harness.box.fault(*case.fault)}
     if case.repair:
         inject["resume"] = lambda: harness.box.fault(*case.repair)  # type: ignore[misc]
     try:
-        trace = harness.backup(case.cluster, inject, upload_method=case.method)
+        return harness.backup(case.cluster, inject, upload_method=case.method, dag=dag)
     finally:
         if case.repair:
             harness.box.fault(*case.repair)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_fault(harness: Harness, case: Case) -> None:
+    before = harness.objects(case.cluster)
+    trace = run_case(harness, case)
     assert trace.succeeded is case.succeeds, trace.errors()
     if case.succeeds:
         retried = [t for t, o in trace.tasks.items() if o.tries > 1]
@@ -114,6 +124,30 @@ def test_fault(harness: Harness, case: Case) -> None:
         assert not [
             k for k in harness.objects(case.cluster) if k not in before and k.endswith("/snapshot.db")
         ]
+
+
+def test_the_matrix_runs_the_dags_own_wiring(harness: Harness) -> None:
+    """The harness runs what ``dags/hcp_etcd_backup.py`` wires, not a copy of it: with two edges of
+    the real DAG swapped (quiesce -> snapshot -> verify becomes quiesce -> verify -> snapshot), a
+    scenario that passes on the real DAG fails (verify finds no snapshot, snapshot never runs), and
+    the teardowns still give the cluster back as the DAG's trigger rules say."""
+    case = next(c for c in CASES if c.id == "quiesce-api-500")
+    dag = copy.deepcopy(backup_dag())
+    tasks = dag.task_dict
+    quiesce, snapshot, verify = (tasks[f"{BACKUP_GROUP}.{t}"] for t in ("quiesce", "snapshot", "verify"))
+    for upstream, downstream in ((quiesce, snapshot), (snapshot, verify)):
+        upstream.downstream_task_ids.discard(downstream.task_id)
+        downstream.upstream_task_ids.discard(upstream.task_id)
+    quiesce >> verify >> snapshot
+    order = [t.task_id for t in dag.topological_sort()]
+    assert order.index(verify.task_id) < order.index(snapshot.task_id)
+    before = harness.objects(case.cluster)
+    trace = run_case(harness, case, dag)
+    assert trace.succeeded is not case.succeeds, trace.errors()
+    assert not trace.tasks["verify"].ok and trace.tasks["verify"].tries == TRIES, trace.errors()
+    assert "snapshot" not in trace.tasks and "upload" not in trace.tasks
+    assert trace.tasks["resume"].ok and trace.tasks["cleanup"].ok and trace.tasks["unpause"].ok
+    harness.assert_invariants(case.cluster, before, trace)
 
 
 def test_retention_s3_503(harness: Harness) -> None:

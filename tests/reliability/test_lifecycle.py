@@ -17,7 +17,7 @@ import pytest
 
 from hcp_etcd.naming import API_SERVER_DEPLOYMENTS, ClusterRef
 from hcp_etcd.operators import restore as rops
-from tests.reliability.conftest import ONE, PREFIX, Harness, sigkill, start_task_process
+from tests.support.harness import ONE, PREFIX, Harness, sigkill, start_task_process
 
 pytestmark = pytest.mark.integration
 

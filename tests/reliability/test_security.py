@@ -9,7 +9,7 @@ import base64
 import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -17,8 +17,8 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from hcp_etcd.operators import restore as rops
-from tests.integration.conftest import AirflowEnv, make_airflow_env
-from tests.reliability.conftest import ONE, Figures, Harness
+from tests.support.airflow import AirflowEnv, MetadataDb, make_airflow_env
+from tests.support.harness import ONE, Figures, Harness
 
 pytestmark = pytest.mark.integration
 
@@ -26,9 +26,13 @@ ONE_NS = f"clusters-{ONE}"
 
 
 @pytest.fixture(scope="module")
-def airflow(harness: Harness, tmp_path_factory: pytest.TempPathFactory) -> AirflowEnv:
+def airflow(
+    harness: Harness, metadata_db: MetadataDb, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AirflowEnv]:
     """An Airflow home (migrated DB, pool) whose connections reach the RBAC-enforcing sandbox."""
-    return make_airflow_env(tmp_path_factory.mktemp("reliability-airflow"), harness.box.env)
+    env = make_airflow_env(tmp_path_factory.mktemp("reliability-airflow"), harness.box.env, metadata_db)
+    yield env
+    env.close()
 
 
 OUTSIDE_RBAC = {
@@ -60,7 +64,7 @@ def test_operation_outside_rbac_is_refused(harness: Harness, what: str) -> None:
 
 def admin_core(harness: Harness) -> client.CoreV1Api:
     """The sandbox's unrestricted client: to look at what the restricted identity may not see."""
-    return client.CoreV1Api(config.new_client_from_config(harness.box.info["admin_kubeconfig"]))
+    return client.CoreV1Api(config.new_client_from_config(str(harness.box.admin_kubeconfig)))
 
 
 def _absent(read: Callable[..., Any], *args: str) -> None:

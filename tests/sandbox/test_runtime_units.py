@@ -29,7 +29,7 @@ from hcp_sandbox.layout import SandboxPaths
 from hcp_sandbox.podexec import PodTarget, map_argument
 from hcp_sandbox.seed import generate
 from hcp_sandbox.store import Store
-from tests.sandbox.conftest import seed_hosted_cluster
+from tests.support.api_server import seed_hosted_cluster
 
 ROOT = Path("/sbx/pods/clusters-a/etcd-1")
 SHIMS = Path("/sbx/shims")

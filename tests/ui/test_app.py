@@ -125,10 +125,10 @@ print("@@" + json.dumps(out))
 """
 
 
-def test_plugin_in_the_real_api_server(tmp_path):
+def test_plugin_in_the_real_api_server(tmp_path, metadata_db):
     """The plugin as Airflow loads it: at /hcp-etcd, behind Airflow's auth, listed with its nav view."""
     env = airflow_env(tmp_path)
-    migrate(env)
+    migrate(env, metadata_db)
     proc = subprocess.run([sys.executable, "-c", API_SERVER_PROBE], capture_output=True, text=True, env=env,
                           timeout=180, check=False)  # fmt: skip
     line = [x for x in proc.stdout.splitlines() if x.startswith("@@")]

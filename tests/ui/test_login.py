@@ -105,7 +105,7 @@ def sandbox_backups(sandbox) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture
-def api_server(sandbox_backups, tmp_path) -> Iterator[ApiServer]:
+def api_server(sandbox_backups, tmp_path, metadata_db) -> Iterator[ApiServer]:
     """``airflow api-server`` on a free loopback port, the simple auth manager with a login."""
     port = _free_port()
     home = tmp_path / "airflow"
@@ -116,7 +116,7 @@ def api_server(sandbox_backups, tmp_path) -> Iterator[ApiServer]:
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="False",
         HCP_ETCD_UI_CACHE_SECONDS="0",
     )
-    migrate(env)
+    migrate(env, metadata_db)
     log = tmp_path / "api-server.log"
     with log.open("w") as out:
         # A session of its own: the api-server's worker processes are stopped with it.

@@ -5,9 +5,6 @@ A module of its own (not ``conftest``: ``tests/conftest.py`` owns that name on `
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +15,7 @@ import pytest
 from hcp_etcd.manifest import build_manifest
 from hcp_etcd.naming import ClusterRef, format_backup_ts, manifest_key, rfc3339, snapshot_key
 from hcp_etcd.restore.report import build_drill_report, drill_report_key
+from tests.support.airflow import MetadataDb, clean_env, install_db
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 BUCKET = "backups"
@@ -136,21 +134,15 @@ def airflow_env(home: Path, **overrides: str) -> dict[str, str]:
 
     Nothing of the caller's Airflow or hcp-etcd settings leaks in; ``overrides`` are added last.
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "HCP_ETCD"))}
+    env = clean_env(home)
     env.update(
-        AIRFLOW_HOME=str(home),
-        AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO / "plugins"),
         AIRFLOW__CORE__DAGS_FOLDER=str(home / "dags"),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin",
-        PYTHONPATH=os.pathsep.join([str(REPO / "plugins"), str(REPO / "include")]),
     )
     env.update(overrides)
     return env
 
 
-def migrate(env: dict[str, str]) -> None:
-    """``airflow db migrate`` in that environment; fails the test with its output when it fails."""
-    cmd = [sys.executable, "-m", "airflow", "db", "migrate"]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+def migrate(env: dict[str, str], db: MetadataDb) -> None:
+    """The Airflow home of ``env`` gets a copy of the session's migrated metadata DB (``db migrate``)."""
+    install_db(Path(env["AIRFLOW_HOME"]), db.migrated)

@@ -1,0 +1,230 @@
+"""The sandbox as the tests use it: ``up``/``down`` through its CLI, and a client of its own API.
+
+:func:`start_sandbox` runs, in a fresh directory::
+
+    python -m hcp_sandbox up --dir <dir> --pod-ready-delay 0.2 <up_args>
+
+and returns a :class:`Sandbox`:
+
+- ``.dir`` (Path): the sandbox directory; ``.kubeconfig`` (Path): kubeconfig with server, CA, token;
+- ``.env`` (dict): ``airflow.env`` parsed (``AIRFLOW_CONN_KUBERNETES_DEFAULT``,
+  ``AIRFLOW_CONN_AWS_DEFAULT``, ``HCP_ETCD_BUCKET``, ``AWS_CA_BUNDLE``): put it in ``os.environ`` (e.g.
+  ``monkeypatch.setenv``) and Airflow's ``kubernetes_default`` / ``aws_default`` reach the sandbox;
+- ``.bucket`` (str), ``.info`` (dict: ``sandbox.json`` as read at start; ``.refresh()`` re-reads it);
+- ``.cli(*args)`` runs ``python -m hcp_sandbox <args>`` (``--dir`` not included);
+- ``.fault(kind, *args)`` runs ``python -m hcp_sandbox fault --dir DIR kind *args`` and returns the
+  JSON answer, e.g. ``sandbox.fault("s3", "--code", "503", "--count", "2")``;
+- ``.api`` (:class:`SandboxApi`): the ``/sandbox/v1`` API (request log, faults) with the
+  kubeconfig's token;
+- ``.pids()``: every process id the sandbox recorded; ``.down()`` stops it and asserts that none of
+  them is left.
+
+Pod timings: the tests start the sandbox with a 0.2 s pod readiness and termination delay instead
+of the 1 s default (``--pod-ready-delay``; the demo and the bench keep 1 s). Every wait of the
+product still waits for the same states (pods gone, replicas ready); they only come sooner.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+RBAC = REPO / "include" / "rbac"
+# The shared sandbox of the integration suites: ha-one (3 members), single-one (1), 4 MiB each.
+UP_ARGS = ("--cluster", "ha-one:3", "--cluster", "single-one:1", "--seed-mb", "4")
+# Seconds before a new pod is Ready and before a deleted one is gone (the sandbox's default is 1 s).
+TEST_POD_DELAY = 0.2
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "include"), env.get("PYTHONPATH")]))
+    return env
+
+
+def run_cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """``python -m hcp_sandbox ARGS`` with ``include`` on PYTHONPATH."""
+    return subprocess.run(
+        [sys.executable, "-m", "hcp_sandbox", *args],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=timeout,
+        check=False,
+    )
+
+
+def parse_env_file(path: Path) -> dict[str, str]:
+    """``KEY='value'`` lines of ``airflow.env``."""
+    env = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            env[key] = value
+    return env
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+class SandboxApi:
+    """The sandbox's own ``/sandbox/v1`` API (request log, faults), with a kubeconfig's token.
+
+    :param kubeconfig: the kubeconfig whose server and token to use.
+    :param ca: the sandbox's CA certificate.
+    """
+
+    def __init__(self, kubeconfig: Path, ca: Path) -> None:
+        config = yaml.safe_load(kubeconfig.read_text())
+        self.server = config["clusters"][0]["cluster"]["server"]
+        self.token = config["users"][0]["user"]["token"]
+        self._ssl = ssl.create_default_context(cafile=str(ca))
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        """One request; the decoded JSON answer (an HTTP error raises ``urllib.error.HTTPError``)."""
+        headers = {"Authorization": f"Bearer {self.token}"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(f"{self.server}{path}", data=data, method=method, headers=headers)
+        with urllib.request.urlopen(req, context=self._ssl, timeout=30) as resp:
+            return json.loads(resp.read())
+
+    def requests_since(self, seq: int) -> tuple[list[dict[str, Any]], int]:
+        """Entries of the API request log after ``seq``, and the latest seq."""
+        data = self.call("GET", f"/sandbox/v1/requests?since={seq}")
+        return data["items"], data["latest"]
+
+    def seq(self) -> int:
+        """The latest request seq."""
+        return self.requests_since(10**12)[1]
+
+    def post_fault(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Inject a fault (``POST /sandbox/v1/faults``: what ``fault`` does, without a process)."""
+        return self.call("POST", "/sandbox/v1/faults", spec)
+
+    def clear_faults(self) -> dict[str, Any]:
+        """Drop the API and exec faults not consumed yet (``DELETE /sandbox/v1/faults``)."""
+        return self.call("DELETE", "/sandbox/v1/faults")
+
+    def refused_since(self, seq: int) -> list[str]:
+        """Requests of the restricted token (Airflow's) that the sandbox's RBAC refused after ``seq``."""
+        return [
+            f"{i['verb']} {i['plural']}{'/' + i['subresource'] if i.get('subresource') else ''} "
+            f"{i.get('namespace') or ''}/{i.get('name') or ''}"
+            for i in self.requests_since(seq)[0]
+            if i["code"] == 403 and i.get("user") == "token"
+        ]
+
+
+@dataclass
+class Sandbox:
+    """A running sandbox, as the fixtures hand it to tests (see the module docstring)."""
+
+    dir: Path
+    info: dict[str, Any]
+    env: dict[str, str]
+    seen_pids: set[int] = field(default_factory=set)
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.dir / "kubeconfig"
+
+    @property
+    def admin_kubeconfig(self) -> Path:
+        """The kubeconfig whose token ``--rbac`` does not restrict: for tests' setup and inspection."""
+        return Path(self.info["admin_kubeconfig"])
+
+    @property
+    def bucket(self) -> str:
+        return self.info["bucket"]
+
+    @property
+    def ca(self) -> Path:
+        return self.dir / "ca.crt"
+
+    @cached_property
+    def api(self) -> SandboxApi:
+        """The ``/sandbox/v1`` API with the kubeconfig's (Airflow's) token."""
+        return SandboxApi(self.kubeconfig, self.ca)
+
+    def refresh(self) -> dict[str, Any]:
+        """Re-read ``sandbox.json`` (pids change when hosted clusters are created or deleted)."""
+        self.info = json.loads((self.dir / "sandbox.json").read_text())
+        self.seen_pids.update(self.pids())
+        return self.info
+
+    def pids(self) -> list[int]:
+        pids = self.info.get("pids", {})
+        found = [pids.get("serve"), pids.get("s3"), *pids.get("etcd", [])]
+        return sorted({p for p in found if isinstance(p, int)})
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, timeout=timeout)
+
+    def fault(self, kind: str, *args: str) -> dict[str, Any]:
+        result = run_cli("fault", "--dir", str(self.dir), kind, *args)
+        assert result.returncode == 0, f"fault {kind} {args} failed: {result.stdout}{result.stderr}"
+        return json.loads(result.stdout)
+
+    def down(self) -> None:
+        """Stop the sandbox and assert that none of its processes is left."""
+        self.refresh()
+        result = run_cli("down", "--dir", str(self.dir))
+        assert result.returncode == 0, result.stdout + result.stderr
+        deadline = time.monotonic() + 10
+        while (left := [p for p in self.seen_pids if alive(p)]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not left, f"processes left after down: {left}"
+
+
+def start_sandbox(directory: Path, *up_args: str) -> Sandbox:
+    """``up`` a sandbox in ``directory``; fails the test with the CLI's output when it does not start."""
+    result = run_cli("up", "--dir", str(directory), "--pod-ready-delay", str(TEST_POD_DELAY), *up_args)
+    if result.returncode != 0:
+        run_cli("down", "--dir", str(directory))
+        pytest.fail(f"sandbox up failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    box = Sandbox(directory, {}, parse_env_file(directory / "airflow.env"))
+    box.refresh()
+    return box
+
+
+def start_rbac_sandbox(directory: Path, *up_args: str) -> Sandbox:
+    """A sandbox that enforces include/rbac for the token in its ``airflow.env`` and ``kubeconfig``."""
+    box = start_sandbox(directory, "--rbac", str(RBAC), *up_args)
+    # Proof that it is enforced (else "no 403" would prove nothing): creating a Namespace, which
+    # include/rbac does not grant, is refused for that token.
+    try:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            box.api.call("POST", "/api/v1/namespaces", {"metadata": {"name": "rbac-probe"}})
+        assert refused.value.code == 403, refused.value
+    except BaseException:
+        box.down()
+        raise
+    return box

@@ -1,0 +1,101 @@
+"""``make test``: the whole suite as three pytest sessions side by side.
+
+``python -m tests.support.suites [PYTEST_ARGS...]`` runs each suite of :data:`SUITES` in a pytest
+process of its own, at the same time, and prints their outputs one after the other, then a
+summary; it exits non-zero when any suite failed. Every suite runs its tests in file order in one
+process, as a plain ``pytest`` does (the tests that search what the runs before them left, e.g.
+the secret-hygiene tests, still see all of them): only the suites overlap.
+
+Why it helps on two cores: most of a suite's time is spent waiting (for pods, for retries, for a
+lock to expire, for an Airflow to start), and another suite's tests run in that time. Each suite
+starts its own sandboxes; a session of its own keeps fixtures from being shared across suites.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+NO_TESTS = 5  # pytest's exit code when the arguments (e.g. -k) select no test of a suite
+# The longest first: reliability is the critical path.
+SUITES: dict[str, list[str]] = {
+    "reliability": ["tests/reliability"],
+    "integration": ["tests/integration", "tests/bench"],
+    "the rest": ["tests", "--ignore=tests/reliability", "--ignore=tests/integration", "--ignore=tests/bench"],
+}
+
+
+@dataclass
+class Running:
+    """One suite's pytest process."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    started: float
+    seconds: float = 0.0
+
+
+def start(name: str, args: list[str], extra: list[str], scratch: Path) -> Running:
+    """Start ``pytest ARGS EXTRA`` with its own base temp directory and its output in a file."""
+    slug = name.replace(" ", "-")
+    log = scratch / f"{slug}.log"
+    cmd = [sys.executable, "-m", "pytest", *args, f"--basetemp={scratch / slug}", *extra]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return Running(name, proc, log, time.monotonic())
+
+
+def main(extra: list[str]) -> int:
+    """Run the suites; their outputs in order, then one line per suite."""
+    scratch = Path(tempfile.mkdtemp(prefix="hcp-etcd-suites-"))
+    running = [start(name, args, extra, scratch) for name, args in SUITES.items()]
+    started = time.monotonic()
+
+    def stop(*_: object) -> None:
+        for run in running:
+            if run.proc.poll() is None:
+                os.killpg(run.proc.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, lambda *a: (stop(), sys.exit(143)))
+    try:
+        pending = list(running)
+        while pending:
+            for run in list(pending):
+                if run.proc.poll() is not None:
+                    run.seconds = time.monotonic() - run.started
+                    code = run.proc.returncode
+                    print(f"== {run.name}: exit code {code} after {run.seconds:.0f}s", flush=True)
+                    pending.remove(run)
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        stop()
+        raise
+    for run in running:
+        print(f"\n{'=' * 30} suite: {run.name} ({' '.join(SUITES[run.name])}) {'=' * 30}", flush=True)
+        sys.stdout.buffer.write(run.log.read_bytes())
+        sys.stdout.flush()
+    print(f"\n{'=' * 30} suites, {time.monotonic() - started:.0f}s wall in all {'=' * 30}")
+    for run in running:
+        verdict = {0: "passed", NO_TESTS: "no test selected"}.get(
+            run.proc.returncode, f"FAILED (exit code {run.proc.returncode})"
+        )
+        print(f"{run.name:>12}: {verdict} in {run.seconds:.0f}s")
+    failed = any(run.proc.returncode not in (0, NO_TESTS) for run in running)
+    if failed:
+        print(f"base temp directories kept in {scratch}")
+    else:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
