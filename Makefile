@@ -44,7 +44,8 @@ test: lint
 	$(BIN)/python -m tests.support.suites
 
 # The quick loop: the unit tests and the sandbox tests that need no running sandbox (under a minute).
-FAST := tests/unit tests/sandbox/test_apiserver.py tests/sandbox/test_rbac.py tests/sandbox/test_runtime_units.py
+FAST := tests/unit tests/sandbox/test_apiserver.py tests/sandbox/test_rbac.py tests/sandbox/test_runtime_units.py \
+  tests/sandbox/test_rooms.py tests/sandbox/test_crd_suites.py
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest $(FAST)
 

@@ -14,12 +14,14 @@ starts its own sandboxes; a session of its own keeps fixtures from being shared 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,17 +86,42 @@ def main(extra: list[str]) -> int:
         sys.stdout.buffer.write(run.log.read_bytes())
         sys.stdout.flush()
     print(f"\n{'=' * 30} suites, {time.monotonic() - started:.0f}s wall in all {'=' * 30}")
+    # A suite that selects no test passes only when the caller narrowed the run (-k, a path): the
+    # whole suite always has tests, and "no tests" there means something is broken (pytest's exit 5).
+    allowed = (0, NO_TESTS) if extra else (0,)
     for run in running:
         verdict = {0: "passed", NO_TESTS: "no test selected"}.get(
             run.proc.returncode, f"FAILED (exit code {run.proc.returncode})"
         )
         print(f"{run.name:>12}: {verdict} in {run.seconds:.0f}s")
-    failed = any(run.proc.returncode not in (0, NO_TESTS) for run in running)
+    totals = count_outcomes(run.log.read_text(errors="replace") for run in running)
+    failed = any(run.proc.returncode not in allowed for run in running) or totals["passed"] == 0
     if failed:
         print(f"base temp directories kept in {scratch}")
     else:
         shutil.rmtree(scratch, ignore_errors=True)
+    # One closing line for the whole run, in the form test reports are read by.
+    print(
+        f"suites: {totals['passed']} passed, {totals['failed'] + totals['error']} failed, "
+        f"{totals['skipped']} skipped"
+    )
     return 1 if failed else 0
+
+
+_OUTCOME = re.compile(r"(\d+) (passed|failed|errors?|skipped)")
+
+
+def count_outcomes(logs: Iterable[str]) -> dict[str, int]:
+    """Passed, failed, error and skipped counts summed over pytest outputs (their closing lines).
+
+    :param logs: each suite's whole output.
+    """
+    totals = dict.fromkeys(("passed", "failed", "error", "skipped"), 0)
+    for text in logs:
+        closing = [line for line in text.splitlines() if re.match(r"^=+ .* in [\d.]+s", line)]
+        for number, word in _OUTCOME.findall(closing[-1] if closing else ""):
+            totals["error" if word.startswith("error") else word] += int(number)
+    return totals
 
 
 if __name__ == "__main__":
