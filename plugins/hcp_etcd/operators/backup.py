@@ -530,9 +530,8 @@ class ResumeApiServersOperator(HostedClusterOperator):
 class SnapshotMembersOperator(HostedClusterOperator):
     """``etcdctl snapshot save`` in every etcd member (the seed's command), all members at once.
 
-    One exec per member, each in a thread with a hook of its own (the kubernetes client's exec
-    stream swaps its ApiClient's request method while it connects, so threads must not share one):
-    the API downtime of an HA cluster is that of its slowest member, not the sum.
+    One exec per member, each in a thread with a hook of its own (``thread_k8s_hook``): the API
+    downtime of an HA cluster is that of its slowest member, not the sum. ``on_kill`` stops them all.
 
     :param snapshot_path: the file in the etcd container (on the etcd volume).
     :param timeout: seconds per member.
@@ -567,13 +566,11 @@ class SnapshotMembersOperator(HostedClusterOperator):
         return {"ts": format_backup_ts(started), "created_at": rfc3339(started), "members": members}
 
     def _snapshot(self, ns: str, pod: str) -> None:
-        from hcp_etcd.hooks.hosted_cluster import HostedClusterHook
-
         script = (
             f"{shlex.join(etcd.remove_command(self.snapshot_path))} && "
             f"exec {shlex.join(etcd.snapshot_save_command(self.snapshot_path))}"
         )
-        HostedClusterHook(kubernetes_conn_id=self.kubernetes_conn_id).exec_command(
+        self.thread_k8s_hook().exec_command(
             ns,
             pod,
             ["sh", "-c", script],

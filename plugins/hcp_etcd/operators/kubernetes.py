@@ -84,6 +84,12 @@ class KubernetesExecOperator(KubernetesPodExecOperator):
             cluster_context=self.cluster_context,
         )
 
+    def on_kill(self) -> None:
+        """Close the exec stream and end the command in the pod (the provider only closes the stream)."""
+        super().on_kill()
+        for problem in self.hook.stop_execs():
+            self.log.warning("could not stop the command in the pod: %s", problem)
+
     def execute(self, context: Context) -> str | None:
         """Validate the target like the provider does, then run with our streaming exec."""
         command = self._validate_command()

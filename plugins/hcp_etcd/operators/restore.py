@@ -9,10 +9,12 @@ work before it raises. The encryption key and the presigned URL never go through
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from datetime import UTC, datetime
@@ -385,6 +387,15 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
         self.render_options = render_options
         self.clone = clone
         self.url_expiry_hours = url_expiry_hours
+        self._render_process: subprocess.Popen[str] | None = None
+
+    def on_kill(self) -> None:
+        """Also end a running ``hcp`` render (and whatever it started)."""
+        super().on_kill()
+        proc = self._render_process
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
 
     def run(self, context: Context) -> dict[str, Any]:
         """Check everything, then create in order."""
@@ -489,16 +500,26 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
             else:
                 raise RestoreInputError(f"render option {flag!r} must be a string, number or boolean")
         self.log.info("rendering with %s", " ".join(argv[:8]))
-        proc = subprocess.run(
-            argv, capture_output=True, text=True, timeout=300, check=False, env=dict(os.environ)
-        )
+        # A session of its own, so that on_kill ends the render and anything it started.
+        with subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+            start_new_session=True,
+        ) as proc:  # fmt: skip
+            self._render_process = proc
+            try:
+                stdout, stderr = proc.communicate(timeout=300)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+                raise
+            finally:
+                self._render_process = None
         if proc.returncode != 0:
             # stderr only: stdout holds the rendered secrets.
             raise RestoreInputError(
-                f"`hcp create cluster aws --render` exited with {proc.returncode}: "
-                f"{proc.stderr.strip()[-800:]}"
+                f"`hcp create cluster aws --render` exited with {proc.returncode}: {stderr.strip()[-800:]}"
             )
-        return proc.stdout
+        return stdout
 
     def _refuse_existing(self, plan: restore.RestorePlan, restored_by: str) -> set[tuple[str, str]]:
         """Refuse objects of the plan that exist already, except those an earlier try of this same run
