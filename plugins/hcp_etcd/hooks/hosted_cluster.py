@@ -425,22 +425,6 @@ class HostedClusterHook(KubernetesHook):
             raise
         return True
 
-    @generic_api_retry
-    def get_hosted_control_plane(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The HostedControlPlane ``name`` in the control-plane namespace, or None.
-
-        :param namespace: the control-plane namespace.
-        :param name: the HostedCluster's name.
-        """
-        try:
-            return self.custom_object_client.get_namespaced_custom_object(
-                HC_GROUP, HC_VERSION, namespace, "hostedcontrolplanes", name
-            )
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise
-
     # ---- control plane ----------------------------------------------------------------------------
 
     @generic_api_retry

@@ -8,11 +8,10 @@ import shlex
 from typing import Any
 
 from airflow.sdk import Context
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowSkipException, TaskDeferred
 from airflow.sdk.log import mask_secret
 
 from hcp_etcd import etcd, params
-from hcp_etcd.conditions import unmet_conditions
 from hcp_etcd.errors import fail_fast_on_configuration_errors
 from hcp_etcd.naming import (
     API_SERVER_DEPLOYMENTS,
@@ -225,6 +224,10 @@ class BackupPreflightOperator(StoreOperator):
         )
 
 
+class PauseNotSeen(RuntimeError):
+    """HyperShift did not report the pause in time (the pause was undone before this was raised)."""
+
+
 class PauseReconciliationOperator(HostedClusterOperator):
     """Take the backup lock and (quiesced) pause reconciliation until a deadline, atomically.
 
@@ -233,6 +236,9 @@ class PauseReconciliationOperator(HostedClusterOperator):
     is a dead-man's switch, HyperShift resumes by itself if Airflow dies. If the pause is not seen
     (``ReconciliationActive`` not False) in time, the patch is undone before failing, because the
     unpause teardown is skipped when this setup fails.
+
+    The confirmation polls in the worker for a few seconds (HyperShift flips the condition within a
+    reconcile loop), then defers (``ReconciliationPausedTrigger``).
 
     :param mode: ``quiesced`` or ``online`` (online only takes the lock). (templated)
     :param pause_deadline_minutes: the dead-man's switch; fractions allowed (tests). (templated)
@@ -245,6 +251,8 @@ class PauseReconciliationOperator(HostedClusterOperator):
         "mode",
         "pause_deadline_minutes",
     )
+    inline_wait_seconds = 10
+    inline_poll_interval = 0.5
 
     def __init__(
         self,
@@ -302,43 +310,48 @@ class PauseReconciliationOperator(HostedClusterOperator):
             rfc3339(until),
             f"; reconciliation paused (was {previous!r})" if mode == "quiesced" else "",
         )
-        if mode == "quiesced":
-            try:
-                self._confirm_paused(ref)
-            except Exception:
-                self._undo(ref, run_id, previous)
-                raise
-        return {
+        result = {
             "previous_paused_until": previous,
             "paused_until": rfc3339(until),
             "lock_expires_at": rfc3339(until),
         }
+        if mode != "quiesced":
+            return result
+        from hcp_etcd.triggers.wait import ReconciliationPausedTrigger
 
-    def _confirm_paused(self, ref: ClusterRef) -> None:
-        # Short and synchronous on purpose: HyperShift flips the condition within a reconcile loop.
-        # Both objects: the HostedCluster controller writes it on the HostedCluster and copies
-        # pausedUntil to the HostedControlPlane, where the control-plane operator (the one that would
-        # scale the API servers back) writes its own (hostedcluster_controller.go:
-        # pauseHostedControlPlane; hostedcontrolplane_controller.go: Reconcile).
-        import time
+        trigger = ReconciliationPausedTrigger(
+            namespace=ref.namespace,
+            name=ref.name,
+            kubernetes_conn_id=self.kubernetes_conn_id,
+            timeout=self.confirm_timeout,
+            poll_interval=2,
+        )
+        try:
+            return self.wait(trigger, "execute_complete", context, result=result)
+        except (TaskDeferred, PauseNotSeen):
+            raise
+        except Exception:
+            # The unpause teardown is skipped when this setup fails: undo before failing.
+            self._undo(ref, run_id, previous)
+            raise
 
-        end = time.monotonic() + self.confirm_timeout
-        paused = {"ReconciliationActive": "False"}
-        while True:
-            unmet = unmet_conditions(self.k8s.get_hosted_cluster(ref), paused)
-            hcp = self.k8s.get_hosted_control_plane(ref.control_plane_namespace, ref.name)
-            if hcp is None:
-                unmet.append(f"HostedControlPlane {ref.control_plane_namespace}/{ref.name} not found")
-            else:
-                unmet += [f"HostedControlPlane {u}" for u in unmet_conditions(hcp, paused)]
-            if not unmet:
-                return
-            if time.monotonic() > end:
-                raise RuntimeError(
-                    f"HostedCluster {ref} still reconciles after pausing ({'; '.join(unmet)}): "
-                    "is the HyperShift operator running?"
-                )
-            time.sleep(2)
+    def execute_complete(
+        self, context: Context, event: dict[str, Any], result: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The pause is seen, or undone before failing.
+
+        :param context: task context.
+        :param event: the trigger's payload.
+        :param result: what :meth:`execute` will have returned.
+        """
+        if event.get("status") == "success":
+            self.log.info("reconciliation of %s paused (seen after %.1fs)", self.ref, event.get("elapsed", 0))
+            return result
+        self._undo(self.ref, self.run_id(context), result["previous_paused_until"])
+        raise PauseNotSeen(
+            f"HostedCluster {self.ref} still reconciles after pausing ({event.get('message')}): "
+            "is the HyperShift operator running?"
+        )
 
     def _undo(self, ref: ClusterRef, run_id: str, previous: str | None) -> None:
         self.log.warning("undoing the pause of %s before failing", ref)
@@ -384,7 +397,7 @@ class QuiesceApiServersOperator(HostedClusterOperator):
 
     def execute(self, context: Context) -> dict[str, Any] | None:
         """Record, scale down, defer until the pods are gone."""
-        from hcp_etcd.triggers.wait import HostedClusterWaitTrigger
+        from hcp_etcd.triggers.wait import PodsGoneTrigger
 
         if _mode(str(self.mode)) == "online":
             self.log.info("online mode: API servers keep running")
@@ -410,8 +423,7 @@ class QuiesceApiServersOperator(HostedClusterOperator):
         except Exception:
             self._undo(ref, record)
             raise
-        trigger = HostedClusterWaitTrigger(
-            check="pods_gone",
+        trigger = PodsGoneTrigger(
             namespace=ns,
             label_selectors=selectors,
             kubernetes_conn_id=self.kubernetes_conn_id,
@@ -481,7 +493,7 @@ class ResumeApiServersOperator(HostedClusterOperator):
 
     def execute(self, context: Context) -> dict[str, Any] | None:
         """Scale back, defer until ready."""
-        from hcp_etcd.triggers.wait import HostedClusterWaitTrigger
+        from hcp_etcd.triggers.wait import DeploymentsReadyTrigger
 
         if _mode(str(self.mode)) == "online":
             return {"api_available_at": None, "api_downtime_seconds": None}
@@ -495,8 +507,7 @@ class ResumeApiServersOperator(HostedClusterOperator):
         for dep, n in record.replicas.items():
             self.k8s.scale_deployment(ref.control_plane_namespace, dep, n)
             self.log.info("scaled %s/%s back to %s", ref.control_plane_namespace, dep, n)
-        trigger = HostedClusterWaitTrigger(
-            check="deployments_ready",
+        trigger = DeploymentsReadyTrigger(
             namespace=ref.control_plane_namespace,
             deployments=list(record.replicas),
             kubernetes_conn_id=self.kubernetes_conn_id,
@@ -875,17 +886,13 @@ class WaitHostedClusterAvailableOperator(HostedClusterOperator):
 
     def execute(self, context: Context) -> Any:
         """Defer to the trigger."""
-        from hcp_etcd.triggers.wait import HostedClusterWaitTrigger
+        from hcp_etcd.triggers.wait import HostedClusterAvailableTrigger
 
         ref = self.ref
-        wanted = {"Available": "True"}
-        if _mode(str(self.mode)) == "quiesced":
-            wanted["ReconciliationActive"] = "True"
-        trigger = HostedClusterWaitTrigger(
-            check="hosted_cluster_conditions",
+        trigger = HostedClusterAvailableTrigger(
             namespace=ref.namespace,
             name=ref.name,
-            conditions=wanted,
+            reconciling=_mode(str(self.mode)) == "quiesced",
             kubernetes_conn_id=self.kubernetes_conn_id,
             timeout=self.timeout,
         )
