@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Context
+from airflow.sdk.bases.xcom import BaseXCom
 from airflow.sdk.exceptions import TaskDeferred
 from airflow.sdk.log import mask_secret
 
@@ -56,8 +57,25 @@ def drill_moment(context: Context) -> datetime:
     return end.astimezone(UTC) if end else utcnow()
 
 
+def step_error(outcome: Any) -> str | None:
+    """The error of a failed restore step from its XCom return value (see ``RestoreStepOperator``),
+    None for a result or for a step that pushed nothing.
+
+    :param outcome: the step's XCom return value.
+    """
+    if isinstance(outcome, dict) and set(outcome) == {ERROR_XCOM_KEY}:
+        return str(outcome[ERROR_XCOM_KEY])
+    return None
+
+
 class RestoreStepOperator(StoreOperator):
-    """Base of the restore steps: records a failure's message as XCom ``error`` for the drill report.
+    """Base of the restore steps: a failure's redacted message is the step's outcome.
+
+    A failed step's XCom return value is ``{"error": "<task>: <message>"}`` (:func:`step_error`):
+    the drill's report runs after failed steps (``all_done``) and reads each step's outcome from its
+    XComArg, which resolves to None for a step that pushed nothing but raises ``XComNotFound`` for
+    any other key (``airflow.sdk`` ``PlainXComArg.resolve``). The same message is kept as XCom
+    ``error``, where a person reading a failed restore in the UI finds it.
 
     :param backup: the result of ``ResolveBackupOperator`` (templated: its XCom). Not needed by it.
     :param key_prefix: prefix of the escrowed keys (informational; manifests hold full locations).
@@ -82,13 +100,15 @@ class RestoreStepOperator(StoreOperator):
             raise
 
     def record_error(self, context: Context, err: BaseException) -> None:
-        """Push a failure's message as XCom ``error`` for the drill report, redacted: XCom is clear
-        text in the metadata DB, and a client's message can quote a presigned URL or Secret data.
+        """Push a failure's message as the step's outcome (and XCom ``error``), redacted: XCom is
+        clear text in the metadata DB, and a client's message can quote a presigned URL or Secret data.
 
         :param context: task context.
         :param err: the failure.
         """
-        context["ti"].xcom_push(key=ERROR_XCOM_KEY, value=f"{self.task_id}: {describe(err)}")
+        message = f"{self.task_id}: {describe(err)}"
+        context["ti"].xcom_push(key=ERROR_XCOM_KEY, value=message)
+        context["ti"].xcom_push(key=BaseXCom.XCOM_RETURN_KEY, value={ERROR_XCOM_KEY: message})
 
     def run(self, context: Context) -> Any:
         """The step itself.
