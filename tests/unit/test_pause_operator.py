@@ -62,7 +62,7 @@ class FakeHook:
     def patch_hosted_cluster_if_unchanged(self, ref: Any, patch: dict[str, Any], version: str) -> None:
         self.patches.append(patch)
 
-    def patch_hosted_cluster(self, ref: Any, patch: dict[str, Any]) -> None:
+    def patch_hosted_cluster(self, ref: Any, patch: dict[str, Any], patch_type: str = "merge") -> None:
         self.patches.append(patch)
 
 

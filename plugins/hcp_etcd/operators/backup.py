@@ -25,7 +25,7 @@ from hcp_etcd.naming import (
     validate_prefix,
 )
 from hcp_etcd.operators.base import HostedClusterOperator, StoreOperator, deadline, utcnow
-from hcp_etcd.patches import merge_patch_revert
+from hcp_etcd.operators.patch import HostedClusterPatchOperator
 from hcp_etcd.state import (
     BackupLock,
     OriginalReplicas,
@@ -228,7 +228,7 @@ class PauseNotSeen(RuntimeError):
     """HyperShift did not report the pause in time (the pause was undone before this was raised)."""
 
 
-class PauseReconciliationOperator(HostedClusterOperator):
+class PauseReconciliationOperator(HostedClusterPatchOperator):
     """Take the backup lock and (quiesced) pause reconciliation until a deadline, atomically.
 
     One conditional merge patch (``resourceVersion``) sets the lock annotation, records the previous
@@ -296,7 +296,7 @@ class PauseReconciliationOperator(HostedClusterOperator):
             )
             patch["spec"] = {"pausedUntil": rfc3339(until)}
         try:
-            self.k8s.patch_hosted_cluster_if_unchanged(ref, patch, hc["metadata"]["resourceVersion"])
+            self.apply_patch(patch, current=hc, resource_version=hc["metadata"]["resourceVersion"])
         except ApiException as err:
             if err.status == 409:
                 raise RuntimeError(
@@ -355,16 +355,15 @@ class PauseReconciliationOperator(HostedClusterOperator):
 
     def _undo(self, ref: ClusterRef, run_id: str, previous: str | None) -> None:
         self.log.warning("undoing the pause of %s before failing", ref)
-        self.k8s.patch_hosted_cluster(
-            ref,
+        self.apply_patch(
             {
                 "spec": {"pausedUntil": previous},
                 "metadata": {"annotations": {LOCK_ANNOTATION: None, PREVIOUS_PAUSE_ANNOTATION: None}},
-            },
+            }
         )
 
 
-class QuiesceApiServersOperator(HostedClusterOperator):
+class QuiesceApiServersOperator(HostedClusterPatchOperator):
     """Stop every etcd writer: scale the API-server Deployments to 0 and wait until their pods are gone.
 
     The replicas found are written to the HostedCluster (annotation) before the first scale-down;
@@ -408,8 +407,9 @@ class QuiesceApiServersOperator(HostedClusterOperator):
         record = OriginalReplicas.from_annotations(_annotations(hc), run_id)
         if record is None:
             record = OriginalReplicas(run_id, self._current_replicas(hc, ns), utcnow())
-            self.k8s.patch_hosted_cluster(
-                ref, {"metadata": {"annotations": {ORIGINAL_REPLICAS_ANNOTATION: record.to_annotation()}}}
+            self.apply_patch(
+                {"metadata": {"annotations": {ORIGINAL_REPLICAS_ANNOTATION: record.to_annotation()}}},
+                current=hc,
             )
             self.log.info("recorded original replicas of %s: %s", ref, record.replicas)
         else:
@@ -449,9 +449,7 @@ class QuiesceApiServersOperator(HostedClusterOperator):
         self.log.warning("undoing the scale-down of %s before failing", ref)
         for dep, n in record.replicas.items():
             self.k8s.scale_deployment(ref.control_plane_namespace, dep, n)
-        self.k8s.patch_hosted_cluster(
-            ref, {"metadata": {"annotations": {ORIGINAL_REPLICAS_ANNOTATION: None}}}
-        )
+        self.apply_patch({"metadata": {"annotations": {ORIGINAL_REPLICAS_ANNOTATION: None}}})
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the wait; undo and fail on timeout."""
@@ -471,7 +469,7 @@ class QuiesceApiServersOperator(HostedClusterOperator):
         return {"replicas": record.replicas, "scaled_down_at": rfc3339(record.scaled_down_at)}
 
 
-class ResumeApiServersOperator(HostedClusterOperator):
+class ResumeApiServersOperator(HostedClusterPatchOperator):
     """Scale the API servers back to the recorded replicas and wait until they are ready.
 
     The teardown of the quiesce, right after the snapshot: the API downtime is that window only.
@@ -531,9 +529,7 @@ class ResumeApiServersOperator(HostedClusterOperator):
             _annotations(self.k8s.get_hosted_cluster(ref)), self.run_id(context)
         )
         downtime = (now - record.scaled_down_at).total_seconds() if record else None
-        self.k8s.patch_hosted_cluster(
-            ref, {"metadata": {"annotations": {ORIGINAL_REPLICAS_ANNOTATION: None}}}
-        )
+        self.apply_patch({"metadata": {"annotations": {ORIGINAL_REPLICAS_ANNOTATION: None}}})
         self.log.info("API servers of %s ready again; downtime %.1fs", ref, downtime or 0)
         return {"api_available_at": rfc3339(now), "api_downtime_seconds": downtime}
 
@@ -827,7 +823,7 @@ class CleanupSnapshotsOperator(HostedClusterOperator):
             )
 
 
-class UnpauseReconciliationOperator(HostedClusterOperator):
+class UnpauseReconciliationOperator(HostedClusterPatchOperator):
     """Put ``spec.pausedUntil`` back to what it was (``null`` normally) and release the lock.
 
     The teardown of the pause. Only touches a cluster whose lock or pause record is this run's.
@@ -864,8 +860,8 @@ class UnpauseReconciliationOperator(HostedClusterOperator):
             patch["metadata"]["annotations"][LOCK_ANNOTATION] = None
         if recorded:
             patch["spec"] = {"pausedUntil": previous}
-        self.log.info("restoring %s: %s (replaced: %s)", ref, patch, merge_patch_revert(hc, patch))
-        self.k8s.patch_hosted_cluster(ref, patch)
+        self.log.info("restoring %s", ref)
+        self.apply_patch(patch, current=hc)
         return patch
 
 
