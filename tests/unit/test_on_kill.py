@@ -54,3 +54,36 @@ def test_killed_render_ends_hcp_and_its_children(tmp_path: Path, monkeypatch: py
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not [p for p in pids if _alive(p)], "hcp or its child survived"
+
+
+def test_a_stopped_exec_stream_fails_its_reader_instead_of_ending_early() -> None:
+    """An S3 multipart upload reading a stopped stream must abort, not store what it got as the whole."""
+    from hcp_etcd.hooks.hosted_cluster import ExecError, ExecStream
+
+    class OpenWS:  # a command still writing: frames keep coming until the socket is closed
+        def __init__(self) -> None:
+            self.open, self.data = True, b""
+
+        def is_open(self) -> bool:
+            return self.open
+
+        def update(self, timeout: float = 0) -> None:
+            if not self.open:
+                raise ValueError("the socket was closed under this read")
+            self.data += b"x" * 1024
+
+        def peek_channel(self, channel: int, timeout: float = 0) -> bool:
+            return channel == 1 and bool(self.data)
+
+        def read_channel(self, channel: int, timeout: float = 0) -> bytes:
+            data, self.data = self.data, b""
+            return data
+
+        def close(self) -> None:
+            self.open = False
+
+    stream = ExecStream(OpenWS(), "ns/etcd-0[etcd]", 60)
+    assert len(stream.read(4096)) == 4096
+    stream.stop()
+    with pytest.raises(ExecError, match="stopped"):
+        stream.read(4096)
