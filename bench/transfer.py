@@ -69,7 +69,7 @@ def transfer(box: Sandbox, cluster: str, method: str, rep: int) -> dict[str, Any
         key = result["key"]
     seconds = time.monotonic() - started
     size = hook.object_size(bucket, key)
-    hook.delete_keys(bucket, [key])
+    hook.delete_objects(bucket, [key])
     return {"method": method, "seconds": seconds, "size": size}
 
 

@@ -23,7 +23,8 @@ from hcp_etcd.operators.restore import (
 )
 from hcp_etcd.params import STORE
 from hcp_etcd.params import ref as P
-from hcp_etcd.restore import MAX_URL_EXPIRY_HOURS, SOURCE_PATTERN
+from hcp_etcd.restore.backups import SOURCE_PATTERN
+from hcp_etcd.restore.presign import MAX_URL_EXPIRY_HOURS
 
 DOC = """
 ### Restore an etcd backup into a new hosted cluster
@@ -98,6 +99,7 @@ PARAMS = {
         "Prefix of the escrowed encryption keys, as in hcp_etcd_backup (the manifest's key must be there)."
     ),
     **params.connections(),
+    **params.presign_connection(),
 }
 
 
@@ -123,7 +125,7 @@ def hcp_etcd_restore() -> None:
         target_name=P("target_name"),
         **STORE,
     )
-    backup = {"backup": resolve.output, **STORE}
+    backup = {"backup": resolve.output, "presign_aws_conn_id": P("presign_aws_conn_id"), **STORE}
     snapshot = CheckSnapshotOperator(task_id="check_snapshot", **backup)
     key = CheckKeyOperator(task_id="check_key", key_prefix=P("key_prefix"), **backup)
     presign = PresignSnapshotOperator(task_id="presign", url_expiry_hours=P("url_expiry_hours"), **backup)

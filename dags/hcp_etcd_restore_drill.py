@@ -23,7 +23,8 @@ from hcp_etcd.operators.restore import (
 )
 from hcp_etcd.params import STORE
 from hcp_etcd.params import ref as P
-from hcp_etcd.restore import DRILL_LABEL, MAX_URL_EXPIRY_HOURS
+from hcp_etcd.restore.plan import DRILL_LABEL
+from hcp_etcd.restore.presign import MAX_URL_EXPIRY_HOURS
 
 SCHEDULE, _ = params.env_schedule(*params.DRILL_SCHEDULE)  # never raises: see params
 
@@ -63,6 +64,7 @@ PARAMS = {
     **params.storage("Prefix of the escrowed encryption keys, as in hcp_etcd_backup."),
     **params.restore_limits(MAX_URL_EXPIRY_HOURS, "a drill cluster"),
     **params.connections(),
+    **params.presign_connection(),
 }
 
 
@@ -93,7 +95,7 @@ def hcp_etcd_restore_drill() -> None:
         resolve = ResolveBackupOperator(
             task_id="resolve_backup", source=hosted_cluster, target_namespace=P("drill_namespace"), **STORE
         )
-        backup = {"backup": resolve.output, **STORE}
+        backup = {"backup": resolve.output, "presign_aws_conn_id": P("presign_aws_conn_id"), **STORE}
         snapshot = CheckSnapshotOperator(task_id="check_snapshot", **backup)
         key = CheckKeyOperator(task_id="check_key", key_prefix=P("key_prefix"), **backup)
         presign = PresignSnapshotOperator(task_id="presign", url_expiry_hours=P("url_expiry_hours"), **backup)

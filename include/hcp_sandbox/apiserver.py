@@ -6,8 +6,8 @@ patch types, the ``status`` and ``scale`` subresources and ``pods/exec`` over We
 command in a pod does is the runtime's business: it passes an :class:`ExecHandler`.
 
 It also has an admin API under ``/sandbox/v1`` (same token) to inject faults (failing API
-calls, exec sessions cut mid-stream) and to read the request log, which tests use to prove that a
-bad input made no write.
+calls, exec sessions cut mid-stream; every kind is in :mod:`hcp_sandbox.faults`) and to read the
+request log, which tests use to prove that a bad input made no write.
 
 An ``authorizer`` (RBAC) applies to the token only. An optional ``admin_token`` is never
 authorized: the cluster-admin of the box, for tests that set up or inspect what the restricted
@@ -23,7 +23,6 @@ import contextlib
 import copy
 import datetime
 import hmac
-import itertools
 import json
 import logging
 import pathlib
@@ -33,20 +32,22 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import jsonpatch
 from aiohttp import WSMsgType, web
 
 from hcp_sandbox import resources
-from hcp_sandbox.resources import ResourceType
-from hcp_sandbox.store import (
+from hcp_sandbox.errors import (
     ApiError,
-    Obj,
-    Store,
     bad_request,
     conflict,
-    matches_labels,
+    method_not_allowed,
     not_found,
-    parse_label_selector,
+    page_not_found,
+    unsupported_media_type,
 )
+from hcp_sandbox.faults import ApiFaults, injected_error
+from hcp_sandbox.resources import ResourceType
+from hcp_sandbox.store import Obj, Store, matches_labels, parse_label_selector
 
 log = logging.getLogger(__name__)
 # The request-log entry being filled in while a request is handled.
@@ -135,28 +136,6 @@ def _ok(obj: Any, status: int = 200, content_type: str = JSON) -> web.Response:
     )
 
 
-def page_not_found() -> ApiError:
-    """What the real server answers for a URL it does not serve."""
-    return ApiError(404, "NotFound", "the server could not find the requested resource", details={})
-
-
-def method_not_allowed() -> ApiError:
-    """``405`` for a method the target does not take (e.g. POST to a named object)."""
-    message = "the server does not allow this method on the requested resource"
-    return ApiError(405, "MethodNotAllowed", message)
-
-
-def unsupported_media_type(accepted: list[str]) -> ApiError:
-    """``415`` as the API server words it (e.g. strategic merge patch on a custom resource)."""
-    return ApiError(
-        415,
-        "UnsupportedMediaType",
-        "the body of the request was in an unknown format - accepted media types include: "
-        + ", ".join(accepted),
-        details={},
-    )
-
-
 # ---------------------------------------------------------------------------------------------
 # Patches
 # ---------------------------------------------------------------------------------------------
@@ -179,108 +158,50 @@ class JsonPatchError(Exception):
     """A JSON patch operation that cannot be applied (answered 422, as the real server does)."""
 
 
-def _pointer(path: str) -> list[str]:
-    if path == "":
-        return []
-    if not path.startswith("/"):
-        raise JsonPatchError(f"JSON pointer must be empty or start with a '/': {path!r}")
-    return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
+_JSON_PATCH_OPS = frozenset({"add", "remove", "replace", "move", "copy", "test"})
 
 
-def _walk(doc: Any, tokens: list[str], path: str) -> Any:
-    for token in tokens:
-        if isinstance(doc, dict) and token in doc:
-            doc = doc[token]
-        elif isinstance(doc, list) and token.isdigit() and int(token) < len(doc):
-            doc = doc[int(token)]
-        else:
-            raise JsonPatchError(f"doc is missing path: {path}: missing value")
-    return doc
-
-
-def _index(container: list[Any], part: str, path: str, *, insert: bool) -> int:
-    if insert and part == "-":
-        return len(container)
-    if not part.isdigit():
-        raise JsonPatchError(f"invalid array index {part!r} in {path}")
-    index = int(part)
-    if index > len(container) or (not insert and index == len(container)):
-        raise JsonPatchError(f"index out of range: {path}")
-    return index
-
-
-def _remove(doc: Any, path: str) -> Any:
-    tokens = _pointer(path)
-    if not tokens:
-        raise JsonPatchError("cannot remove the whole document")
-    parent = _walk(doc, tokens[:-1], path)
-    last = tokens[-1]
-    if isinstance(parent, dict):
-        if last not in parent:
-            raise JsonPatchError(f"remove operation does not apply: doc is missing path: {path}")
-        return parent.pop(last)
-    if isinstance(parent, list):
-        return parent.pop(_index(parent, last, path, insert=False))
-    raise JsonPatchError(f"remove operation does not apply: doc is missing path: {path}")
-
-
-def _add(doc: Any, path: str, value: Any, *, replace: bool = False) -> Any:
-    tokens = _pointer(path)
-    if not tokens:
-        return copy.deepcopy(value)
-    parent = _walk(doc, tokens[:-1], path)
-    last = tokens[-1]
-    if isinstance(parent, dict):
-        if replace and last not in parent:
-            raise JsonPatchError(
-                f"replace operation does not apply: doc is missing key: {path}: missing value"
-            )
-        parent[last] = copy.deepcopy(value)
-    elif isinstance(parent, list):
-        if replace:
-            parent[_index(parent, last, path, insert=False)] = copy.deepcopy(value)
-        else:
-            parent.insert(_index(parent, last, path, insert=True), copy.deepcopy(value))
-    else:
-        raise JsonPatchError(f"add operation does not apply: doc is missing path: {path}: missing value")
-    return doc
+def _json_patch_failure(op: dict[str, Any], exc: Exception) -> JsonPatchError:
+    """The real server's words (evanphx/json-patch, as kube-apiserver vendors it) for a failed op."""
+    kind, path = op["op"], op["path"]
+    if isinstance(exc, jsonpatch.JsonPatchTestFailed):
+        return JsonPatchError(f"testing value {path} failed: test failed")
+    if kind == "replace":
+        return JsonPatchError(f"replace operation does not apply: doc is missing key: {path}: missing value")
+    if kind == "remove":
+        return JsonPatchError(f"remove operation does not apply: doc is missing path: {path}")
+    # (Not the library's own text: it quotes the document, which may be a Secret.)
+    missing = op.get("from", path)
+    return JsonPatchError(f"{kind} operation does not apply: doc is missing path: {missing}: missing value")
 
 
 def json_patch(doc: Any, operations: Any) -> Any:
-    """Apply a JSON patch (RFC 6902) to a copy of ``doc``; raises :class:`JsonPatchError`."""
+    """Apply a JSON patch (RFC 6902, the ``jsonpatch`` library) to a copy of ``doc``.
+
+    A malformed operation is a 400 :class:`~hcp_sandbox.errors.ApiError`; an operation that does not
+    apply raises :class:`JsonPatchError` naming it.
+    """
     if not isinstance(operations, list):
         raise bad_request("json: cannot unmarshal object into Go value of type jsonpatch.Patch")
     doc = copy.deepcopy(doc)
+    # One operation at a time, as the real server does: a failure names the operation that failed.
     for op in operations:
         if not isinstance(op, dict) or "op" not in op or "path" not in op:
             raise bad_request("invalid JSON patch operation: each needs 'op' and 'path'")
         kind, path = op["op"], op["path"]
+        if kind not in _JSON_PATCH_OPS:
+            raise bad_request(f"Unexpected kind: {kind}")
         if kind in ("add", "replace", "test") and "value" not in op:
             raise bad_request(f"{kind} operation has no value: {path}")
-        if kind == "add":
-            doc = _add(doc, path, op["value"])
-        elif kind == "replace":
-            doc = _add(doc, path, op["value"], replace=True)
-        elif kind == "remove":
-            _remove(doc, path)
-        elif kind in ("move", "copy"):
-            if "from" not in op:
-                raise bad_request(f"{kind} operation has no 'from': {path}")
-            value = (
-                _remove(doc, op["from"])
-                if kind == "move"
-                else copy.deepcopy(_walk(doc, _pointer(op["from"]), op["from"]))
-            )
-            doc = _add(doc, path, value)
-        elif kind == "test":
-            try:
-                current = _walk(doc, _pointer(path), path)
-            except JsonPatchError:
-                current = None
-            if current != op["value"]:
-                raise JsonPatchError(f"testing value {path} failed: test failed")
-        else:
-            raise bad_request(f"Unexpected kind: {kind}")
+        if kind in ("move", "copy") and "from" not in op:
+            raise bad_request(f"{kind} operation has no 'from': {path}")
+        try:
+            doc = jsonpatch.JsonPatch([op]).apply(doc, in_place=True)
+        except jsonpatch.InvalidJsonPatch as exc:
+            raise bad_request(f"invalid JSON patch operation: {exc}") from None
+        # A path that does not resolve raises the pointer library's error (jsonpatch re-exports it).
+        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
+            raise _json_patch_failure(op, exc) from None
     return doc
 
 
@@ -347,93 +268,8 @@ def scale_of(obj: Obj) -> Obj:
 
 
 # ---------------------------------------------------------------------------------------------
-# Faults and the request log
+# The request log
 # ---------------------------------------------------------------------------------------------
-
-API_FAULT_VERBS = frozenset({"get", "list", "create", "update", "patch", "delete", "deletecollection", "*"})
-_FAULT_REASONS = {
-    400: "BadRequest",
-    403: "Forbidden",
-    404: "NotFound",
-    409: "Conflict",
-    429: "TooManyRequests",
-    500: "InternalError",
-    503: "ServiceUnavailable",
-    504: "Timeout",
-}
-
-
-class Faults:
-    """Pending injected faults; each one fires on the next ``count`` matching requests."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pending: list[dict[str, Any]] = []
-        self._ids = itertools.count(1)
-
-    def add(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """Validate and queue an ``api`` or ``exec-drop`` fault; returns it with its ``id``."""
-        kind = spec.get("kind")
-        count = spec.get("count", 1)
-        if not isinstance(count, int) or count < 1:
-            raise bad_request("fault count must be a positive integer")
-        if kind == "api":
-            resource, verb, code = spec.get("resource"), spec.get("verb", "*"), spec.get("code")
-            if not isinstance(resource, str) or not resource:
-                raise bad_request("api fault needs 'resource' (<plural>[/<subresource>] or '*')")
-            if verb not in API_FAULT_VERBS:
-                raise bad_request(f"api fault verb must be one of {sorted(API_FAULT_VERBS)}")
-            if not isinstance(code, int) or not 400 <= code <= 599:
-                raise bad_request("api fault needs an HTTP error 'code' (400-599)")
-            fault = {"kind": kind, "resource": resource, "verb": verb, "code": code, "count": count}
-        elif kind == "exec-drop":
-            namespace, pod, after = spec.get("namespace"), spec.get("pod"), spec.get("after_bytes", 0)
-            if not isinstance(namespace, str) or not isinstance(pod, str):
-                raise bad_request("exec-drop fault needs 'namespace' and 'pod'")
-            if not isinstance(after, int) or after < 0:
-                raise bad_request("exec-drop 'after_bytes' must be a non-negative integer")
-            fault = {"kind": kind, "namespace": namespace, "pod": pod, "after_bytes": after, "count": count}
-        else:
-            raise ValueError(kind)
-        with self._lock:
-            fault["id"] = next(self._ids)
-            self._pending.append(fault)
-        return dict(fault)
-
-    def _take(self, match: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
-        with self._lock:
-            for fault in self._pending:
-                if match(fault):
-                    fault["count"] -= 1
-                    if fault["count"] == 0:
-                        self._pending.remove(fault)
-                    return dict(fault)
-        return None
-
-    def take_api(self, plural: str, subresource: str | None, verb: str) -> dict[str, Any] | None:
-        """Consume one firing of an ``api`` fault matching this request, if any."""
-        resource = f"{plural}/{subresource}" if subresource else plural
-        return self._take(
-            lambda f: f["kind"] == "api" and f["resource"] in (resource, "*") and f["verb"] in (verb, "*")
-        )
-
-    def take_exec_drop(self, namespace: str, pod: str) -> dict[str, Any] | None:
-        """Consume one firing of an ``exec-drop`` fault for this pod, if any."""
-        return self._take(
-            lambda f: f["kind"] == "exec-drop" and (f["namespace"], f["pod"]) == (namespace, pod)
-        )
-
-    def list(self) -> list[dict[str, Any]]:
-        """The pending faults."""
-        with self._lock:
-            return [dict(f) for f in self._pending]
-
-    def clear(self) -> int:
-        """Drop every pending fault; returns how many there were."""
-        with self._lock:
-            n = len(self._pending)
-            self._pending.clear()
-            return n
 
 
 class RequestLog:
@@ -620,7 +456,7 @@ class _Api:
         self.exec_handler = exec_handler
         self.fault_handler = fault_handler
         self.authorizer = authorizer
-        self.faults = Faults()
+        self.faults = ApiFaults()
         self.requests = RequestLog(request_log)
         self.events = EventHistory(store)
 
@@ -729,7 +565,7 @@ class _Api:
                 spec = await self._json_body(request)
                 if not isinstance(spec, dict):
                     raise bad_request("a fault is a JSON object")
-                if spec.get("kind") in ("api", "exec-drop"):
+                if spec.get("kind") in ApiFaults.KINDS:
                     return _ok(self.faults.add(spec), status=201)
                 if self.fault_handler is None:
                     raise bad_request(f"unknown fault kind {spec.get('kind')!r} and no runtime fault handler")
@@ -765,7 +601,7 @@ class _Api:
         ):
             raise self._forbidden(target, verb)
         if fault := self.faults.take_api(rt.plural, target.subresource, verb):
-            raise self._injected(fault, target)
+            raise injected_error(fault, rt, target.name or "")
         if target.subresource == "exec":
             return await self._exec(request, target)
         if target.subresource == "log" and method == "GET":
@@ -823,19 +659,6 @@ class _Api:
             f'{rt.group_resource} "{target.name or ""}" is forbidden: User cannot '
             f'{verb} resource "{resource}" in API group "{rt.group}"{scope}',
             details={"name": target.name or "", "group": rt.group, "kind": rt.plural},
-        )
-
-    @staticmethod
-    def _injected(fault: dict[str, Any], target: Target) -> ApiError:
-        code = fault["code"]
-        if code == 409:
-            return conflict(target.rt, target.name or "")
-        if code == 503:
-            return ApiError(503, "ServiceUnavailable", "the server is currently unable to handle the request")
-        return ApiError(
-            code,
-            _FAULT_REASONS.get(code, "Unknown"),
-            f"Internal error occurred: injected fault {fault['id']}",
         )
 
     @staticmethod

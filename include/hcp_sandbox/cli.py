@@ -329,7 +329,7 @@ def cmd_fault(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from hcp_sandbox import serve
-    from hcp_sandbox.controllers import Options
+    from hcp_sandbox.controllers.cluster import Options
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     paths = SandboxPaths.of(args.dir)

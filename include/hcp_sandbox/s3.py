@@ -3,122 +3,21 @@
 Runs as its own process (``python -m hcp_sandbox.s3``) so a slow upload never blocks the API
 server. moto keeps objects in memory and does NOT check signatures or presigned-URL expiry.
 
-Faults come from ``DIR/s3-faults.json``, written by the serve process (``add_fault``) and consumed
-here, one request at a time, under an ``flock``: answer the next N requests with an error code
-(503 ``SlowDown``), or drop the connection after reading B bytes of the request body.
+The ``s3`` fault kind (:mod:`hcp_sandbox.faults`) is applied here, by
+:class:`~hcp_sandbox.faults.S3FaultMiddleware` in front of moto.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
-import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
-log = logging.getLogger(__name__)
-
-_REASONS = {500: "Internal Server Error", 503: "Slow Down", 403: "Forbidden", 404: "Not Found"}
-_CODES = {500: "InternalError", 503: "SlowDown", 403: "AccessDenied", 404: "NoSuchKey"}
-
-
-@contextlib.contextmanager
-def _locked_faults(path: Path) -> Iterator[list[dict[str, Any]]]:
-    """The pending fault list, locked; changes to the list are written back."""
-    path.touch(exist_ok=True)
-    with open(path, "r+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        text = fh.read()
-        faults: list[dict[str, Any]] = json.loads(text) if text.strip() else []
-        yield faults
-        fh.seek(0)
-        fh.truncate()
-        fh.write(json.dumps(faults))
-
-
-def add_fault(
-    path: Path, *, count: int, code: int | None = None, drop: bool = False, after_bytes: int = 0
-) -> None:
-    """Queue a fault for the next ``count`` requests (called by the serve process)."""
-    if count < 1 or (code is None) == (not drop):
-        raise ValueError("an S3 fault needs count >= 1 and exactly one of code or drop")
-    with _locked_faults(path) as faults:
-        faults.append({"code": code, "drop": drop, "after_bytes": after_bytes, "remaining": count})
-
-
-def _take_fault(path: Path) -> dict[str, Any] | None:
-    with _locked_faults(path) as faults:
-        if not faults:
-            return None
-        fault = dict(faults[0])
-        faults[0]["remaining"] -= 1
-        if faults[0]["remaining"] <= 0:
-            faults.pop(0)
-        return fault
-
-
-StartResponse = Callable[..., Any]
-
-
-class FaultMiddleware:
-    """WSGI middleware in front of moto that applies the pending faults."""
-
-    def __init__(self, app: Callable[..., Iterable[bytes]], faults_file: Path) -> None:
-        self.app = app
-        self.faults_file = faults_file
-
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        fault = _take_fault(self.faults_file)
-        if fault is None:
-            return self.app(environ, start_response)
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        stream = environ["wsgi.input"]
-        if fault["drop"]:
-            # Read part of the body, as a server that dies mid-upload does, then cut the connection.
-            remaining = min(fault["after_bytes"], length)
-            while remaining > 0 and (chunk := stream.read(min(remaining, 65536))):
-                remaining -= len(chunk)
-            sock = environ.get("werkzeug.socket")
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
-            log.warning("S3 fault: dropped %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
-            # werkzeug treats a ConnectionError as "client went away" and writes nothing more.
-            raise ConnectionAbortedError("sandbox fault: connection dropped")
-        # Drain the body so the keep-alive connection stays in sync, then answer the error. boto3
-        # sends small PUTs chunked (aws-chunked, no Content-Length): drain those to their end too,
-        # or the client sees a reset connection and retries instead of reading the error.
-        if environ.get("wsgi.input_terminated"):
-            while stream.read(65536):
-                pass
-        while length > 0 and (chunk := stream.read(min(length, 65536))):
-            length -= len(chunk)
-        code = int(fault["code"])
-        body = (
-            '<?xml version="1.0" encoding="UTF-8"?>\n'
-            f"<Error><Code>{_CODES.get(code, 'InternalError')}</Code>"
-            "<Message>Please reduce your request rate.</Message>"
-            f"<Resource>{environ.get('PATH_INFO', '')}</Resource><RequestId>sandbox-fault</RequestId></Error>"
-        ).encode()
-        log.warning("S3 fault: %s for %s %s", code, environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
-        start_response(
-            f"{code} {_REASONS.get(code, 'Error')}",
-            [
-                ("Content-Type", "application/xml"),
-                ("Content-Length", str(len(body))),
-                ("Connection", "close"),
-            ],
-        )
-        return [body]
+from hcp_sandbox.faults import S3FaultMiddleware
 
 
 def serve(port_file: Path, cert: Path, key: Path, faults_file: Path, bucket: str, region: str) -> None:
@@ -133,7 +32,7 @@ def serve(port_file: Path, cert: Path, key: Path, faults_file: Path, bucket: str
     from werkzeug.serving import make_server
 
     get_backend("s3")[DEFAULT_ACCOUNT_ID]["global"].create_bucket(bucket, region)
-    app = FaultMiddleware(DomainDispatcherApplication(create_backend_app), faults_file)
+    app = S3FaultMiddleware(DomainDispatcherApplication(create_backend_app), faults_file)
     server = make_server(
         "127.0.0.1",
         0,

@@ -21,11 +21,13 @@ from typing import Any
 import yaml
 
 from hcp_sandbox import apiserver, pki, render, s3, seed
-from hcp_sandbox.controllers import ControlPlane, Options
+from hcp_sandbox.controllers.cluster import Options
+from hcp_sandbox.controllers.manager import ControlPlane
+from hcp_sandbox.errors import ApiError
 from hcp_sandbox.layout import HOSTED_CLUSTER_NAMESPACE, SandboxPaths, write_json_atomic
 from hcp_sandbox.podexec import PodExecHandler, install_shims
 from hcp_sandbox.rbac import RbacAuthorizer
-from hcp_sandbox.store import ApiError, Store
+from hcp_sandbox.store import Store
 
 log = logging.getLogger("hcp_sandbox")
 
@@ -137,25 +139,8 @@ class Sandbox:
         if self.control is not None:
             self.info["pids"]["etcd"] = self.control.etcd_pids()
             self.info["hosted_clusters"] = self.control.describe()
-            self.info["hypershift_clock_ahead_seconds"] = self.control.clock_ahead_seconds
+            self.info["hypershift_clock_ahead_seconds"] = self.control.faults.clock_ahead_seconds
         write_json_atomic(self.paths.info, self.info)
-
-    async def fault(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """Fault kinds beyond the API layer's: ``s3`` here, etcd, volume and clock in the controllers."""
-        if spec.get("kind") == "s3":
-            try:
-                s3.add_fault(
-                    self.paths.s3_faults,
-                    count=int(spec.get("count", 1)),
-                    code=spec.get("code"),
-                    drop=bool(spec.get("drop")),
-                    after_bytes=int(spec.get("after_bytes", 0)),
-                )
-            except (TypeError, ValueError) as exc:
-                raise ApiError(400, "BadRequest", f"bad s3 fault: {exc}") from exc
-            return dict(spec)
-        assert self.control is not None
-        return await self.control.handle_fault(spec)
 
     async def start(self) -> None:
         paths = self.paths
@@ -197,7 +182,7 @@ class Sandbox:
             token=token,
             admin_token=admin_token,
             exec_handler=PodExecHandler(paths, self.control.resolve_pod),
-            fault_handler=self.fault,
+            fault_handler=self.control.handle_fault,
             request_log=paths.logs / "requests.jsonl",
             authorizer=self.authorizer,
             log_handler=self.control.pod_log,

@@ -19,130 +19,18 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from hcp_sandbox import resources
-from hcp_sandbox.resources import ResourceType, Validator
+from hcp_sandbox import resources, validation
+from hcp_sandbox.errors import already_exists, bad_request, conflict, invalid, not_found
+from hcp_sandbox.validation import Validator, name_errors
 
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 Listener = Callable[[str, str, Obj], None]
 
-
-class ApiError(Exception):
-    """An error the API answers as a Kubernetes ``Status`` object."""
-
-    def __init__(
-        self, code: int, reason: str, message: str, *, details: dict[str, Any] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.reason = reason
-        self.message = message
-        self.details = details
-
-    def status(self) -> dict[str, Any]:
-        """The ``Status`` body for this error."""
-        body: dict[str, Any] = {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.message,
-            "reason": self.reason,
-            "code": self.code,
-        }
-        if self.details:
-            body["details"] = self.details
-        return body
-
-
-def _details(rt: ResourceType, name: str, *, kind: str | None = None) -> dict[str, Any]:
-    # The real server names the resource (plural) for NotFound/AlreadyExists/Conflict and the
-    # Kind for Invalid; both carry the group.
-    details: dict[str, Any] = {"name": name, "kind": kind or rt.plural}
-    if rt.group:
-        details["group"] = rt.group
-    return details
-
-
-def not_found(rt: ResourceType, name: str) -> ApiError:
-    """``404 NotFound`` exactly as the API server words it."""
-    return ApiError(404, "NotFound", f'{rt.group_resource} "{name}" not found', details=_details(rt, name))
-
-
-def already_exists(rt: ResourceType, name: str) -> ApiError:
-    """``409 AlreadyExists``."""
-    return ApiError(
-        409, "AlreadyExists", f'{rt.group_resource} "{name}" already exists', details=_details(rt, name)
-    )
-
-
-def conflict(rt: ResourceType, name: str) -> ApiError:
-    """``409 Conflict`` for a stale ``resourceVersion`` (optimistic concurrency)."""
-    return ApiError(
-        409,
-        "Conflict",
-        f'Operation cannot be fulfilled on {rt.group_resource} "{name}": the object has been modified; '
-        "please apply your changes to the latest version and try again",
-        details=_details(rt, name),
-    )
-
-
-def invalid(rt: ResourceType, name: str, causes: list[dict[str, str]]) -> ApiError:
-    """``422 Invalid`` with one ``cause`` per field error."""
-    kind = f"{rt.kind}.{rt.group}" if rt.group else rt.kind
-    texts = [f"{c['field']}: {c['message']}" if c.get("field") else c["message"] for c in causes]
-    summary = texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"
-    details = _details(rt, name, kind=rt.kind)
-    details["causes"] = causes
-    return ApiError(422, "Invalid", f'{kind} "{name}" is invalid: {summary}', details=details)
-
-
-def bad_request(message: str) -> ApiError:
-    """``400 BadRequest``."""
-    return ApiError(400, "BadRequest", message)
-
-
 # ---------------------------------------------------------------------------------------------
-# Names and label selectors
+# Label selectors
 # ---------------------------------------------------------------------------------------------
-
-_DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_DNS1123_SUBDOMAIN_RE = re.compile(rf"^{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*$")
-_DNS1123_LABEL_RE = re.compile(rf"^{_DNS1123_LABEL}$")
-
-
-def name_errors(rt: ResourceType, name: str) -> list[dict[str, str]]:
-    """Field errors for ``metadata.name`` (namespaces are DNS-1123 labels, the rest subdomains)."""
-    path = "metadata.name"
-    if rt.plural == "namespaces":
-        if len(name) > 63 or not _DNS1123_LABEL_RE.match(name):
-            return [
-                {
-                    "reason": "FieldValueInvalid",
-                    "field": path,
-                    "message": f'Invalid value: "{name}": a lowercase RFC 1123 label must consist of '
-                    "lower case "
-                    "alphanumeric characters or '-', and must start and end with an alphanumeric character "
-                    "(e.g. 'my-name',  or '123-abc', regex used for validation is "
-                    f"'{_DNS1123_LABEL}')",
-                }
-            ]
-        return []
-    if len(name) > 253 or not _DNS1123_SUBDOMAIN_RE.match(name):
-        return [
-            {
-                "reason": "FieldValueInvalid",
-                "field": path,
-                "message": f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of '
-                "lower case "
-                "alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character "
-                "(e.g. 'example.com', regex used for validation is "
-                f"'{_DNS1123_LABEL}(\\.{_DNS1123_LABEL})*')",
-            }
-        ]
-    return []
-
 
 Requirement = Callable[[dict[str, str]], bool]
 _SET_RE = re.compile(r"^([^\s!=(),]+)\s+(in|notin)\s+\(([^()]*)\)$")
@@ -172,7 +60,7 @@ def parse_label_selector(selector: str | None) -> list[Requirement]:
     Parse a label selector string into predicates over a label dict.
 
     Supports ``a=b``, ``a==b``, ``a!=b``, ``a``, ``!a``, ``a in (x,y)``, ``a notin (x,y)``.
-    Raises :class:`ApiError` 400 on anything else, as the real server does.
+    Raises :class:`~hcp_sandbox.errors.ApiError` 400 on anything else, as the real server does.
     """
     requirements: list[Requirement] = []
     for term in _split_selector(selector or ""):
@@ -224,7 +112,7 @@ class Store:
     commit order; events of concurrent writers may interleave.
 
     :param builtin_validators: register the served kinds' schema checks
-        (:func:`hcp_sandbox.resources.install_validators`).
+        (``hcp_sandbox.validation.DEFAULTERS`` and ``VALIDATORS``).
     """
 
     def __init__(self, *, builtin_validators: bool = True) -> None:
@@ -238,7 +126,11 @@ class Store:
         # it: no lock is held while callbacks run, so a callback may take its own locks or write.
         self._local = threading.local()
         if builtin_validators:
-            resources.install_validators(self)
+            for plural, defaulter in validation.DEFAULTERS.items():
+                self.add_defaulter(plural, defaulter)
+            for plural, fns in validation.VALIDATORS.items():
+                for fn in fns:
+                    self.add_validator(plural, fn)
 
     # -- subscriptions and validators ---------------------------------------------------------
 

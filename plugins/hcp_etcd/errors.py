@@ -45,6 +45,7 @@ def _looks_secret(run: str) -> bool:
     mixed = any(c.isupper() for c in run) and any(c.islower() for c in run) and any(c.isdigit() for c in run)
     return mixed and max(len(segment) for segment in run.split("/")) >= 20
 
+
 # S3 error codes that name a setting, not a passing fault (KMS codes come through S3 as these too).
 S3_CONFIGURATION_CODES = frozenset(
     {
@@ -65,13 +66,19 @@ S3_CONFIGURATION_CODES = frozenset(
         "InvalidObjectState",
     }
 )
-# Kubernetes API statuses no retry can change: 401/403 (credentials, RBAC), 404 (the object is not
-# there). 409/429/5xx are left to the retries.
-KUBERNETES_CONFIGURATION_STATUSES = frozenset({401, 403, 404})
+# Kubernetes API statuses no retry can change: 401/403 (credentials, RBAC). Not 404: a pod being
+# recreated by its StatefulSet is briefly not there; a HostedCluster that does not exist is said by
+# the code that asked for it (ConfigurationError). 409/429/5xx are left to the retries.
+KUBERNETES_CONFIGURATION_STATUSES = frozenset({401, 403})
 
 
 class ConfigurationError(AirflowFailException):
     """A setting or an input that no retry can fix: the task fails at once, with what to change."""
+
+
+class RestoreInputError(ConfigurationError, ValueError):
+    """Bad input to a restore: refused before anything is created, and not retried (no retry changes
+    a manifest, a key or a target name)."""
 
 
 def redact(text: str, limit: int = 1000) -> str:

@@ -100,6 +100,21 @@ def get_keys_command(keys: Iterable[str]) -> list[str]:
     return ["sh", "-c", script or "true"]
 
 
+def member_list_command() -> list[str]:
+    """``etcdctl member list -w json`` against the local member (with the HCP's TLS flags)."""
+    return etcdctl("member", "list", "-w", "json")
+
+
+def secret_sample_command(limit: int = 1) -> list[str]:
+    """The first ``limit`` Secrets as stored in etcd now (base64 JSON output).
+
+    At the current revision: a restored etcd is compacted past the backup's revision.
+
+    :param limit: how many.
+    """
+    return etcdctl("get", "--prefix", f"{RESOURCE_PREFIX}secrets/", f"--limit={int(limit)}", "-w", "json")
+
+
 def hashkv_command(revision: int) -> list[str]:
     """``etcdctl endpoint hashkv --rev=REVISION``: the hash of the local member's key-value history.
 
@@ -447,6 +462,35 @@ def parse_get_json_lines(output: str) -> dict[str, StoredValue]:
         except (ValueError, KeyError, TypeError) as err:
             raise SnapshotStatusError(f"unexpected etcdctl get output: {line[:300]!r}") from err
     return found
+
+
+def parse_member_list(output: str) -> list[str]:
+    """Member names (or hex ids when unnamed) from ``etcdctl member list -w json``.
+
+    :param output: stdout.
+    """
+    start = output.find("{")
+    try:
+        members = json.loads(output[start:])["members"]
+        return sorted(m.get("name") or format(int(m["ID"]), "x") for m in members)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"unexpected member list output: {output[-300:]!r}") from err
+
+
+def parse_get_values(output: str) -> list[tuple[str, bytes]]:
+    """``(key, value)`` pairs from ``etcdctl get -w json`` (keys and values are base64 there).
+
+    :param output: stdout.
+    """
+    start = output.find("{")
+    try:
+        kvs = json.loads(output[start:]).get("kvs") or []
+        return [
+            (base64.b64decode(kv["key"]).decode("utf-8", "replace"), base64.b64decode(kv.get("value", "")))
+            for kv in kvs
+        ]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"unexpected etcdctl get output ({len(output)} bytes)") from err
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import CronTriggerTimetable, Param
 
 from hcp_etcd.errors import ConfigurationError
-from hcp_etcd.naming import CLUSTER_REF_PATTERN, S3_PREFIX_PATTERN
+from hcp_etcd.naming import CLUSTER_REF_PATTERN, S3_PREFIX_PATTERN, validate_prefix
 from hcp_etcd.notifications import failure_callbacks
 
 DEFAULT_PREFIX = "hcp-etcd/backups"
@@ -120,6 +121,52 @@ def require_bucket(bucket: Any) -> str:
     raise ConfigurationError(
         problem or f"no bucket given: set the bucket Param or {BUCKET_ENV} in the Airflow environment"
     )
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Where a task reads and writes in S3: its rendered settings, validated once (build it with
+    :meth:`validate`; each field is then a checked ``str``).
+
+    :param bucket: the backup bucket.
+    :param prefix: the backup prefix (no empty or ``..`` segments; may be empty).
+    :param key_bucket: the bucket of the escrowed keys (the backup bucket unless set apart).
+    :param key_prefix: the prefix of the escrowed keys.
+    :param kms_key_id: the SSE-KMS key; None for SSE-S3.
+    """
+
+    bucket: str
+    prefix: str
+    key_bucket: str
+    key_prefix: str
+    kms_key_id: str | None
+
+    @classmethod
+    def validate(
+        cls,
+        *,
+        bucket: Any,
+        prefix: Any,
+        key_bucket: Any = None,
+        key_prefix: Any = DEFAULT_KEY_PREFIX,
+        kms_key_id: Any = None,
+    ) -> StoreSettings:
+        """Check rendered settings; a bad or missing one raises, naming what to set (no retries).
+
+        :param bucket: the ``bucket`` Param (see :func:`require_bucket`).
+        :param prefix: the ``prefix`` Param.
+        :param key_bucket: the ``key_bucket`` Param; empty for the backup bucket.
+        :param key_prefix: the ``key_prefix`` Param.
+        :param kms_key_id: the ``kms_key_id`` Param; empty for SSE-S3.
+        """
+        backups = require_bucket(bucket)
+        return cls(
+            bucket=backups,
+            prefix=validate_prefix(str(prefix)),
+            key_bucket=require_bucket(key_bucket) if key_bucket else backups,
+            key_prefix=validate_prefix(str(key_prefix)),
+            kms_key_id=str(kms_key_id) if kms_key_id else None,
+        )
 
 
 # (environment variable, default) of each DAG's schedule.
@@ -253,6 +300,20 @@ def connections() -> dict[str, Param]:
             minLength=1,
             description="AWS connection id (default: env HCP_ETCD_AWS_CONN_ID).",
         ),
+    }
+
+
+def presign_connection() -> dict[str, Param]:
+    """``presign_aws_conn_id``: the connection that signs ``restoreSnapshotURL`` (restore and drill)."""
+    return {
+        "presign_aws_conn_id": Param(
+            os.environ.get("HCP_ETCD_PRESIGN_AWS_CONN_ID", "").strip() or None,
+            type=["null", "string"],
+            description="AWS connection that presigns the snapshot URL for etcd-init (default: env "
+            "HCP_ETCD_PRESIGN_AWS_CONN_ID; empty: aws_conn_id). Role credentials add a session token "
+            "that makes the URL longer than HyperShift's 1024 characters: use an IAM user's long-term "
+            "keys limited to reading snapshots (include/aws/presign-user.json).",
+        )
     }
 
 

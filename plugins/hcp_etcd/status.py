@@ -20,7 +20,9 @@ from typing import Any, Protocol
 from hcp_etcd.conditions import condition
 from hcp_etcd.manifest import ManifestError, validate_manifest
 from hcp_etcd.naming import BACKUP_TS_RE, ClusterRef, InvalidNameError, cluster_prefix, parse_rfc3339
-from hcp_etcd.restore import DRILL_LABEL, backup_candidates, drill_report_key
+from hcp_etcd.restore.backups import backup_candidates
+from hcp_etcd.restore.plan import DRILL_LABEL
+from hcp_etcd.restore.report import drill_report_key
 from hcp_etcd.state import is_paused
 
 STALE_HOURS_ENV = "HCP_ETCD_STALE_HOURS"

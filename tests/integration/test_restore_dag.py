@@ -271,18 +271,32 @@ def test_restore_ha_from_rendered_file(sandbox, airflow_env, backups, tmp_path):
 
 
 def test_restore_single_replica_from_manifest_uri_and_s3_render(sandbox, airflow_env, backups, tmp_path):
-    """A manifest URI as source; rendered YAML from S3; one member."""
+    """A manifest URI as source; rendered YAML from S3; one member. In the recommended AWS setup
+    (issue 18): the AWS connection is a role (a session token, which alone would make the URL too
+    long) and ``presign_aws_conn_id`` names an IAM user's long-term keys, which sign the URL."""
     path = render(sandbox, tmp_path / "single.yaml", "rendered-single", 1)
     s3(sandbox).put_object(Bucket=sandbox.bucket, Key="renders/single.yaml", Body=path.read_bytes())
+    user = airflow_env.env["AIRFLOW_CONN_AWS_DEFAULT"]
+    role = json.loads(user)
+    role["extra"]["aws_session_token"] = "FwoGZXIvYXdzE" + "A" * 900
+
+    class Env:  # the same Airflow home, with a role's connection and a presigning user's
+        pass
+
+    recommended = Env()
+    recommended.logs = airflow_env.logs  # type: ignore[attr-defined]
+    conns = {"AIRFLOW_CONN_AWS_DEFAULT": json.dumps(role), "AIRFLOW_CONN_HCP_ETCD_PRESIGN": user}
+    recommended.env = {**airflow_env.env, **conns}  # type: ignore[attr-defined]
     try:
         run = run_dag(
-            airflow_env,
+            recommended,
             "hcp_etcd_restore",
             restore_conf(
                 backups.single,
                 "single-restored",
                 f"s3://{sandbox.bucket}/renders/single.yaml",
                 url_expiry_hours=1,
+                presign_aws_conn_id="hcp_etcd_presign",
             ),
         )
         assert run.state == "success", run.output[-6000:]

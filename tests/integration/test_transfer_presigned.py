@@ -46,7 +46,7 @@ def test_upload_bytes_equal_and_checked(sandbox, pod_file, method):
     assert result["sha256"] == hashlib.sha256(pod_file).hexdigest()
     s3 = SnapshotStoreHook()
     assert s3.sha256_object(sandbox.bucket, result["key"]) == (len(pod_file), result["sha256"])
-    s3.delete_keys(sandbox.bucket, [result["key"]])
+    s3.delete_objects(sandbox.bucket, [result["key"]])
 
 
 def test_egress_failure_falls_back_to_stream_or_says_so(sandbox, pod_file):
@@ -57,4 +57,4 @@ def test_egress_failure_falls_back_to_stream_or_says_so(sandbox, pod_file):
     sandbox.fault("s3", "--drop", "--after-bytes", "1024", "--count", "1")
     result = upload(sandbox, "presigned-curl", "20250101T000003Z", fallback=True)
     assert result["method"] == "stream" and result["sha256"] == hashlib.sha256(pod_file).hexdigest()
-    SnapshotStoreHook().delete_keys(sandbox.bucket, [result["key"]])
+    SnapshotStoreHook().delete_objects(sandbox.bucket, [result["key"]])

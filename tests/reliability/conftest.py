@@ -50,7 +50,7 @@ from hcp_etcd.operators.fleet import BackupRetentionOperator
 from hcp_etcd.operators.publish import PublishManifestOperator
 from hcp_etcd.operators.transfer import SnapshotToS3Operator
 from hcp_etcd.triggers import wait
-from hcp_sandbox import s3 as s3_faults
+from hcp_sandbox.faults import clear_s3_faults
 from tests.conftest import Sandbox, start_sandbox
 
 REPO = Path(__file__).resolve().parents[2]
@@ -264,8 +264,7 @@ class Harness:
 
     def clear_s3_faults(self) -> None:
         """Drop the S3 faults not consumed yet (the queue file, under the sandbox's own lock)."""
-        with s3_faults._locked_faults(self.box.dir / "s3-faults.json") as pending:
-            pending.clear()
+        clear_s3_faults(self.box.dir / "s3-faults.json")
 
     def seq(self) -> int:
         """The latest request seq."""

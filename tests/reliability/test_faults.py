@@ -24,7 +24,7 @@ import yaml
 from hcp_etcd.naming import API_SERVER_DEPLOYMENTS, ClusterRef
 from hcp_etcd.operators import restore as rops
 from hcp_etcd.operators.drill import DeleteRestoredClusterOperator
-from hcp_sandbox import s3
+from hcp_sandbox.faults import S3FaultMiddleware, add_s3_fault
 from tests.reliability.conftest import (
     HA,
     KEY_PREFIX,
@@ -428,8 +428,8 @@ def test_sandbox_s3_error_fault_reaches_chunked_puts(tmp_path: Path) -> None:
     """boto3 sends small PUTs aws-chunked (no Content-Length): the fault drains the body and answers
     the error, so the client reads a 403/503 instead of a reset connection (a fix found here)."""
     faults = tmp_path / "faults.json"
-    app = s3.FaultMiddleware(lambda environ, start: [b"ok"], faults)
-    s3.add_fault(faults, count=1, code=403)
+    app = S3FaultMiddleware(lambda environ, start: [b"ok"], faults)
+    add_s3_fault(faults, count=1, code=403)
     body, seen = io.BytesIO(b"x" * 200_000), []
     environ = {"wsgi.input": body, "wsgi.input_terminated": True, "PATH_INFO": "/b/k"}
     answer = b"".join(app(environ, lambda status, headers: seen.append(status)))

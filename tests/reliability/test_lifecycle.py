@@ -153,7 +153,7 @@ def test_restore_create_fails_halfway_undone_then_retried(harness: Harness, tmp_
         assert verified.ok and verified.result["passed"], verified.result or verified.errors
     finally:
         # What the drill's teardown does: delete what the run created, then wait until it is gone.
-        left = rops.delete_objects(harness.k8s, (created.result or {}).get("created", []), harness.k8s.log)
+        left = harness.k8s.delete_objects((created.result or {}).get("created", []))
         deadline = time.monotonic() + 120
         while harness.k8s.hosted_cluster_exists(target) and time.monotonic() < deadline:
             time.sleep(1)

@@ -19,7 +19,8 @@ from kubernetes.stream import stream
 from websocket import WebSocketConnectionClosedException
 
 from hcp_sandbox.apiserver import json_patch, merge_patch
-from hcp_sandbox.store import ApiError, Store
+from hcp_sandbox.errors import ApiError
+from hcp_sandbox.store import Store
 
 CP = "clusters-x"
 

@@ -13,20 +13,22 @@ from pathlib import Path
 import pytest
 
 from hcp_etcd import aescbc as product_aescbc
-from hcp_sandbox import aescbc, render, s3
+from hcp_sandbox import aescbc, render
 from hcp_sandbox.cli import build_parser, cluster_specs, fault_spec
-from hcp_sandbox.controllers import (
+from hcp_sandbox.controllers.cluster import (
     ClusterRuntime,
-    ControlPlane,
     control_plane_namespace,
-    is_paused,
     member_count,
     merge_conditions,
 )
+from hcp_sandbox.controllers.manager import ControlPlane
+from hcp_sandbox.controllers.pausereconcile import is_paused
+from hcp_sandbox.errors import ApiError
+from hcp_sandbox.faults import S3FaultMiddleware, add_s3_fault, take_s3_fault
 from hcp_sandbox.layout import SandboxPaths
 from hcp_sandbox.podexec import PodTarget, map_argument
 from hcp_sandbox.seed import generate
-from hcp_sandbox.store import ApiError, Store
+from hcp_sandbox.store import Store
 from tests.sandbox.conftest import seed_hosted_cluster
 
 ROOT = Path("/sbx/pods/clusters-a/etcd-1")
@@ -144,18 +146,18 @@ def test_df_shim_reports_the_volume(tmp_path):
 
 def test_s3_fault_queue(tmp_path):
     faults = tmp_path / "faults.json"
-    s3.add_fault(faults, count=2, code=503)
-    s3.add_fault(faults, count=1, drop=True, after_bytes=10)
-    taken = [s3._take_fault(faults) for _ in range(4)]
+    add_s3_fault(faults, count=2, code=503)
+    add_s3_fault(faults, count=1, drop=True, after_bytes=10)
+    taken = [take_s3_fault(faults) for _ in range(4)]
     assert [f and (f["code"], f["drop"]) for f in taken] == [(503, False), (503, False), (None, True), None]
     with pytest.raises(ValueError):
-        s3.add_fault(faults, count=1)
+        add_s3_fault(faults, count=1)
 
 
 def test_s3_middleware_answers_slowdown(tmp_path):
     faults = tmp_path / "faults.json"
-    app = s3.FaultMiddleware(lambda environ, start: [b"ok"], faults)
-    s3.add_fault(faults, count=1, code=503)
+    app = S3FaultMiddleware(lambda environ, start: [b"ok"], faults)
+    add_s3_fault(faults, count=1, code=503)
     seen = []
     environ = {"CONTENT_LENGTH": "3", "wsgi.input": io.BytesIO(b"abc"), "PATH_INFO": "/b/k"}
     body = b"".join(app(environ, lambda status, headers: seen.append(status)))

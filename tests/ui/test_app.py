@@ -101,7 +101,9 @@ def test_against_the_sandbox(sandbox, monkeypatch):
         assert ha["available"] is True
         assert rows["clusters/single-one"]["state"] == "no-backup" and not data["errors"]
     finally:
-        store.delete_keys(sandbox.bucket, [o.key for o in store.list_objects(sandbox.bucket, prefix + "/")])
+        store.delete_objects(
+            sandbox.bucket, [o.key for o in store.list_objects(sandbox.bucket, prefix + "/")]
+        )
 
 
 API_SERVER_PROBE = r"""

@@ -31,7 +31,7 @@ from test_browser import CHROMIUM, chromium_command
 from ui_fixtures import airflow_env, make_manifest, migrate
 
 from hcp_etcd.naming import ClusterRef, format_backup_ts, manifest_key, rfc3339, snapshot_key
-from hcp_etcd.restore import build_drill_report, drill_report_key
+from hcp_etcd.restore.report import build_drill_report, drill_report_key
 
 pytestmark = [
     pytest.mark.integration,
@@ -94,7 +94,9 @@ def sandbox_backups(sandbox) -> Iterator[dict[str, str]]:
     try:
         yield {**sandbox.env, "HCP_ETCD_PREFIX": prefix}
     finally:
-        store.delete_keys(sandbox.bucket, [o.key for o in store.list_objects(sandbox.bucket, prefix + "/")])
+        store.delete_objects(
+            sandbox.bucket, [o.key for o in store.list_objects(sandbox.bucket, prefix + "/")]
+        )
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

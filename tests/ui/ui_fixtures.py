@@ -17,7 +17,7 @@ import pytest
 
 from hcp_etcd.manifest import build_manifest
 from hcp_etcd.naming import ClusterRef, format_backup_ts, manifest_key, rfc3339, snapshot_key
-from hcp_etcd.restore import build_drill_report, drill_report_key
+from hcp_etcd.restore.report import build_drill_report, drill_report_key
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 BUCKET = "backups"

@@ -44,7 +44,6 @@ CONFIGURATION = {
     "unwritable bucket": s3_error("AccessDenied", 403),
     "unknown KMS key": s3_error("KMS.NotFoundException"),
     "unknown connection": AirflowNotFoundException("The conn_id `nope` isn't defined"),
-    "missing HostedCluster": ApiException(status=404, reason="Not Found"),
     "RBAC refuses": ApiException(status=403, reason="Forbidden"),
     "not DNS-1123": ValueError("placeholder"),  # replaced below by the real error
 }
@@ -54,6 +53,7 @@ TRANSIENT = {
     "API 500": ApiException(status=500, reason="Internal Server Error"),
     "API 429": ApiException(status=429, reason="Too Many Requests"),
     "connection reset": ConnectionResetError("reset by peer"),
+    "API 404 (a pod its StatefulSet is recreating)": ApiException(status=404, reason="Not Found"),
 }
 
 
@@ -190,3 +190,17 @@ def test_a_named_aws_connection_that_does_not_exist_fails(s3hook) -> None:
     with pytest.raises(AirflowNotFoundException):
         _ = SnapshotStoreHook(aws_conn_id="prod-backups-typo").client
     assert SnapshotStoreHook(aws_conn_id="aws_default").client is not None
+
+
+def test_preflight_of_a_hosted_cluster_that_does_not_exist_fails_at_once() -> None:
+    """The preflight says which cluster is missing, without retries (a bare 404 elsewhere is retried)."""
+    from hcp_etcd.operators.backup import BackupPreflightOperator
+
+    class NoCluster:
+        def get_hosted_cluster(self, ref: Any) -> Any:
+            raise ApiException(status=404, reason="Not Found")
+
+    op = BackupPreflightOperator(task_id="preflight", hosted_cluster="clusters/gone", bucket="my-backups")
+    op.__dict__["k8s"] = NoCluster()  # the cached hook
+    with pytest.raises(AirflowFailException, match="HostedCluster clusters/gone does not exist"):
+        op.execute({"run_id": "manual__1"})

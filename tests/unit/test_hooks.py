@@ -93,7 +93,7 @@ def test_json_list_delete_and_kms_args(s3hook):
     s3hook.put_json({"a": 1}, "bkt", "p/c/a/1/manifest.json")
     assert s3hook.get_json("bkt", "p/c/a/1/manifest.json") == {"a": 1}
     assert [o.key for o in s3hook.list_objects("bkt", "p/")] == ["p/c/a/1/manifest.json"]
-    s3hook.delete_keys("bkt", ["p/c/a/1/manifest.json"])
+    s3hook.delete_objects("bkt", ["p/c/a/1/manifest.json"])
     assert s3hook.list_objects("bkt", "p/") == []
     assert SnapshotStoreHook.sse_args("alias/x") == {
         "ServerSideEncryption": "aws:kms",

@@ -1,4 +1,4 @@
-"""Unit tests of the restore domain logic (hcp_etcd.restore, hcp_etcd.aescbc, the restore trigger's state)."""
+"""Unit tests of the restore domain logic (hcp_etcd.restore.*, aescbc, the restore trigger's state)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,37 @@ import yaml
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from hcp_etcd import aescbc, restore
+from hcp_etcd import aescbc
+from hcp_etcd.errors import RestoreInputError
+from hcp_etcd.etcd import parse_get_values, parse_member_list, secret_sample_command
 from hcp_etcd.naming import ClusterRef
-from hcp_etcd.restore import RestoreInputError
+from hcp_etcd.restore.backups import (
+    SOURCE_PATTERN,
+    backup_candidates,
+    check_manifest,
+    key_entries,
+    parse_source,
+)
+from hcp_etcd.restore.plan import (
+    DRILL_LABEL,
+    RESTORED_BY_ANNOTATION,
+    RESTORED_FROM_ANNOTATION,
+    check_target,
+    clone_objects,
+    drill_target_name,
+    load_objects,
+    prepare_objects,
+)
+from hcp_etcd.restore.presign import check_presigned_url, check_url_expiry_hours
+from hcp_etcd.restore.report import build_drill_report, drill_report_key
+from hcp_etcd.restore.verify import (
+    Check,
+    check_members,
+    check_revision,
+    check_samples,
+    check_secret_decrypts,
+    compare_key_counts,
+)
 from hcp_etcd.triggers.restore import restore_state
 
 NOW = datetime(2025, 3, 9, 12, 0, tzinfo=UTC)
@@ -59,24 +87,24 @@ def uri(m: dict) -> str:
 
 
 def test_parse_source_forms() -> None:
-    assert restore.parse_source("clusters/prod1").cluster == ClusterRef("clusters", "prod1")
-    assert restore.parse_source("s3://bk/a/b/manifest.json").manifest_uri == "s3://bk/a/b/manifest.json"
+    assert parse_source("clusters/prod1").cluster == ClusterRef("clusters", "prod1")
+    assert parse_source("s3://bk/a/b/manifest.json").manifest_uri == "s3://bk/a/b/manifest.json"
     for bad in ("s3://bk/a/b/snapshot.db", "Clusters/x", "a/b/c", "../x", "s3://bk/../manifest.json", ""):
         with pytest.raises(RestoreInputError):
-            restore.parse_source(bad)
+            parse_source(bad)
 
 
 def test_source_pattern_matches_what_parse_accepts() -> None:
     import re
 
-    pat = re.compile(restore.SOURCE_PATTERN)
+    pat = re.compile(SOURCE_PATTERN)
     assert pat.match("clusters/prod1") and pat.match("s3://bkt/hcp-etcd/x/manifest.json")
     assert not pat.match("clusters/prod1/x") and not pat.match("s3://bkt/x/snapshot.db")
 
 
 def test_check_manifest_accepts_ours() -> None:
     m = manifest()
-    assert restore.check_manifest(m, uri(m), ClusterRef("clusters", "prod1")) == m
+    assert check_manifest(m, uri(m), ClusterRef("clusters", "prod1")) == m
 
 
 @pytest.mark.parametrize(
@@ -100,13 +128,13 @@ def test_check_manifest_refuses(mutate, message: str) -> None:
     where = uri(m)
     mutate(m)
     with pytest.raises(RestoreInputError, match=message):
-        restore.check_manifest(m, where)
+        check_manifest(m, where)
 
 
 def test_check_manifest_refuses_other_cluster() -> None:
     m = manifest()
     with pytest.raises(RestoreInputError, match="belongs to clusters/prod1"):
-        restore.check_manifest(m, uri(m), ClusterRef("clusters", "prod2"))
+        check_manifest(m, uri(m), ClusterRef("clusters", "prod2"))
 
 
 def test_backup_candidates_newest_at_or_before() -> None:
@@ -121,18 +149,18 @@ def test_backup_candidates_newest_at_or_before() -> None:
         (f"{base}/20250110T000000Z/manifest.json", t),
         (f"{base}/_drills/x.json", t),
     ]
-    assert restore.backup_candidates(objs, base, datetime(2025, 1, 8, tzinfo=UTC)) == [
+    assert backup_candidates(objs, base, datetime(2025, 1, 8, tzinfo=UTC)) == [
         "20250105T000000Z",
         "20250101T000000Z",
     ]
-    assert restore.backup_candidates(objs, base, datetime(2025, 1, 5, tzinfo=UTC))[0] == "20250105T000000Z"
-    assert restore.backup_candidates(objs, base, datetime(2024, 12, 31, tzinfo=UTC)) == []
+    assert backup_candidates(objs, base, datetime(2025, 1, 5, tzinfo=UTC))[0] == "20250105T000000Z"
+    assert backup_candidates(objs, base, datetime(2024, 12, 31, tzinfo=UTC)) == []
 
 
 def test_key_entries_with_backup_key() -> None:
     m = manifest(backup_key={"location": "s3://bk/k/old.key", "sha256": "c" * 64})
-    assert set(restore.key_entries(m)) == {"activeKey", "backupKey"}
-    assert set(restore.key_entries(manifest())) == {"activeKey"}
+    assert set(key_entries(m)) == {"activeKey", "backupKey"}
+    assert set(key_entries(manifest())) == {"activeKey"}
 
 
 # ---- presigned URLs ---------------------------------------------------------------------------------
@@ -159,27 +187,27 @@ def presigned(
 
 
 def test_presigned_url_ok() -> None:
-    info = restore.check_presigned_url(presigned(), NOW)
+    info = check_presigned_url(presigned(), NOW)
     assert info.expires_at == "2025-03-09T16:00:00Z" and not info.session_token and info.length < 1024
 
 
 def test_presigned_url_too_long_with_sts_says_why() -> None:
     with pytest.raises(RestoreInputError, match=r"at most 1024.*STS session token"):
-        restore.check_presigned_url(presigned(token="T" * 900), NOW)
+        check_presigned_url(presigned(token="T" * 900), NOW)
 
 
 def test_presigned_url_expired_or_soon() -> None:
     with pytest.raises(RestoreInputError, match="expired"):
-        restore.check_presigned_url(presigned(signed=NOW - timedelta(hours=5)), NOW)
+        check_presigned_url(presigned(signed=NOW - timedelta(hours=5)), NOW)
     with pytest.raises(RestoreInputError, match="less than"):
-        restore.check_presigned_url(presigned(expires=600), NOW)
+        check_presigned_url(presigned(expires=600), NOW)
 
 
 def test_presigned_url_must_be_sigv4_https() -> None:
     with pytest.raises(RestoreInputError, match="SigV4"):
-        restore.check_presigned_url(presigned(algorithm="HmacSHA1"), NOW)
+        check_presigned_url(presigned(algorithm="HmacSHA1"), NOW)
     with pytest.raises(RestoreInputError, match="https"):
-        restore.check_presigned_url(presigned().replace("https://", "http://"), NOW)
+        check_presigned_url(presigned().replace("https://", "http://"), NOW)
 
 
 @pytest.mark.parametrize(
@@ -187,21 +215,21 @@ def test_presigned_url_must_be_sigv4_https() -> None:
 )
 def test_url_expiry_hours(value: object, ok: bool) -> None:
     if ok:
-        assert restore.check_url_expiry_hours(value) == int(value)  # type: ignore[arg-type]
+        assert check_url_expiry_hours(value) == int(value)  # type: ignore[arg-type]
     else:
         with pytest.raises(RestoreInputError):
-            restore.check_url_expiry_hours(value)
+            check_url_expiry_hours(value)
 
 
 # ---- targets and objects ----------------------------------------------------------------------------
 
 
 def test_check_target_and_drill_name() -> None:
-    assert restore.drill_target_name("prod1", NOW) == "prod1-drill-20250309"
-    assert restore.check_target("hcp-etcd-drills", "prod1-drill-20250309").name == "prod1-drill-20250309"
+    assert drill_target_name("prod1", NOW) == "prod1-drill-20250309"
+    assert check_target("hcp-etcd-drills", "prod1-drill-20250309").name == "prod1-drill-20250309"
     for ns, name in (("Bad", "x"), ("ok", "../x"), ("ok", "x" * 70)):
         with pytest.raises(RestoreInputError):
-            restore.check_target(ns, name)
+            check_target(ns, name)
 
 
 def rendered(name: str = "new1", ns: str = "clusters", members: int = 3) -> list[dict]:
@@ -215,12 +243,12 @@ def test_prepare_objects_renames_and_sets_restore_fields() -> None:
     objs = list(rendered("rendered-as"))
     target = ClusterRef("restore-ns", "prod1-restored")
     m = manifest()
-    plan = restore.prepare_objects(objs, target, "https://s3/x?sig", m, uri(m), "dag/run")
+    plan = prepare_objects(objs, target, "https://s3/x?sig", m, uri(m), "dag/run")
     hc = plan.hosted_cluster
     assert hc["metadata"] == {
         "name": "prod1-restored",
         "namespace": "restore-ns",
-        "annotations": {restore.RESTORED_FROM_ANNOTATION: uri(m), restore.RESTORED_BY_ANNOTATION: "dag/run"},
+        "annotations": {RESTORED_FROM_ANNOTATION: uri(m), RESTORED_BY_ANNOTATION: "dag/run"},
     }
     storage = hc["spec"]["etcd"]["managed"]["storage"]
     assert hc["spec"]["etcd"]["managementType"] == "Managed" and storage["type"] == "PersistentVolume"
@@ -246,9 +274,7 @@ def test_prepare_objects_renames_and_sets_restore_fields() -> None:
 
 def test_prepare_objects_adds_backup_key_secret() -> None:
     m = manifest(backup_key={"location": "s3://bk/k/old.key", "sha256": "c" * 64})
-    plan = restore.prepare_objects(
-        list(rendered(members=1)), ClusterRef("clusters", "x1"), "", m, uri(m), "r"
-    )
+    plan = prepare_objects(list(rendered(members=1)), ClusterRef("clusters", "x1"), "", m, uri(m), "r")
     assert plan.key_secrets["backupKey"] == "x1-etcd-encryption-backup-key"
     assert plan.hosted_cluster["spec"]["secretEncryption"]["aescbc"]["backupKey"] == {
         "name": "x1-etcd-encryption-backup-key"
@@ -260,29 +286,29 @@ def test_prepare_objects_refusals() -> None:
     m = manifest()
     objs = list(rendered())
     with pytest.raises(RestoreInputError, match="exactly one"):
-        restore.prepare_objects(
+        prepare_objects(
             [o for o in objs if o["kind"] != "HostedCluster"], ClusterRef("a", "b"), "", m, uri(m), "r"
         )
     no_key = [dict(o) for o in objs]
     hc = next(o for o in no_key if o["kind"] == "HostedCluster")
     hc["spec"] = {**hc["spec"], "secretEncryption": {"type": "kms", "kms": {}}}
     with pytest.raises(RestoreInputError, match="aescbc"):
-        restore.prepare_objects(no_key, ClusterRef("a", "b"), "", m, uri(m), "r")
+        prepare_objects(no_key, ClusterRef("a", "b"), "", m, uri(m), "r")
 
 
 def test_load_objects_refuses_unknown_kinds_and_bad_yaml() -> None:
     with pytest.raises(RestoreInputError, match="not something a restore creates"):
-        restore.load_objects(
+        load_objects(
             "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: x}\n",
             "f.yaml",
         )
     with pytest.raises(RestoreInputError, match="not valid YAML"):
-        restore.load_objects("a: [", "f.yaml")
+        load_objects("a: [", "f.yaml")
     with pytest.raises(RestoreInputError, match="needs apiVersion"):
-        restore.load_objects("just: text\n", "f.yaml")
+        load_objects("just: text\n", "f.yaml")
     assert (
         len(
-            restore.load_objects(
+            load_objects(
                 json.dumps(
                     {
                         "kind": "List",
@@ -302,17 +328,17 @@ def test_clone_objects_then_prepare() -> None:
     src["spec"]["pausedUntil"] = "true"
     src["spec"]["clusterID"] = "id"
     target = ClusterRef("drills", "prod1-drill-20250309")
-    objs, copies = restore.clone_objects(src, target)
+    objs, copies = clone_objects(src, target)
     assert copies == {
         "prod1-drill-20250309-pull-secret": "prod1-pull-secret",
         "prod1-drill-20250309-ssh-key": "prod1-ssh-key",
     }
     m = manifest()
-    plan = restore.prepare_objects(objs, target, "https://u", m, uri(m), "r")
+    plan = prepare_objects(objs, target, "https://u", m, uri(m), "r")
     hc = plan.hosted_cluster
     assert "pausedUntil" not in hc["spec"] and "clusterID" not in hc["spec"]
-    assert hc["metadata"]["labels"] == {restore.DRILL_LABEL: "true"}
-    assert restore.RESTORED_FROM_ANNOTATION in hc["metadata"]["annotations"]
+    assert hc["metadata"]["labels"] == {DRILL_LABEL: "true"}
+    assert RESTORED_FROM_ANNOTATION in hc["metadata"]["annotations"]
     assert "hcp-etcd.openshift.io/backup-lock" not in hc["metadata"]["annotations"]
     assert not [o for o in plan.objects if o["kind"] == "NodePool"]
     names = {o["metadata"]["name"] for o in plan.objects if o["kind"] == "Secret"}
@@ -327,7 +353,7 @@ def test_clone_objects_then_prepare() -> None:
 
 
 def test_member_checks_catch_split_brain() -> None:
-    one = restore.check_members(
+    one = check_members(
         {
             "etcd-0": ["etcd-0", "etcd-1", "etcd-2"],
             "etcd-1": ["etcd-0", "etcd-1", "etcd-2"],
@@ -336,14 +362,14 @@ def test_member_checks_catch_split_brain() -> None:
         3,
     )
     assert one.passed
-    split = restore.check_members({"etcd-0": ["etcd-0"], "etcd-1": ["etcd-1"], "etcd-2": ["etcd-2"]}, 3)
+    split = check_members({"etcd-0": ["etcd-0"], "etcd-1": ["etcd-1"], "etcd-2": ["etcd-2"]}, 3)
     assert not split.passed and "split brain" in split.detail
-    assert restore.check_members({"etcd-0": ["etcd-0"]}, 1).passed
+    assert check_members({"etcd-0": ["etcd-0"]}, 1).passed
 
 
 def test_parse_member_list_and_get_values() -> None:
     out = json.dumps({"header": {}, "members": [{"ID": 1, "name": "etcd-1"}, {"ID": 255, "name": ""}]})
-    assert restore.parse_member_list(out) == ["etcd-1", "ff"]
+    assert parse_member_list(out) == ["etcd-1", "ff"]
     get = json.dumps(
         {
             "kvs": [
@@ -354,16 +380,16 @@ def test_parse_member_list_and_get_values() -> None:
             ]
         }
     )
-    assert restore.parse_get_values(get) == [("/kubernetes.io/secrets/a/b", b"v")]
+    assert parse_get_values(get) == [("/kubernetes.io/secrets/a/b", b"v")]
     with pytest.raises(ValueError):
-        restore.parse_member_list("nope")
+        parse_member_list("nope")
 
 
 def test_revision_and_key_counts() -> None:
-    assert restore.check_revision({"etcd-0": 101}, 100).passed
-    assert not restore.check_revision({"etcd-0": 101, "etcd-1": 99}, 100).passed
-    assert restore.compare_key_counts({"secrets": 2, "pods": 1}, {"secrets": 2, "pods": 1}).passed
-    bad = restore.compare_key_counts({"secrets": 1}, {"secrets": 2, "pods": 1})
+    assert check_revision({"etcd-0": 101}, 100).passed
+    assert not check_revision({"etcd-0": 101, "etcd-1": 99}, 100).passed
+    assert compare_key_counts({"secrets": 2, "pods": 1}, {"secrets": 2, "pods": 1}).passed
+    bad = compare_key_counts({"secrets": 1}, {"secrets": 2, "pods": 1})
     assert not bad.passed and "secrets: backup 2 restored 1" in bad.detail
 
 
@@ -389,11 +415,11 @@ def test_aescbc_decrypts_and_refuses_wrong_key() -> None:
 def test_check_secret_decrypts() -> None:
     key = os.urandom(32)
     samples = [("/kubernetes.io/secrets/ns/a", encrypt(b"k8s\x00proto", key))]
-    assert restore.check_secret_decrypts(samples, key).passed
-    assert not restore.check_secret_decrypts(samples, os.urandom(32)).passed
-    assert not restore.check_secret_decrypts([("/k/s", b"plaintext")], key).passed
-    assert not restore.check_secret_decrypts([], key).passed
-    assert not restore.check_secret_decrypts(samples, None).passed
+    assert check_secret_decrypts(samples, key).passed
+    assert not check_secret_decrypts(samples, os.urandom(32)).passed
+    assert not check_secret_decrypts([("/k/s", b"plaintext")], key).passed
+    assert not check_secret_decrypts([], key).passed
+    assert not check_secret_decrypts(samples, None).passed
 
 
 # ---- report and trigger state -----------------------------------------------------------------------
@@ -403,20 +429,20 @@ def test_drill_report() -> None:
     m = manifest()
     ref = ClusterRef("clusters", "prod1")
     assert (
-        restore.drill_report_key("hcp-etcd/backups", ref, NOW)
+        drill_report_key("hcp-etcd/backups", ref, NOW)
         == "hcp-etcd/backups/_drills/clusters/prod1/20250309.json"
     )
     # A HostedCluster namespace named "drills": its backups never share a folder with drill reports.
     from hcp_etcd.naming import cluster_prefix
 
     drills_ns = cluster_prefix("hcp-etcd/backups", ClusterRef("drills", "clusters")) + "/"
-    assert not restore.drill_report_key("hcp-etcd/backups", ref, NOW).startswith(drills_ns)
-    assert restore.drill_report_key("", ref, NOW) == "_drills/clusters/prod1/20250309.json"
+    assert not drill_report_key("hcp-etcd/backups", ref, NOW).startswith(drills_ns)
+    assert drill_report_key("", ref, NOW) == "_drills/clusters/prod1/20250309.json"
     checks = [
-        restore.Check("members", True, "ok").as_dict(),
-        restore.Check("revision", False, "low").as_dict(),
+        Check("members", True, "ok").as_dict(),
+        Check("revision", False, "low").as_dict(),
     ]
-    rep = restore.build_drill_report(
+    rep = build_drill_report(
         ref=ref,
         target="d/prod1-drill-20250309",
         as_of=NOW,
@@ -430,7 +456,7 @@ def test_drill_report() -> None:
     )
     assert rep["passed"] is False and rep["recovery_seconds"] == 12.5
     assert rep["snapshot_age_seconds"] == (NOW - datetime(2025, 3, 1, 2, tzinfo=UTC)).total_seconds()
-    nothing = restore.build_drill_report(
+    nothing = build_drill_report(
         ref=ref,
         target="?",
         as_of=NOW,
@@ -466,13 +492,11 @@ def test_key_counts_allow_what_leases_and_the_control_plane_drop():
     expected = {"configmaps": 10, "events": 7, "secrets": 4, "leases": 3}
     # An hour later: events revoked with their leases, identity leases collected: still the backup.
     later = {"configmaps": 10, "secrets": 4, "events": 1}
-    assert restore.compare_key_counts(later, expected, {"events": 7}).passed
-    assert restore.compare_key_counts(later, expected).passed  # an older manifest: by resource
-    lost = restore.compare_key_counts({"configmaps": 9, "secrets": 4}, expected, {"events": 7})
+    assert compare_key_counts(later, expected, {"events": 7}).passed
+    assert compare_key_counts(later, expected).passed  # an older manifest: by resource
+    lost = compare_key_counts({"configmaps": 9, "secrets": 4}, expected, {"events": 7})
     assert not lost.passed and "configmaps: backup 10 restored 9" in lost.detail
-    leased_configmaps = restore.compare_key_counts(
-        {"configmaps": 8, "secrets": 4}, expected, {"configmaps": 2}
-    )
+    leased_configmaps = compare_key_counts({"configmaps": 8, "secrets": 4}, expected, {"configmaps": 2})
     assert leased_configmaps.passed
 
 
@@ -498,14 +522,14 @@ def test_samples_checked_at_the_current_revision():
             "/kubernetes.io/configmaps/a/y", b"y2", 6, 1_000_000_150
         ),
     }
-    ok = restore.check_samples(samples, found, 100)
+    ok = check_samples(samples, found, 100)
     assert ok.passed and "1 rewritten" in ok.detail
     changed = dict(
         found, **{"/kubernetes.io/configmaps/a/x": StoredValue("/kubernetes.io/configmaps/a/x", b"z", 5, 5)}
     )
-    assert not restore.check_samples(samples, changed, 100).passed
-    missing = restore.check_samples(
+    assert not check_samples(samples, changed, 100).passed
+    missing = check_samples(
         samples, {"/kubernetes.io/configmaps/a/x": found["/kubernetes.io/configmaps/a/x"]}, 100
     )
     assert not missing.passed and "configmaps/a/y: missing" in missing.detail
-    assert "--rev" not in " ".join(restore.secret_sample_command(3))
+    assert "--rev" not in " ".join(secret_sample_command(3))

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from hcp_etcd.errors import RestoreInputError
 from hcp_etcd.naming import ClusterRef
 from hcp_etcd.operators.restore import CheckKeyOperator, CreateRestoredClusterOperator
-from hcp_etcd.restore import RestoreInputError
 
 
 def fake_hcp(tmp_path: Path, body: str, code: int = 0) -> Path:
@@ -106,3 +106,34 @@ def test_check_key() -> None:
         run(key_op({("b", f"keys/clusters/prod1/{sha}.key"): other}, loc, sha))
     with pytest.raises(RestoreInputError, match="not the escrow object"):
         run(key_op({}, f"s3://b/elsewhere/{sha}.key", sha))
+
+
+def test_a_presigning_connection_keeps_the_url_under_hyperShifts_limit(monkeypatch) -> None:
+    """Issue 18: the recommended role credentials carry a session token, which pushes a SigV4 URL past
+    1024 characters; the presigning connection (an IAM user's long-term keys) signs a URL that fits."""
+    import json
+
+    import boto3
+    from moto import mock_aws
+
+    from hcp_etcd.operators.restore import PresignSnapshotOperator
+
+    region = {"region_name": "us-east-2"}
+    role = {"conn_type": "aws", "login": "ASIAROLEEXAMPLE", "password": "s",
+            "extra": {**region, "aws_session_token": "FwoGZXIvYXdzE" + "A" * 900}}  # fmt: skip
+    user = {"conn_type": "aws", "login": "AKIAPRESIGNUSER", "password": "s", "extra": region}
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(role))
+    monkeypatch.setenv("AIRFLOW_CONN_HCP_ETCD_PRESIGN", json.dumps(user))
+    backup = {"manifest": {"snapshot": {"bucket": "bkt", "key": "p/clusters/a/20260101T000000Z/snapshot.db"}}}
+    with mock_aws():
+        boto3.client("s3", **region).create_bucket(
+            Bucket="bkt", CreateBucketConfiguration={"LocationConstraint": "us-east-2"}
+        )
+        with pytest.raises(RestoreInputError, match="presign_aws_conn_id"):
+            PresignSnapshotOperator(task_id="presign", bucket="bkt", backup=backup).presign(4)
+        op = PresignSnapshotOperator(
+            task_id="presign", bucket="bkt", backup=backup, presign_aws_conn_id="hcp_etcd_presign"
+        )
+        url, info = op.presign(4)
+    assert len(url) <= 1024 and "AKIAPRESIGNUSER" in url and "X-Amz-Security-Token" not in url
+    assert info.length == len(url)

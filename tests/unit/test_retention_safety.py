@@ -121,7 +121,7 @@ def test_key_gc_reads_every_backup_location_of_the_key_store(s3hook):
     assert old_key.split("/", 3)[3] in keys, "retention of one prefix deleted a key another prefix needs"
     assert result["keys_gc"] == "done" and result["keys_deleted"] == [], result
     # The other location's backup is retired: now nothing refers to the old key.
-    s3hook.delete_keys(BUCKET, sorted(keys_under(s3hook, other)))
+    s3hook.delete_objects(BUCKET, sorted(keys_under(s3hook, other)))
     result = retention()
     assert result["keys_deleted"] == [old_key], result
     assert new_key.split("/", 3)[3] in keys_under(s3hook, KEY_PREFIX)

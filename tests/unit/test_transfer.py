@@ -108,7 +108,7 @@ class FakeS3:
     def object_checksum(self, bucket, key):
         return self.stored
 
-    def delete_keys(self, bucket, keys):
+    def delete_objects(self, bucket, keys):
         self.deleted += keys
 
 

@@ -6,10 +6,10 @@ import contextlib
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import tenacity
 import yaml
@@ -53,6 +53,8 @@ def stop_command(exec_id: str) -> list[str]:
     :param exec_id: the value of ``EXEC_ID_VARIABLE`` the exec was started with.
     """
     return ["sh", "-c", _STOP_SCRIPT, "sh", f"{EXEC_ID_VARIABLE}={exec_id}"]
+T = TypeVar("T")
+M = TypeVar("M")
 
 
 def _retry_unless_conflict(exc: BaseException) -> bool:
@@ -79,6 +81,17 @@ def _describe(command: list[str]) -> str:
 
 class ExecError(RuntimeError):
     """A command in a container failed, timed out or lost its stream."""
+
+
+class ObjectExistsError(RuntimeError):
+    """An object to create exists already (the API answered 409 Conflict): it is never replaced.
+
+    :param what: ``Kind namespace/name`` of the object.
+    """
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} exists already")
+        self.what = what
 
 
 @dataclass
@@ -253,6 +266,21 @@ class HostedClusterHook(KubernetesHook):
         self._running: set[RunningExec] = set()
         self._running_lock = threading.Lock()
 
+    @staticmethod
+    def _unless_not_found(call: Callable[[], T], missing: M = None) -> T | M:
+        """``call()``, or ``missing`` when the API answers 404: the one way this hook treats an absent
+        object. Every other error is raised, to the retries of the calling method.
+
+        :param call: the API call.
+        :param missing: what to return when the object is not there.
+        """
+        try:
+            return call()
+        except ApiException as err:
+            if err.status == 404:
+                return missing
+            raise
+
     # ---- HostedClusters -------------------------------------------------------------------------
 
     @generic_api_retry
@@ -265,18 +293,19 @@ class HostedClusterHook(KubernetesHook):
             HC_GROUP, HC_VERSION, ref.namespace, HC_PLURAL, ref.name
         )
 
+    def find_hosted_cluster(self, ref: ClusterRef) -> dict[str, Any] | None:
+        """Read a HostedCluster, or None when it does not exist.
+
+        :param ref: the cluster.
+        """
+        return self._unless_not_found(lambda: self.get_hosted_cluster(ref))
+
     def hosted_cluster_exists(self, ref: ClusterRef) -> bool:
         """Whether the HostedCluster exists.
 
         :param ref: the cluster.
         """
-        try:
-            self.get_hosted_cluster(ref)
-        except ApiException as err:
-            if err.status == 404:
-                return False
-            raise
-        return True
+        return self.find_hosted_cluster(ref) is not None
 
     @generic_api_retry
     def list_hosted_clusters(self, label_selector: str = "", namespace: str | None = None) -> list[dict]:
@@ -386,13 +415,10 @@ class HostedClusterHook(KubernetesHook):
         :param namespace: its namespace (None for Namespaces).
         :param name: its name.
         """
-        try:
-            obj = self._object_call("read" if kind in self._RESTORE_CORE_KINDS else "get", api_version, kind,
-                                    namespace, name)  # fmt: skip
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise
+        verb = "read" if kind in self._RESTORE_CORE_KINDS else "get"
+        obj = self._unless_not_found(lambda: self._object_call(verb, api_version, kind, namespace, name))
+        if obj is None:
+            return None
         # Core kinds come back as client models, custom objects as dicts.
         annotations = (
             obj["metadata"].get("annotations") if isinstance(obj, dict) else obj.metadata.annotations
@@ -417,13 +443,95 @@ class HostedClusterHook(KubernetesHook):
         :param namespace: its namespace (None for Namespaces).
         :param name: its name.
         """
-        try:
+
+        def delete() -> bool:
             self._object_call("delete", api_version, kind, namespace, name)
-        except ApiException as err:
-            if err.status == 404:
-                return False
+            return True
+
+        return self._unless_not_found(delete, missing=False)
+
+    def create_objects(
+        self, objects: list[dict[str, Any]], adopted: Collection[tuple[str, str]] = ()
+    ) -> list[dict[str, Any]]:
+        """Create objects in order, all or none: after a failure midway, what this call created is
+        deleted again before the error is raised (a restore happens only when a cluster is created, so
+        a retry must find nothing half-made).
+
+        A Namespace that exists already is used as it is: it is not listed as created, so nothing
+        here ever deletes it.
+
+        :param objects: the objects, in creation order (apiVersion, kind, metadata.name, metadata.namespace).
+        :param adopted: ``(kind, name)`` of objects that exist already and are the caller's own (an
+            earlier try made them and could not undo them): listed as created, so an undo deletes them
+            too, and not created again.
+        :return: ``{"apiVersion", "kind", "namespace", "name"}`` of each object created or adopted, in
+            order: what :meth:`delete_objects` takes.
+        :raises ObjectExistsError: an object appeared meanwhile (409): never replaced.
+        """
+        created: list[dict[str, Any]] = []
+        try:
+            for obj in objects:
+                meta = obj["metadata"]
+                ident = {
+                    "apiVersion": obj["apiVersion"],
+                    "kind": obj["kind"],
+                    "namespace": meta.get("namespace"),
+                    "name": meta["name"],
+                }
+                if obj["kind"] == "Namespace" and self.object_exists("v1", "Namespace", None, meta["name"]):
+                    continue
+                if (obj["kind"], meta["name"]) in adopted:
+                    created.append(ident)
+                    continue
+                try:
+                    self.create_object(obj)
+                except ApiException as err:
+                    if err.status == 409:
+                        raise ObjectExistsError(
+                            f"{obj['kind']} {meta.get('namespace')}/{meta['name']}"
+                        ) from None
+                    raise
+                created.append(ident)
+        except BaseException:
+            self.log.error("creation failed after %d object(s); deleting them again", len(created))
+            left = self.delete_objects(created)
+            if left:
+                self.log.error("could not delete (remove by hand): %s", "; ".join(left))
             raise
-        return True
+        return created
+
+    def delete_objects(self, objects: list[dict[str, Any]]) -> list[str]:
+        """Delete objects in reverse order (as :meth:`create_objects` lists them); what could not be
+        deleted is returned, not raised, so that one failure does not keep the rest.
+
+        :param objects: ``{"apiVersion", "kind", "namespace", "name"}`` items.
+        :return: ``Kind namespace/name: error`` of each object left.
+        """
+        left = []
+        for ident in reversed(objects):
+            where = f"{ident['kind']} {ident['namespace']}/{ident['name']}"
+            try:
+                gone = self.delete_object(
+                    ident["apiVersion"], ident["kind"], ident["namespace"], ident["name"]
+                )
+            except Exception as err:
+                left.append(f"{where}: {err}")
+                continue
+            self.log.info("%s %s", where, "deleted" if gone else "was already gone")
+        return left
+
+    @generic_api_retry
+    def get_hosted_control_plane(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The HostedControlPlane ``name`` in the control-plane namespace, or None.
+
+        :param namespace: the control-plane namespace.
+        :param name: the HostedCluster's name.
+        """
+        return self._unless_not_found(
+            lambda: self.custom_object_client.get_namespaced_custom_object(
+                HC_GROUP, HC_VERSION, namespace, "hostedcontrolplanes", name
+            )
+        )
 
     # ---- control plane ----------------------------------------------------------------------------
 

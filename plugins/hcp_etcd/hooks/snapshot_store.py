@@ -24,6 +24,14 @@ MiB = 1024 * 1024
 BACKUP_LOCATION_KIND = "hcp-etcd-backup-location"
 # S3 takes at most 5 GiB in one PUT (a presigned PUT cannot be multipart without one URL per part).
 SINGLE_PUT_LIMIT = 5 * 1024 * MiB
+# What S3 answers for an absent object: a HEAD has no body, so only its status ("404"); a GET says
+# NoSuchKey. A GET from a missing bucket (NoSuchBucket) stays an error: it is a configuration one.
+_ABSENT_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+
+
+def _absent(err: ClientError) -> bool:
+    """Whether S3 answered that the object is not there."""
+    return err.response.get("Error", {}).get("Code") in _ABSENT_CODES
 
 
 def sha256_b64(hex_digest: str) -> str:
@@ -129,6 +137,10 @@ class StoredObject:
 
 class SnapshotStoreHook(S3Hook):
     """S3 for hcp-etcd. SigV4 is forced whatever the connection says (SigV2 fails in newer regions).
+
+    ``S3Hook``'s own helpers serve where they fit (``head_object``, ``check_for_key``,
+    ``delete_objects``, ``iter_file_metadata``, ``generate_presigned_url``); the methods here add what
+    it lacks: SSE-KMS per call, streamed and bounded reads, checksums, object versions and locks.
 
     :param aws_conn_id: the AWS connection (``aws_default``).
     :param part_size_mib: multipart part size; memory is about ``part_size * max_concurrency``.
@@ -237,13 +249,11 @@ class SnapshotStoreHook(S3Hook):
         :param bucket: bucket.
         :param key: key.
         """
-        try:
-            return int(self.client.head_object(Bucket=bucket, Key=key)["ContentLength"])
-        except ClientError as err:
-            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return None
-            raise
+        head = self.head_object(key, bucket)
+        return None if head is None else int(head["ContentLength"])
 
+    # S3Hook.load_bytes/load_string cannot name a KMS key per call (only the hook-wide extra_args) and
+    # HEAD the key first unless replace=True: one PUT with the run's SSE does it.
     def put_bytes(self, data: bytes, bucket: str, key: str, kms_key_id: str | None = None) -> None:
         """Write a small object with SSE.
 
@@ -267,6 +277,8 @@ class SnapshotStoreHook(S3Hook):
             Bucket=bucket, Key=key, Body=body, ContentType="application/json", **self.sse_args(kms_key_id)
         )
 
+    # S3Hook.read_key loads the object (a HEAD) before its GET: two requests per manifest, and
+    # retention reads every manifest of the fleet.
     def get_json(self, bucket: str, key: str) -> Any:
         """Read a JSON document.
 
@@ -282,23 +294,10 @@ class SnapshotStoreHook(S3Hook):
         :param bucket: bucket.
         :param prefix: key prefix.
         """
-        out: list[StoredObject] = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            for obj in page.get("Contents", []):
-                out.append(StoredObject(obj["Key"], int(obj["Size"]), obj["LastModified"]))
-        return out
-
-    def delete_keys(self, bucket: str, keys: list[str]) -> None:
-        """Delete objects, 1000 per request; raise if S3 reports any error.
-
-        :param bucket: bucket.
-        :param keys: keys.
-        """
-        for i in range(0, len(keys), 1000):
-            batch = [{"Key": k} for k in keys[i : i + 1000]]
-            resp = self.client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
-            if resp.get("Errors"):
-                raise RuntimeError(f"S3 refused to delete some objects: {resp['Errors'][:5]}")
+        return [
+            StoredObject(obj["Key"], int(obj["Size"]), obj["LastModified"])
+            for obj in self.iter_file_metadata(prefix, bucket)
+        ]
 
     def is_versioned(self, bucket: str) -> bool:
         """Whether the bucket keeps versions (always so with Object Lock); asked once per hook.
@@ -311,7 +310,7 @@ class SnapshotStoreHook(S3Hook):
         return self._versioned[bucket]
 
     def _versions_of(self, bucket: str, key: str) -> list[tuple[str | None, bool]]:
-        """``(version id, is a delete marker)`` of every version of exactly ``key``."""
+        """``(version id, is a delete marker)`` of every version of exactly ``key`` (S3Hook lists none)."""
         out: list[tuple[str | None, bool]] = []
         for page in self.client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=key):
             out += [(v["VersionId"], False) for v in page.get("Versions", []) if v["Key"] == key]
@@ -320,7 +319,8 @@ class SnapshotStoreHook(S3Hook):
 
     def object_lock(self, bucket: str, key: str, version_id: str | None = None) -> ObjectLock:
         """The Object Lock state of an object version (``head_object`` reports it when the caller may
-        read it: ``s3:GetObjectRetention`` and ``s3:GetObjectLegalHold``).
+        read it: ``s3:GetObjectRetention`` and ``s3:GetObjectLegalHold``). S3Hook's ``head_object``
+        takes no version id, hence the client's.
 
         :param bucket: bucket.
         :param key: key.
@@ -353,8 +353,8 @@ class SnapshotStoreHook(S3Hook):
         if not keys:
             return None
         if not self.is_versioned(bucket):
-            self.delete_keys(bucket, keys[:1])  # the manifest on its own, first
-            self.delete_keys(bucket, keys[1:])
+            self.delete_objects(bucket, keys[:1])  # the manifest on its own, first
+            self.delete_objects(bucket, keys[1:])
             return None
         versions = {key: self._versions_of(bucket, key) for key in keys}
         locks = [
@@ -423,7 +423,7 @@ class SnapshotStoreHook(S3Hook):
         :param kms_key_id: SSE-KMS key, else SSE-S3.
         """
         key = backup_location_key(key_prefix, bucket, prefix)
-        if self.object_size(key_bucket, key) is None:
+        if not self.check_for_key(key, key_bucket):
             entry = {"kind": BACKUP_LOCATION_KIND, "bucket": bucket, "prefix": prefix.strip("/")}
             self.put_json(entry, key_bucket, key, kms_key_id)
 
@@ -519,15 +519,17 @@ class SnapshotStoreHook(S3Hook):
         :param bucket: bucket.
         :param key: key.
         """
+        # S3Hook's head_object cannot ask for the checksum (ChecksumMode), hence the client's.
         try:
             head = self.client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
         except ClientError as err:
-            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if _absent(err):
                 return None
             raise
         return int(head["ContentLength"]), head.get("ChecksumSHA256")
 
     # ---- restore reads (added for the restore DAG) ----------------------------------------------
+    # Bytes, streamed or bounded: S3Hook reads whole objects only, as text (read_key) or to a file.
 
     def sha256_object(
         self,
@@ -548,7 +550,7 @@ class SnapshotStoreHook(S3Hook):
         try:
             body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
         except ClientError as err:
-            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if _absent(err):
                 return None
             raise
         reader = HashingReader(body, progress, progress_every)
@@ -569,7 +571,7 @@ class SnapshotStoreHook(S3Hook):
         try:
             resp = self.client.get_object(Bucket=bucket, Key=key)
         except ClientError as err:
-            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if _absent(err):
                 return None
             raise
         if int(resp.get("ContentLength", 0)) > max_bytes:

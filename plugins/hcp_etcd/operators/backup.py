@@ -11,8 +11,8 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException, TaskDeferred
 from airflow.sdk.log import mask_secret
 
-from hcp_etcd import etcd, params
-from hcp_etcd.errors import fail_fast_on_configuration_errors
+from hcp_etcd import etcd
+from hcp_etcd.errors import ConfigurationError, fail_fast_on_configuration_errors
 from hcp_etcd.naming import (
     API_SERVER_DEPLOYMENTS,
     LOCK_ANNOTATION,
@@ -22,7 +22,6 @@ from hcp_etcd.naming import (
     encryption_key_key,
     format_backup_ts,
     rfc3339,
-    validate_prefix,
 )
 from hcp_etcd.operators.base import HostedClusterOperator, StoreOperator, deadline, utcnow
 from hcp_etcd.operators.patch import HostedClusterPatchOperator
@@ -127,16 +126,15 @@ class BackupPreflightOperator(StoreOperator):
         """Run the checks; raise with what to do on the first failure."""
         from kubernetes.client.rest import ApiException
 
-        ref, mode = self.ref, _mode(str(self.mode))
-        validate_prefix(str(self.prefix))
-        validate_prefix(str(self.key_prefix))
-        bucket = params.require_bucket(self.bucket)
-        key_bucket = params.require_bucket(self.key_bucket) if self.key_bucket else bucket
+        ref, mode, store = self.ref, _mode(str(self.mode)), self.store
+        bucket, key_bucket = store.bucket, store.key_bucket
         try:
             hc = self.k8s.get_hosted_cluster(ref)
         except ApiException as err:
             if err.status == 404:
-                raise RuntimeError(f"HostedCluster {ref} does not exist") from err
+                raise ConfigurationError(
+                    f"HostedCluster {ref} does not exist (check namespace/name)"
+                ) from err
             raise
         annotations = _annotations(hc)
         check_lock(annotations, self.run_id(context), utcnow(), str(ref))
@@ -179,9 +177,11 @@ class BackupPreflightOperator(StoreOperator):
             self._check_member(ns, pod, ref)
         # Both buckets, as the run will write them (its SSE settings), before anything is paused: a
         # key bucket that refuses the key would otherwise fail only at escrow_key, after the downtime.
-        for target, prefix in {(bucket, str(self.prefix)), (key_bucket, str(self.key_prefix))}:
+        for target, prefix in {(bucket, store.prefix), (key_bucket, store.key_prefix)}:
             if self.dry_run in (True, "True", "true"):
-                self.s3.client.head_bucket(Bucket=target)
+                # A listing of the prefix, not HeadBucket: the shipped policy lets the backup list its
+                # prefixes only (include/aws/backup-role.json), and HeadBucket needs the whole bucket.
+                self.s3.client.list_objects_v2(Bucket=target, Prefix=f"{prefix.strip('/')}/", MaxKeys=1)
                 continue
             probe = f"{prefix.strip('/')}/.probe/{ref.namespace}/{ref.name}/{self.run_id(context)}"
             self.s3.check_writable(target, probe.replace(":", "_").replace("+", "_"), self.kms)
@@ -762,8 +762,8 @@ class EscrowEncryptionKeyOperator(StoreOperator):
         mask_secret(encoded)
         raw = base64.b64decode(encoded)
         fingerprint = hashlib.sha256(raw).hexdigest()
-        bucket = str(self.key_bucket or self.bucket)
-        key = encryption_key_key(validate_prefix(str(self.key_prefix)), ref, fingerprint)
+        bucket = self.store.key_bucket
+        key = encryption_key_key(self.store.key_prefix, ref, fingerprint)
         if self.s3.object_size(bucket, key) != len(raw):
             self.s3.put_bytes(raw, bucket, key, self.kms)
         del raw, encoded, data
@@ -782,12 +782,9 @@ class EscrowEncryptionKeyOperator(StoreOperator):
         ref = self.ref
         active, backup = encryption_secret_names(self.k8s.get_hosted_cluster(ref))
         # Before any key: key garbage collection reads the manifests of every registered location.
+        store = self.store
         self.s3.register_backup_location(
-            str(self.key_bucket or self.bucket),
-            validate_prefix(str(self.key_prefix)),
-            str(self.bucket),
-            validate_prefix(str(self.prefix)),
-            self.kms,
+            store.key_bucket, store.key_prefix, store.bucket, store.prefix, store.kms_key_id
         )
         result: dict[str, Any] = self._escrow(ref, active)
         result["backup_key"] = self._escrow(ref, backup) if backup else None

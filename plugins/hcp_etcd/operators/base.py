@@ -12,6 +12,7 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.module_loading import import_string
 
 from hcp_etcd.naming import ClusterRef
+from hcp_etcd.params import DEFAULT_KEY_PREFIX, StoreSettings
 
 if TYPE_CHECKING:
     # The hooks pull in the kubernetes client, boto3 and the providers (seconds of imports): DAG files
@@ -189,6 +190,9 @@ class StoreOperator(HostedClusterOperator):
         "kms_key_id",
     )
     s3_hook_class: str = "hcp_etcd.hooks.snapshot_store.SnapshotStoreHook"
+    # Where the escrowed keys are: operators that take them as arguments set them; the rest keep these.
+    key_bucket: str | None = None
+    key_prefix: str = DEFAULT_KEY_PREFIX
 
     def __init__(
         self,
@@ -218,10 +222,25 @@ class StoreOperator(HostedClusterOperator):
         """Arguments of the S3 hook (a subclass adds its own, e.g. a part size)."""
         return {"aws_conn_id": self.aws_conn_id}
 
+    @cached_property
+    def store(self) -> StoreSettings:
+        """The rendered S3 settings, validated once per task (read it in ``execute``, after templating).
+
+        A missing or bad bucket raises ``ConfigurationError`` naming what to set; a bad prefix,
+        ``InvalidNameError``: configuration errors, not retried.
+        """
+        return StoreSettings.validate(
+            bucket=self.bucket,
+            prefix=self.prefix,
+            key_bucket=self.key_bucket,
+            key_prefix=self.key_prefix,
+            kms_key_id=self.kms_key_id,
+        )
+
     @property
     def kms(self) -> str | None:
-        """The KMS key id, None when empty."""
-        return str(self.kms_key_id) if self.kms_key_id else None
+        """The SSE-KMS key id (of :attr:`store`), None for SSE-S3."""
+        return self.store.kms_key_id
 
 
 def deadline(minutes: float | str) -> datetime:

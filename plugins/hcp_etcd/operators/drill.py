@@ -7,10 +7,11 @@ from typing import Any
 from airflow.sdk import Asset, AssetAlias, Context
 
 from hcp_etcd import metrics
-from hcp_etcd.naming import ClusterRef, validate_prefix
+from hcp_etcd.naming import ClusterRef
 from hcp_etcd.operators.base import StoreOperator, utcnow
-from hcp_etcd.operators.restore import delete_objects, drill_moment, step_error
-from hcp_etcd.restore import HYPERSHIFT_API, build_drill_report, drill_asset_name, drill_report_key
+from hcp_etcd.operators.restore import drill_moment, step_error
+from hcp_etcd.restore.plan import HYPERSHIFT_API
+from hcp_etcd.restore.report import build_drill_report, drill_asset_name, drill_report_key
 
 DRILL_ASSET_ALIAS = "hcp-etcd-drills"
 
@@ -55,7 +56,7 @@ class DeleteRestoredClusterOperator(StoreOperator):
         # The HostedCluster first (delete_objects goes in reverse: HyperShift tears its control plane
         # down), then the Secrets and NodePools this run made.
         keep = ("HostedCluster", "Namespace")  # the namespace may hold other drills: it stays
-        left = delete_objects(self.k8s, [o for o in objects if o["kind"] not in keep] + [hc], self.log)
+        left = self.k8s.delete_objects([o for o in objects if o["kind"] not in keep] + [hc])
         trigger = HostedClusterDeletedTrigger(
             namespace=target.namespace,
             name=target.name,
@@ -138,7 +139,7 @@ class DrillReportOperator(StoreOperator):
             errors=errors,
             run_id=str(context["run_id"]),
         )
-        bucket, prefix = str(self.bucket), validate_prefix(str(self.prefix))
+        bucket, prefix = self.store.bucket, self.store.prefix
         key = drill_report_key(prefix, ref, as_of)
         self.s3.put_json(report, bucket, key, self.kms)
         metrics.emit_drill(report)  # never raises

@@ -16,7 +16,6 @@ from hcp_etcd.naming import (
     cluster_prefix,
     encryption_key_key,
     parse_backup_ts,
-    validate_prefix,
 )
 from hcp_etcd.operators.base import HostedClusterOperator, StoreOperator, utcnow
 from hcp_etcd.retention import (
@@ -153,12 +152,12 @@ class BackupRetentionOperator(StoreOperator):
         policy = RetentionPolicy(
             int(self.keep_last), int(self.keep_daily), int(self.keep_weekly), int(self.keep_monthly)
         )
-        params.require_bucket(self.bucket)
+        store = self.store
         run = _Run(
-            bucket=str(self.bucket),
-            prefix=validate_prefix(str(self.prefix)),
-            key_bucket=str(self.key_bucket or self.bucket),
-            key_prefix=validate_prefix(str(self.key_prefix)),
+            bucket=store.bucket,
+            prefix=store.prefix,
+            key_bucket=store.key_bucket,
+            key_prefix=store.key_prefix,
             dry=_flag(self.dry_run),
             bypass=_flag(self.bypass_governance_retention),
             now=utcnow(),

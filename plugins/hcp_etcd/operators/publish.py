@@ -8,7 +8,7 @@ from airflow.sdk import Asset, AssetAlias, Context
 
 from hcp_etcd import metrics
 from hcp_etcd.manifest import build_manifest
-from hcp_etcd.naming import asset_name, asset_uri, manifest_key, validate_prefix
+from hcp_etcd.naming import asset_name, asset_uri, manifest_key
 from hcp_etcd.operators.base import StoreOperator, utcnow
 
 BACKUP_ASSET_ALIAS = "hcp-etcd-backups"
@@ -62,8 +62,7 @@ class PublishManifestOperator(StoreOperator):
         ref = self.ref
         snap, verify, upload, escrow = self.snapshot, self.verify, self.upload, self.escrow
         resume = self.resume or {}
-        bucket = str(self.bucket)
-        prefix = validate_prefix(str(self.prefix))
+        bucket, prefix = self.store.bucket, self.store.prefix
         if self.s3.object_size(bucket, upload["key"]) != upload["size_bytes"]:
             raise RuntimeError(
                 f"s3://{bucket}/{upload['key']} is missing or changed since upload: no manifest"

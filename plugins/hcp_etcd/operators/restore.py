@@ -18,6 +18,7 @@ import signal
 import subprocess
 import time
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,10 @@ from airflow.sdk import Context
 from airflow.sdk.bases.xcom import BaseXCom
 from airflow.sdk.exceptions import TaskDeferred
 from airflow.sdk.log import mask_secret
+from airflow.sdk.module_loading import import_string
 
-from hcp_etcd import etcd, params, restore
-from hcp_etcd.errors import describe, fail_fast_on_configuration_errors
+from hcp_etcd import etcd, params
+from hcp_etcd.errors import RestoreInputError, describe, fail_fast_on_configuration_errors
 from hcp_etcd.naming import (
     ClusterRef,
     cluster_prefix,
@@ -37,7 +39,35 @@ from hcp_etcd.naming import (
     validate_prefix,
 )
 from hcp_etcd.operators.base import StoreOperator, utcnow
-from hcp_etcd.restore import RestoreInputError
+from hcp_etcd.params import StoreSettings
+from hcp_etcd.restore.backups import (
+    backup_candidates,
+    check_manifest,
+    key_entries,
+    parse_s3_uri,
+    parse_source,
+)
+from hcp_etcd.restore.plan import (
+    RESTORED_BY_ANNOTATION,
+    RestorePlan,
+    check_target,
+    clone_objects,
+    drill_target_name,
+    key_secret_names,
+    load_objects,
+    prepare_objects,
+    replicas_of,
+)
+from hcp_etcd.restore.presign import PresignedUrlInfo, check_presigned_url, check_url_expiry_hours
+from hcp_etcd.restore.verify import (
+    Check,
+    check_members,
+    check_revision,
+    check_samples,
+    check_secret_decrypts,
+    compare_key_counts,
+    failed,
+)
 
 # An escrowed key is 32 bytes; anything much bigger is not a key.
 _KEY_MAX_BYTES = 1024
@@ -78,15 +108,27 @@ class RestoreStepOperator(StoreOperator):
     ``error``, where a person reading a failed restore in the UI finds it.
 
     :param backup: the result of ``ResolveBackupOperator`` (templated: its XCom). Not needed by it.
-    :param key_prefix: prefix of the escrowed keys (informational; manifests hold full locations).
+    :param presign_aws_conn_id: the AWS connection that signs ``restoreSnapshotURL`` (empty: the
+        ``aws_conn_id``). Role credentials (an instance profile, IRSA) always add a session token,
+        which makes a SigV4 URL longer than HyperShift's 1024 characters: presign with the
+        long-term keys of an IAM user that may only read snapshots (``include/aws/presign-user.json``).
+        (templated)
     """
 
-    template_fields: tuple[str, ...] = (*StoreOperator.template_fields, "backup")
+    template_fields: tuple[str, ...] = (*StoreOperator.template_fields, "backup", "presign_aws_conn_id")
 
-    def __init__(self, *, backup: Any = None, **kwargs: Any) -> None:
+    def __init__(self, *, backup: Any = None, presign_aws_conn_id: str | None = None, **kwargs: Any) -> None:
         """See the class docstring."""
         super().__init__(**kwargs)
         self.backup = backup
+        self.presign_aws_conn_id = presign_aws_conn_id
+
+    @cached_property
+    def presign_s3(self) -> Any:
+        """The S3 hook that signs the snapshot's URL (the presigning connection, else ``s3``)."""
+        if not self.presign_aws_conn_id:
+            return self.s3
+        return import_string(self.s3_hook_class)(aws_conn_id=str(self.presign_aws_conn_id))
 
     @fail_fast_on_configuration_errors
     def execute(self, context: Context) -> Any:
@@ -132,7 +174,7 @@ class RestoreStepOperator(StoreOperator):
 
         :param entry: ``{"location", "sha256"}`` from the manifest.
         """
-        bucket, key = restore.parse_s3_uri(entry["location"])
+        bucket, key = parse_s3_uri(entry["location"])
         raw = self.s3.get_small_object(bucket, key, _KEY_MAX_BYTES)
         if raw is None:
             raise RestoreInputError(
@@ -152,16 +194,17 @@ class RestoreStepOperator(StoreOperator):
             )
         return raw
 
-    def presign(self, hours: int) -> tuple[str, restore.PresignedUrlInfo]:
+    def presign(self, hours: int) -> tuple[str, PresignedUrlInfo]:
         """Presign the snapshot (SigV4, forced by the hook) and check it against HyperShift's rules.
 
         :param hours: expiry in hours (1..168).
         """
         snap = self.manifest["snapshot"]
-        url = self.s3.presign_get(snap["bucket"], snap["key"], restore.check_url_expiry_hours(hours) * 3600)
+        seconds = check_url_expiry_hours(hours) * 3600
+        url = self.presign_s3.presign_get(snap["bucket"], snap["key"], seconds)
         # The signature is a bearer credential: never in a log line.
         mask_secret(url)
-        return url, restore.check_presigned_url(url, utcnow())
+        return url, check_presigned_url(url, utcnow())
 
 
 class ResolveBackupOperator(RestoreStepOperator):
@@ -207,20 +250,18 @@ class ResolveBackupOperator(RestoreStepOperator):
     def run(self, context: Context) -> dict[str, Any]:
         """Resolve, validate, check the target."""
         params.check_settings()
-        params.require_bucket(self.bucket)
+        store = self.store  # before anything is read: a missing bucket fails here, saying what to set
         as_of = parse_rfc3339(str(self.at_or_before)) if self.at_or_before else drill_moment(context)
-        src = restore.parse_source(str(self.source))
+        src = parse_source(str(self.source))
         if src.manifest_uri:
             uri = src.manifest_uri
-            manifest = restore.check_manifest(self._get_manifest(uri), uri)
+            manifest = check_manifest(self._get_manifest(uri), uri)
         else:
-            uri, manifest = self._newest(src.cluster, as_of)  # type: ignore[arg-type]
+            uri, manifest = self._newest(store, src.cluster, as_of)  # type: ignore[arg-type]
         hc = manifest["hosted_cluster"]
         source_ref = ClusterRef(hc["namespace"], hc["name"])
-        name = (
-            str(self.target_name) if self.target_name else restore.drill_target_name(source_ref.name, as_of)
-        )
-        target = restore.check_target(str(self.target_namespace), name)
+        name = str(self.target_name) if self.target_name else drill_target_name(source_ref.name, as_of)
+        target = check_target(str(self.target_namespace), name)
         if self.k8s.hosted_cluster_exists(target):
             raise RestoreInputError(
                 f"HostedCluster {target} already exists: a restore only happens when a cluster "
@@ -244,7 +285,7 @@ class ResolveBackupOperator(RestoreStepOperator):
         }
 
     def _get_manifest(self, uri: str) -> Any:
-        bucket, key = restore.parse_s3_uri(uri)
+        bucket, key = parse_s3_uri(uri)
         if self.s3.object_size(bucket, key) is None:
             raise RestoreInputError(f"{uri} does not exist")
         try:
@@ -252,14 +293,13 @@ class ResolveBackupOperator(RestoreStepOperator):
         except ValueError as err:
             raise RestoreInputError(f"{uri} is not JSON: {err}") from None
 
-    def _newest(self, ref: ClusterRef, as_of: datetime) -> tuple[str, dict[str, Any]]:
-        bucket, prefix = str(self.bucket), validate_prefix(str(self.prefix))
-        base = cluster_prefix(prefix, ref)
+    def _newest(self, store: StoreSettings, ref: ClusterRef, as_of: datetime) -> tuple[str, dict[str, Any]]:
+        bucket, base = store.bucket, cluster_prefix(store.prefix, ref)
         objects = ((o.key, o.last_modified) for o in self.s3.list_objects(bucket, base + "/"))
-        for ts in restore.backup_candidates(objects, base, as_of):
+        for ts in backup_candidates(objects, base, as_of):
             uri = f"s3://{bucket}/{base}/{ts}/manifest.json"
             try:
-                return uri, restore.check_manifest(self._get_manifest(uri), uri, ref)
+                return uri, check_manifest(self._get_manifest(uri), uri, ref)
             except RestoreInputError as err:
                 # An incomplete or foreign manifest is not a backup: the next older one may be.
                 self.log.warning("skipping %s: %s", uri, err)
@@ -325,9 +365,10 @@ class CheckKeyOperator(RestoreStepOperator):
         """Read, fingerprint, forget."""
         out = {}
         source = ClusterRef.parse(self.backup["source"])
-        for role, entry in restore.key_entries(self.manifest).items():
-            _, key = restore.parse_s3_uri(entry["location"])
-            expected = encryption_key_key(validate_prefix(str(self.key_prefix)), source, entry["sha256"])
+        key_prefix = validate_prefix(str(self.key_prefix))  # the only setting this step reads
+        for role, entry in key_entries(self.manifest).items():
+            _, key = parse_s3_uri(entry["location"])
+            expected = encryption_key_key(key_prefix, source, entry["sha256"])
             if key != expected:
                 raise RestoreInputError(
                     f"the manifest's {role} {entry['location']} is not the escrow object "
@@ -376,7 +417,8 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
     output of ``hcp create cluster aws --render --render-sensitive``), ``render_options`` (run that
     command, when ``hcp`` is on PATH), or ``clone`` (the live source HostedCluster: a drill). Every
     check runs before the first write; an object that exists already is refused; on a failure
-    midway the objects created are deleted again before the error is raised.
+    midway the objects created are deleted again before the error is raised
+    (``HostedClusterHook.create_objects``).
 
     :param rendered_manifests: S3 URI or path of rendered YAML. (templated)
     :param render_options: ``hcp create cluster aws`` flags (``{"pull-secret": path}``). (templated)
@@ -419,13 +461,13 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
 
     def run(self, context: Context) -> dict[str, Any]:
         """Check everything, then create in order."""
+        from hcp_etcd.hooks.hosted_cluster import ObjectExistsError
+
         target = self.target
         url, info = self.presign(self.url_expiry_hours)
         objects, copies = self._load_objects(target)
         restored_by = f"{self.dag_id}/{context['run_id']}"
-        plan = restore.prepare_objects(
-            objects, target, url, self.manifest, self.backup["manifest_uri"], restored_by
-        )
+        plan = prepare_objects(objects, target, url, self.manifest, self.backup["manifest_uri"], restored_by)
         plan.copy_secrets = copies
         if plan.replicas != len(self.manifest["etcd"]["members"]):
             self.log.info(
@@ -435,12 +477,15 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
             )
         adopted = self._refuse_existing(plan, restored_by)
         # Keys (and copied secrets) go into the objects last, right before the writes, in this task only.
-        for role, entry in restore.key_entries(self.manifest).items():
+        for role, entry in key_entries(self.manifest).items():
             if role in plan.key_secrets:
                 plan.fill_key(role, self.read_key(entry))
         self._copy_secrets(plan)
         created_at = utcnow()
-        created = self._create_all(plan, adopted)
+        try:
+            created = self.k8s.create_objects(plan.objects, adopted)
+        except ObjectExistsError as err:
+            raise RestoreInputError(f"{err.what} appeared meanwhile: refusing to overwrite it") from None
         self.log.info(
             "created %s from %s (snapshot URL expires %s)",
             ", ".join(plan.summary()),
@@ -456,25 +501,20 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
         }
 
     def _load_objects(self, target: ClusterRef) -> tuple[list[dict[str, Any]], dict[str, str]]:
-        from kubernetes.client.rest import ApiException
-
         if self.rendered_manifests:
             where = str(self.rendered_manifests)
-            return restore.load_objects(self._read_rendered(where), where), {}
+            return load_objects(self._read_rendered(where), where), {}
         if self.render_options:
-            return restore.load_objects(self._render_with_hcp(target), "hcp create cluster aws --render"), {}
+            return load_objects(self._render_with_hcp(target), "hcp create cluster aws --render"), {}
         if self.clone:
             source = ClusterRef.parse(self.backup["source"])
-            try:
-                hc = self.k8s.get_hosted_cluster(source)
-            except ApiException as err:
-                if err.status == 404:
-                    raise RestoreInputError(
-                        f"cannot clone {source} for the drill: it no longer exists; restore "
-                        "with rendered manifests instead"
-                    ) from None
-                raise
-            return restore.clone_objects(hc, target)
+            hc = self.k8s.find_hosted_cluster(source)
+            if hc is None:
+                raise RestoreInputError(
+                    f"cannot clone {source} for the drill: it no longer exists; restore "
+                    "with rendered manifests instead"
+                )
+            return clone_objects(hc, target)
         raise RestoreInputError(
             "no manifests: give rendered_manifests (S3 URI or path of the output of "
             "`hcp create cluster aws --render --render-sensitive`) or render_options"
@@ -482,7 +522,7 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
 
     def _read_rendered(self, where: str) -> str:
         if where.startswith("s3://"):
-            bucket, key = restore.parse_s3_uri(where)
+            bucket, key = parse_s3_uri(where)
             data = self.s3.get_small_object(bucket, key, _MANIFESTS_MAX_BYTES)
             if data is None:
                 raise RestoreInputError(f"rendered manifests {where} do not exist")
@@ -541,7 +581,7 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
             )
         return stdout
 
-    def _refuse_existing(self, plan: restore.RestorePlan, restored_by: str) -> set[tuple[str, str]]:
+    def _refuse_existing(self, plan: RestorePlan, restored_by: str) -> set[tuple[str, str]]:
         """Refuse objects of the plan that exist already, except those an earlier try of this same run
         made: a try killed outright (SIGKILL, a lost worker) could not undo them. Those are adopted
         (returned as ``(kind, name)``): created again they would be the same objects."""
@@ -556,7 +596,7 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
             )
             if found is None:
                 continue
-            if found.get(restore.RESTORED_BY_ANNOTATION) == restored_by:
+            if found.get(RESTORED_BY_ANNOTATION) == restored_by:
                 adopted.add((o["kind"], meta["name"]))
             elif o["kind"] == "HostedCluster":
                 raise RestoreInputError(
@@ -576,7 +616,7 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
             )
         return adopted
 
-    def _copy_secrets(self, plan: restore.RestorePlan) -> None:
+    def _copy_secrets(self, plan: RestorePlan) -> None:
         source = ClusterRef.parse(self.backup["source"])
         by_name = {o["metadata"]["name"]: o for o in plan.objects if o["kind"] == "Secret"}
         for target_name, source_name in plan.copy_secrets.items():
@@ -584,66 +624,6 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
             for value in data.values():
                 mask_secret(value)
             by_name[target_name]["data"] = data
-
-    def _create_all(self, plan: restore.RestorePlan, adopted: set[tuple[str, str]]) -> list[dict[str, Any]]:
-        from kubernetes.client.rest import ApiException
-
-        created: list[dict[str, Any]] = []
-        try:
-            for obj in plan.objects:
-                meta = obj["metadata"]
-                ident = {
-                    "apiVersion": obj["apiVersion"],
-                    "kind": obj["kind"],
-                    "namespace": meta.get("namespace"),
-                    "name": meta["name"],
-                }
-                if obj["kind"] == "Namespace" and self.k8s.object_exists(
-                    "v1", "Namespace", None, meta["name"]
-                ):
-                    continue
-                if (obj["kind"], meta["name"]) in adopted:
-                    created.append(ident)  # ours: the teardown (or an undo) deletes it too
-                    continue
-                try:
-                    self.k8s.create_object(obj)
-                except ApiException as err:
-                    if err.status == 409:
-                        raise RestoreInputError(
-                            f"{obj['kind']} {meta.get('namespace')}/{meta['name']} appeared "
-                            "meanwhile: refusing to overwrite it"
-                        ) from None
-                    raise
-                created.append(ident)
-        except BaseException:
-            # Restore happens only at creation: leave nothing half-made, so a retry starts clean.
-            self.log.error("creation failed after %d object(s); deleting them again", len(created))
-            delete_objects(self.k8s, created, self.log)
-            raise
-        return created
-
-
-def delete_objects(k8s: Any, created: list[dict[str, Any]], log: Any) -> list[str]:
-    """Delete objects in reverse creation order; returns what could not be deleted.
-
-    :param k8s: the HostedClusterHook.
-    :param created: ``{"apiVersion", "kind", "namespace", "name"}`` items.
-    :param log: a logger.
-    """
-    left = []
-    for ident in reversed(created):
-        try:
-            gone = k8s.delete_object(ident["apiVersion"], ident["kind"], ident["namespace"], ident["name"])
-            log.info(
-                "%s %s/%s %s",
-                ident["kind"],
-                ident["namespace"],
-                ident["name"],
-                "deleted" if gone else "was already gone",
-            )
-        except Exception as err:
-            left.append(f"{ident['kind']} {ident['namespace']}/{ident['name']}: {err}")
-    return left
 
 
 class WaitRestoredOperator(RestoreStepOperator):
@@ -747,33 +727,33 @@ class VerifyRestoreOperator(RestoreStepOperator):
         per_pod: dict[str, list[str]] = {}
         revisions: dict[str, int] = {}
         for pod in pods:
-            per_pod[pod] = restore.parse_member_list(
-                self.k8s.exec_command(ns, pod, restore.member_list_command(), timeout=60).stdout
+            per_pod[pod] = etcd.parse_member_list(
+                self.k8s.exec_command(ns, pod, etcd.member_list_command(), timeout=60).stdout
             )
             revisions[pod] = etcd.parse_endpoint_status(
                 self.k8s.exec_command(ns, pod, etcd.endpoint_status_command(), timeout=60).stdout
             ).revision
         checks = [
-            restore.check_members(per_pod, restore.replicas_of(hc)),
-            restore.check_revision(revisions, revision),
+            check_members(per_pod, replicas_of(hc)),
+            check_revision(revisions, revision),
             self._key_counts(ns, pods[0], revision),
         ]
         samples = manifest["etcd"].get("samples") or []
         found = self._read(ns, pods[0], [x["key"] for x in samples])
         if samples:
-            checks.append(restore.check_samples(samples, found, revision))
+            checks.append(check_samples(samples, found, revision))
         checks += self._secrets(ns, pods[0], revision, hc, found)
         for c in checks:
             self.log.info("check %-20s %s  %s", c.name, "PASS" if c.passed else "FAIL", c.detail)
-        result = {"checks": [c.as_dict() for c in checks], "passed": not restore.failed(checks)}
+        result = {"checks": [c.as_dict() for c in checks], "passed": not failed(checks)}
         if self.fail_on_check_failure and not result["passed"]:
             raise RuntimeError(
-                f"restored {target} failed verification: {', '.join(restore.failed(checks))} "
+                f"restored {target} failed verification: {', '.join(failed(checks))} "
                 "(see the log for each check)"
             )
         return result
 
-    def _key_counts(self, ns: str, pod: str, revision: int) -> restore.Check:
+    def _key_counts(self, ns: str, pod: str, revision: int) -> Check:
         from hcp_etcd.hooks.hosted_cluster import ExecError
 
         inventory = etcd.KeyInventory(revision=revision)
@@ -786,7 +766,7 @@ class VerifyRestoreOperator(RestoreStepOperator):
                 on_stdout_line=lambda line: inventory.feed([line]),
             )
         except ExecError as err:
-            return restore.Check("key_counts", False, f"cannot list the keys: {str(err)[-300:]}")
+            return Check("key_counts", False, f"cannot list the keys: {str(err)[-300:]}")
         self.log.info(
             "restored etcd at revision %s: %s keys of the backup, %s written since",
             inventory.listed_revision,
@@ -794,7 +774,7 @@ class VerifyRestoreOperator(RestoreStepOperator):
             inventory.newer,
         )
         etcd_facts = self.manifest["etcd"]
-        return restore.compare_key_counts(
+        return compare_key_counts(
             inventory.counts, etcd_facts["key_counts"], etcd_facts.get("leased_key_counts")
         )
 
@@ -806,18 +786,18 @@ class VerifyRestoreOperator(RestoreStepOperator):
 
     def _secrets(
         self, ns: str, pod: str, revision: int, hc: dict[str, Any], found: dict[str, etcd.StoredValue]
-    ) -> list[restore.Check]:
-        names = restore.key_secret_names(hc)
+    ) -> list[Check]:
+        names = key_secret_names(hc)
         keys: dict[str, bytes] = {}
         for role, name in names.items():
             encoded = self.k8s.read_secret_data(self.target.namespace, name).get("key")
             if encoded:
                 mask_secret(encoded)
                 keys[role] = base64.b64decode(encoded)
-        expected = restore.key_entries(self.manifest)["activeKey"]["sha256"]
+        expected = key_entries(self.manifest)["activeKey"]["sha256"]
         active = keys.get("activeKey")
         seen = hashlib.sha256(active).hexdigest() if active else None
-        matches = restore.Check(
+        matches = Check(
             "key_matches_manifest",
             seen == expected,
             f"the new cluster's key has sha256 {seen}, the backup's {expected}",
@@ -829,14 +809,12 @@ class VerifyRestoreOperator(RestoreStepOperator):
             if etcd.resource_of_key(v.key) == "secrets" and v.mod_revision <= revision
         ]
         if not of_backup:
-            out = self.k8s.exec_command(
-                ns, pod, restore.secret_sample_command(self.secret_samples), timeout=120
-            )
-            of_backup = restore.parse_get_values(out.stdout)
+            out = self.k8s.exec_command(ns, pod, etcd.secret_sample_command(self.secret_samples), timeout=120)
+            of_backup = etcd.parse_get_values(out.stdout)
         samples = of_backup[: max(self.secret_samples, 1)]
-        decrypts = restore.check_secret_decrypts(samples, active)
+        decrypts = check_secret_decrypts(samples, active)
         if not decrypts.passed and keys.get("backupKey"):
             # Values written before a key rotation are still under the backup key.
-            decrypts = restore.check_secret_decrypts(samples, keys["backupKey"])
+            decrypts = check_secret_decrypts(samples, keys["backupKey"])
         del keys, active
         return [matches, decrypts]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Context
 
 from hcp_etcd import etcd
-from hcp_etcd.naming import snapshot_key, validate_prefix
+from hcp_etcd.naming import snapshot_key
 from hcp_etcd.operators.base import StoreOperator
 
 if TYPE_CHECKING:
@@ -153,8 +153,8 @@ class SnapshotToS3Operator(StoreOperator):
             raise ValueError(f"method must be one of {METHODS}, not {method!r}")
         ref = self.ref
         ns, pod = ref.control_plane_namespace, str(self.verify["canonical"])
-        bucket = str(self.bucket)
-        key = snapshot_key(validate_prefix(str(self.prefix)), ref, str(self.snapshot["ts"]))
+        bucket = self.store.bucket
+        key = snapshot_key(self.store.prefix, ref, str(self.snapshot["ts"]))
         pod_sha = etcd.parse_sha256sum(
             self.k8s.exec_command(
                 ns, pod, etcd.sha256_command(self.snapshot_path), timeout=self.timeout
@@ -170,7 +170,7 @@ class SnapshotToS3Operator(StoreOperator):
         return self._stream(ns, pod, bucket, key, pod_sha)
 
     def _fail(self, s3: SnapshotStoreHook, bucket: str, key: str, pod: str, problem: str) -> None:
-        s3.delete_keys(bucket, [key])
+        s3.delete_objects(bucket, [key])
         raise SnapshotIntegrityError(
             f"upload of the snapshot of {self.ref} from {pod} failed its check "
             f"({problem}); the object was deleted, the task retry starts over"
@@ -276,7 +276,7 @@ class SnapshotToS3Operator(StoreOperator):
             code = self._returncode(stream, s3, bucket, key, pod)
         seconds = time.monotonic() - started
         if code in EGRESS_EXIT_CODES:
-            s3.delete_keys(bucket, [key])
+            s3.delete_objects(bucket, [key])
             raise PresignedUploadUnavailable(
                 f"the etcd container of {ns}/{pod} could not upload by itself (exit {code}: "
                 f"{stream.stderr_tail.strip()[-300:] or 'no stderr'}): without curl or egress to S3, "

@@ -102,16 +102,20 @@ def render_page(
     :param errors: problems met while collecting (shown, never hidden).
     :param dag_url: link to the backup DAG in the Airflow UI.
     """
-    return _environment().get_template("status.html").render(
-        rows=rows,
-        counts=counts,
-        now=now,
-        threshold_hours=f"{threshold.total_seconds() / 3600:g}",
-        bucket=bucket,
-        prefix=prefix,
-        errors=errors,
-        dag_url=dag_url,
-        colours=STATE_COLOURS,
-        labels=STATE_LABELS,
-        refresh_seconds=REFRESH_SECONDS,
+    return (
+        _environment()
+        .get_template("status.html")
+        .render(
+            rows=rows,
+            counts=counts,
+            now=now,
+            threshold_hours=f"{threshold.total_seconds() / 3600:g}",
+            bucket=bucket,
+            prefix=prefix,
+            errors=errors,
+            dag_url=dag_url,
+            colours=STATE_COLOURS,
+            labels=STATE_LABELS,
+            refresh_seconds=REFRESH_SECONDS,
+        )
     )

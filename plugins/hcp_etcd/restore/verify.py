@@ -1,0 +1,160 @@
+"""The checks of a restored etcd: one cluster of the expected size, the backup's data, the key."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from hcp_etcd import aescbc
+from hcp_etcd.etcd import VOLATILE_RESOURCES
+
+
+@dataclass(frozen=True)
+class Check:
+    """One verification check.
+
+    :param name: short id (``members``, ``revision``, ``key_counts``, ``secret_decrypts``, ...).
+    :param passed: whether it passed.
+    :param detail: what was seen (no secrets).
+    """
+
+    name: str
+    passed: bool
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return asdict(self)
+
+
+def check_members(per_pod: dict[str, list[str]], replicas: int) -> Check:
+    """Every member sees the same membership of ``replicas`` members: the split-brain guard.
+
+    HyperShift can restore an HA cluster into three one-member clusters while EtcdAvailable stays True.
+
+    :param per_pod: pod -> member names it reports.
+    :param replicas: the expected member count.
+    """
+    views = {tuple(v) for v in per_pod.values()}
+    detail = "; ".join(f"{pod}: {len(v)} member(s) {', '.join(v)}" for pod, v in sorted(per_pod.items()))
+    ok = len(per_pod) == replicas and len(views) == 1 and all(len(v) == replicas for v in views)
+    if not ok:
+        detail = f"expected {replicas} pods in one {replicas}-member cluster (split brain?): {detail}"
+    return Check("members", ok, detail)
+
+
+def check_revision(revisions: dict[str, int], manifest_revision: int) -> Check:
+    """Every member's revision is at least the backup's.
+
+    :param revisions: pod -> current revision.
+    :param manifest_revision: ``etcd.revision`` of the manifest.
+    """
+    low = {p: r for p, r in revisions.items() if r < manifest_revision}
+    detail = ", ".join(f"{p}: {r}" for p, r in sorted(revisions.items())) + f" (backup: {manifest_revision})"
+    return Check("revision", bool(revisions) and not low, detail)
+
+
+def compare_key_counts(
+    actual: dict[str, int], expected: dict[str, int], may_vanish: dict[str, int] | None = None
+) -> Check:
+    """The backup's keys per ``/kubernetes.io/<resource>/`` are all in the restored etcd.
+
+    ``actual`` counts the restored keys that came from the backup (created at or before its
+    revision; read at the current revision). Keys the control plane drops by itself may be gone:
+    those bound to an etcd lease (``may_vanish``, from the manifest) and every key of
+    :data:`hcp_etcd.etcd.VOLATILE_RESOURCES`. Fewer keys than that allows is missing data.
+
+    :param actual: counted in the restored etcd.
+    :param expected: ``etcd.key_counts`` of the manifest.
+    :param may_vanish: ``etcd.leased_key_counts`` of the manifest, when it has them.
+    """
+    vanish = may_vanish or {}
+    missing = {}
+    for r in sorted(set(actual) | set(expected)):
+        want, have = expected.get(r, 0), actual.get(r, 0)
+        floor = 0 if r in VOLATILE_RESOURCES else want - vanish.get(r, 0)
+        if have < floor:
+            missing[r] = (want, have)
+    if missing:
+        shown = ", ".join(f"{r}: backup {e} restored {a}" for r, (e, a) in list(missing.items())[:10])
+        return Check("key_counts", False, f"{len(missing)} resource(s) lack keys of the backup: {shown}")
+    gone = sum(max(expected.get(r, 0) - actual.get(r, 0), 0) for r in expected)
+    return Check(
+        "key_counts",
+        True,
+        f"{sum(actual.values())} keys of the backup in {len(actual)} resources match the manifest"
+        + (f" ({gone} leased or volatile keys gone since)" if gone else ""),
+    )
+
+
+def check_samples(samples: list[dict[str, Any]], found: dict[str, Any], revision: int) -> Check:
+    """Every sampled key of the backup is in the restored etcd, with its value unless rewritten since.
+
+    A key not modified after the backup's revision still holds the backup's bytes: its SHA-256 must
+    match. A key modified later (the restored cluster wrote it) needs only to exist.
+
+    :param samples: ``etcd.samples`` of the manifest.
+    :param found: key -> :class:`hcp_etcd.etcd.StoredValue` read from the restored etcd now.
+    :param revision: ``etcd.revision`` of the manifest.
+    """
+    failures, rewritten = [], 0
+    for sample in samples:
+        got = found.get(sample["key"])
+        if got is None:
+            failures.append(f"{sample['key']}: missing")
+        elif got.mod_revision > revision:
+            rewritten += 1
+        elif got.sha256 != sample["sha256"]:
+            failures.append(f"{sample['key']}: value differs from the backup's")
+    if failures:
+        return Check(
+            "samples", False, f"{len(failures)} of {len(samples)} sampled keys: " + "; ".join(failures)[:500]
+        )
+    return Check(
+        "samples",
+        True,
+        f"{len(samples) - rewritten} sampled keys hold the backup's values"
+        + (f", {rewritten} rewritten by the restored cluster since" if rewritten else ""),
+    )
+
+
+def check_secret_decrypts(samples: list[tuple[str, bytes]], key: bytes | None) -> Check:
+    """Secrets read from the restored etcd decrypt with the key the new cluster holds.
+
+    :param samples: (etcd key, raw value) of Secrets.
+    :param key: the key from the restored cluster's encryption Secret (None when missing).
+    """
+    if key is None:
+        return Check("secret_decrypts", False, "the restored cluster's encryption key Secret has no data.key")
+    if not samples:
+        return Check("secret_decrypts", False, "no Secret found in the restored etcd to try the key on")
+    failures = []
+    for etcd_key, value in samples:
+        if not aescbc.is_aescbc(value):
+            failures.append(f"{etcd_key}: not aescbc-encrypted")
+            continue
+        try:
+            aescbc.decrypt(value, key)
+        except aescbc.DecryptError as err:
+            failures.append(f"{etcd_key}: {err}")
+    if failures:
+        return Check("secret_decrypts", False, "; ".join(failures)[:500])
+    return Check(
+        "secret_decrypts",
+        True,
+        f"{len(samples)} Secret(s) decrypt with the restored key ({', '.join(k for k, _ in samples)})",
+    )
+
+
+def failed(checks: Iterable[Check | dict[str, Any]]) -> list[str]:
+    """Names of the failed checks.
+
+    :param checks: checks or their dicts.
+    """
+    out = []
+    for c in checks:
+        d = c.as_dict() if isinstance(c, Check) else c
+        if not d.get("passed"):
+            out.append(str(d.get("name")))
+    return out
