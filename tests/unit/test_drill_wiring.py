@@ -102,7 +102,7 @@ def test_report_names_the_failed_step_and_its_error() -> None:
     steps = {"backup": backup, "snapshot": {ERROR_XCOM_KEY: error}, "key": None, "presign": None,
              "wait": None, "verify": None}  # fmt: skip
     op = DrillReportOperator(
-        task_id="report", hosted_cluster="clusters/one", bucket="b", steps=steps, created=None
+        task_id="report", hosted_cluster="clusters/one", bucket="drills", steps=steps, created=None
     )
     s3 = _S3()
     op.__dict__["s3"] = s3
@@ -116,7 +116,7 @@ def test_report_names_the_failed_step_and_its_error() -> None:
     assert result["passed"] is False and report["passed"] is False
     assert report["errors"] == [error] and report["drill_cluster"] == backup["target"]
     verdict = DrillVerdictOperator(
-        task_id="verdict", hosted_cluster="clusters/one", bucket="b", report=result
+        task_id="verdict", hosted_cluster="clusters/one", bucket="drills", report=result
     )
     with pytest.raises(RuntimeError, match="restore drill of clusters/one failed"):
         verdict.execute({})

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from hcp_etcd.errors import RestoreInputError
 from hcp_etcd.naming import ClusterRef
 from hcp_etcd.operators.restore import CreateRestoredClusterOperator
-from hcp_etcd.restore import RestoreInputError
 
 
 def _alive(pid: int) -> bool:

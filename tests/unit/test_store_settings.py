@@ -60,7 +60,9 @@ def test_an_operator_validates_its_settings_once(monkeypatch: pytest.MonkeyPatch
     assert op.store is op.store
     assert len(calls) == 1
     # An operator that takes no escrow settings gets the defaults: the backup bucket, the default prefix.
-    report = DrillReportOperator(task_id="report", hosted_cluster="clusters/a", bucket="bkt", steps={}, created=None)
+    report = DrillReportOperator(
+        task_id="report", hosted_cluster="clusters/a", bucket="bkt", steps={}, created=None
+    )
     assert (report.store.key_bucket, report.store.key_prefix, report.kms) == ("bkt", DEFAULT_KEY_PREFIX, None)
 
 
