@@ -110,29 +110,25 @@ def hcp_etcd_restore_drill() -> None:
             **backup,
         )
         verify = VerifyRestoreOperator(task_id="verify", fail_on_check_failure=False, **backup)
-        steps = [resolve, snapshot, key, presign, create, wait, verify]
         report = DrillReportOperator(
             task_id="report",
             hosted_cluster=hosted_cluster,
-            task_ids=dict(
-                zip(
-                    ("backup", "snapshot", "key", "presign", "create", "wait", "verify"),
-                    (t.task_id for t in steps),
-                    strict=True,
-                )
-            ),
+            # Each step's outcome: its result, {"error": ...} when it failed, None when it did not run.
+            steps={
+                "backup": resolve.output,
+                "snapshot": snapshot.output,
+                "key": key.output,
+                "presign": presign.output,
+                "wait": wait.output,
+                "verify": verify.output,
+            },
+            created=create.output,  # resolved at run time: create is a setup (see DrillReportOperator)
             trigger_rule=TriggerRule.ALL_DONE,
             **STORE,
         )
-        delete = DeleteRestoredClusterOperator(
-            task_id="delete_drill_cluster", create_task_id=create.task_id, **STORE
-        )
+        delete = DeleteRestoredClusterOperator(task_id="delete_drill_cluster", created=create.output, **STORE)
         verdict = DrillVerdictOperator(
-            task_id="verdict",
-            hosted_cluster=hosted_cluster,
-            report_task_id=report.task_id,
-            retries=0,
-            **STORE,
+            task_id="verdict", hosted_cluster=hosted_cluster, report=report.output, retries=0, **STORE
         )
         chain(resolve, snapshot, key, presign, create.as_setup(), wait, verify, report, verdict)
         report >> delete.as_teardown(setups=create, on_failure_fail_dagrun=True)

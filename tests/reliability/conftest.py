@@ -75,7 +75,9 @@ def harness(rel_box: Sandbox) -> Iterator[Harness]:
     shorten_retry_waits(mp)
     # Poll the waits every 0.5 s instead of 5 s: the same checks, seconds saved per scenario.
     mp.setattr(
-        wait, "HostedClusterWaitTrigger", functools.partial(wait.HostedClusterWaitTrigger, poll_interval=0.5)
+        wait,
+        "HostedClusterAvailableTrigger",
+        functools.partial(wait.HostedClusterAvailableTrigger, poll_interval=0.5),
     )
     h = Harness(rel_box)
     mp.setattr(HostedClusterHook, "_connect_exec", record_exec(h, HostedClusterHook._connect_exec))

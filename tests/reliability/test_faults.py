@@ -374,7 +374,7 @@ def test_restore_create_sigkilled_midway_then_retried(
         deleted = harness.attempt(
             "delete",
             lambda: DeleteRestoredClusterOperator(
-                **harness.restore_store("delete"), create_task_id="create", timeout=120
+                **harness.restore_store("delete"), created=created.result, timeout=120
             ),
             rid,
         )

@@ -495,16 +495,17 @@ class Harness:
             "report",
             lambda: DrillReportOperator(
                 **store("report"), hosted_cluster=src,
-                task_ids=dict(zip(roles, (t for t, _, _ in steps), strict=True)),
+                steps={r: xcom(t) for r, (t, _, _) in zip(roles, steps, strict=True) if r != "create"},
+                created=xcom("create"),
             ),
         )  # fmt: skip
         if trace.tasks.get("create") and trace.tasks["create"].ok:
             run("delete_drill_cluster", lambda: DeleteRestoredClusterOperator(
-                **store("delete_drill_cluster"), create_task_id="create", timeout=120))  # fmt: skip
+                **store("delete_drill_cluster"), created=xcom("create"), timeout=120))  # fmt: skip
         written = None
         if report.ok:
             run("verdict", lambda: DrillVerdictOperator(
-                **store("verdict"), hosted_cluster=src, report_task_id="report"), 1)  # fmt: skip
+                **store("verdict"), hosted_cluster=src, report=xcom("report")), 1)  # fmt: skip
             written = self.s3.get_json(self.bucket, report.result["report"].split("/", 3)[3])
         return trace, written
 

@@ -60,11 +60,13 @@ def test_an_operator_validates_its_settings_once(monkeypatch: pytest.MonkeyPatch
     assert op.store is op.store
     assert len(calls) == 1
     # An operator that takes no escrow settings gets the defaults: the backup bucket, the default prefix.
-    report = DrillReportOperator(task_id="report", hosted_cluster="clusters/a", bucket="bkt", task_ids={})
+    report = DrillReportOperator(
+        task_id="report", hosted_cluster="clusters/a", bucket="bkt", steps={}, created=None
+    )
     assert (report.store.key_bucket, report.store.key_prefix, report.kms) == ("bkt", DEFAULT_KEY_PREFIX, None)
 
 
 def test_a_bad_setting_fails_the_first_use_with_what_to_set() -> None:
-    op = DrillReportOperator(task_id="report", hosted_cluster="clusters/a", bucket="", task_ids={})
+    op = DrillReportOperator(task_id="report", hosted_cluster="clusters/a", bucket="", steps={}, created=None)
     with pytest.raises(ConfigurationError, match="no bucket given"):
         _ = op.store

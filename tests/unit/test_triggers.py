@@ -9,8 +9,13 @@ from typing import Any
 import pytest
 
 from hcp_etcd.triggers import base
-from hcp_etcd.triggers.restore import RestoredClusterTrigger
-from hcp_etcd.triggers.wait import HostedClusterWaitTrigger
+from hcp_etcd.triggers.restore import HostedClusterDeletedTrigger, RestoredClusterTrigger
+from hcp_etcd.triggers.wait import (
+    DeploymentsReadyTrigger,
+    HostedClusterAvailableTrigger,
+    PodsGoneTrigger,
+    ReconciliationPausedTrigger,
+)
 
 
 class FakeHook:
@@ -74,10 +79,14 @@ def test_timeout_says_what_was_missing_and_the_last_error() -> None:
 @pytest.mark.parametrize(
     "trigger",
     [
-        HostedClusterWaitTrigger(check="pods_gone", namespace="clusters-a", label_selectors=["app=kas"]),
+        PodsGoneTrigger(namespace="clusters-a", label_selectors=["app=kas"], poll_interval=1),
+        DeploymentsReadyTrigger(namespace="clusters-a", deployments=["kube-apiserver"], timeout=900),
+        HostedClusterAvailableTrigger(namespace="clusters", name="a", reconciling=True),
+        ReconciliationPausedTrigger(namespace="clusters", name="a", timeout=120, poll_interval=2),
         RestoredClusterTrigger(namespace="clusters", name="a-restored", timeout=60),
+        HostedClusterDeletedTrigger(namespace="hcp-etcd-drills", name="a-drill-20250101", timeout=900),
     ],
-    ids=["wait", "restore"],
+    ids=["pods-gone", "deployments-ready", "available", "paused", "restored", "deleted"],
 )
 def test_serialize_round_trips(trigger: base.KubernetesPollingTrigger) -> None:
     classpath, kwargs = trigger.serialize()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import secrets
+import threading
 import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
@@ -33,6 +35,24 @@ ETCD_CONTAINER = "etcd"
 PatchType = Literal["merge", "json"]
 _PATCH_CONTENT_TYPES = {"merge": "application/merge-patch+json", "json": "application/json-patch+json"}
 _STDERR_TAIL = 4096
+# Every command run in a pod carries this variable with a value of its own (in its environment, which
+# its children inherit): what ``stop_execs`` looks for in the pod's /proc to end it and its children.
+EXEC_ID_VARIABLE = "HCP_ETCD_EXEC_ID"
+# Ends the processes of one exec: those whose environment holds the exec's id (``$1``): SIGTERM, then
+# SIGKILL for what is left a second later. sh, grep, kill and sleep only (the etcd image has them).
+_STOP_SCRIPT = (
+    'pids=""; for f in /proc/[0-9]*/environ; do '
+    'grep -qsF -- "$1" "$f" && { p=${f#/proc/}; pids="$pids ${p%/environ}"; }; done; '
+    '[ -n "$pids" ] || exit 0; kill -TERM $pids 2>/dev/null; sleep 1; kill -KILL $pids 2>/dev/null; exit 0'
+)
+
+
+def stop_command(exec_id: str) -> list[str]:
+    """argv ending, in a pod, every process of the exec whose id is ``exec_id``.
+
+    :param exec_id: the value of ``EXEC_ID_VARIABLE`` the exec was started with.
+    """
+    return ["sh", "-c", _STOP_SCRIPT, "sh", f"{EXEC_ID_VARIABLE}={exec_id}"]
 T = TypeVar("T")
 M = TypeVar("M")
 
@@ -120,15 +140,24 @@ class ExecStream:
         self._on_stderr = on_stderr
         self.stderr_tail = ""
         self.bytes_read = 0
+        self.stopped = False
 
     def _pump(self) -> bool:
         """Move one websocket frame into the buffers; False once the stream is closed."""
+        if self.stopped:
+            raise ExecError(f"the command in {self.target} was stopped (the task was killed)")
         if time.monotonic() > self._deadline:
             self.close()
             raise ExecError(f"command in {self.target} did not finish within {self._timeout:.0f}s")
         if not self._client.is_open():
             return False
-        self._client.update(timeout=1)
+        try:
+            self._client.update(timeout=1)
+        except Exception:
+            # stop() closed the socket under this read (from the task's signal handler or another thread).
+            if self.stopped:
+                raise ExecError(f"the command in {self.target} was stopped (the task was killed)") from None
+            raise
         if self._client.peek_channel(STDOUT_CHANNEL):
             self._buffer += self._as_bytes(self._client.read_channel(STDOUT_CHANNEL))
         if self._client.peek_channel(STDERR_CHANNEL):
@@ -193,6 +222,30 @@ class ExecStream:
         with contextlib.suppress(Exception):
             self._client.close()
 
+    def stop(self) -> None:
+        """Close the websocket for good: reads raise ``ExecError`` from now on (a reader such as an S3
+        multipart upload aborts instead of storing what it got so far as the whole)."""
+        self.stopped = True
+        self.close()
+
+
+@dataclass(frozen=True, eq=False)
+class RunningExec:
+    """An exec in progress: where it runs, its id in the pod (``EXEC_ID_VARIABLE``) and its stream.
+
+    :param namespace: the pod's namespace.
+    :param pod: the pod.
+    :param container: the container.
+    :param exec_id: the value of ``EXEC_ID_VARIABLE`` in its processes' environment.
+    :param stream: its stream.
+    """
+
+    namespace: str
+    pod: str
+    container: str
+    exec_id: str
+    stream: ExecStream
+
 
 class HostedClusterHook(KubernetesHook):
     """HostedClusters, their control-plane Deployments, etcd pods and exec, over the provider's hook.
@@ -210,6 +263,8 @@ class HostedClusterHook(KubernetesHook):
         :param kwargs: passed to ``KubernetesHook``.
         """
         super().__init__(conn_id=kubernetes_conn_id, **kwargs)
+        self._running: set[RunningExec] = set()
+        self._running_lock = threading.Lock()
 
     @staticmethod
     def _unless_not_found(call: Callable[[], T], missing: M = None) -> T | M:
@@ -592,15 +647,60 @@ class HostedClusterHook(KubernetesHook):
             a presigned URL go this way, never on the command line.
         """
         target = f"{namespace}/{pod}[{container}]"
+        exec_id = secrets.token_hex(8)
+        # `env` puts the exec's id into the environment of the command and of every child it starts.
+        argv = ["env", f"{EXEC_ID_VARIABLE}={exec_id}", *command]
         try:
-            client = self._connect_exec(namespace, pod, container, list(command), binary, stdin)
+            client = self._connect_exec(namespace, pod, container, argv, binary, stdin)
         except ApiException as err:
             raise ExecError(f"cannot exec in {target}: {err.status} {err.reason}") from err
         stream = ExecStream(client, target, timeout, on_stderr)
+        running = RunningExec(namespace, pod, container, exec_id, stream)
+        with self._running_lock:
+            self._running.add(running)
         try:
             yield stream
         finally:
+            with self._running_lock:
+                self._running.discard(running)
             stream.close()
+
+    def stop_execs(self) -> list[str]:
+        """Stop every command this hook is running in a pod (a task's ``on_kill``); never raises.
+
+        Each stream is closed first, as the provider's ``KubernetesPodExecOperator.on_kill`` does; the
+        container runtime does not end a command whose stream is gone (runc keeps it running:
+        opencontainers/runc#3359, kubernetes/kubernetes#89031), so each exec's processes are then
+        ended in its pod, found by their ``EXEC_ID_VARIABLE``.
+
+        :return: what could not be stopped, for the log.
+        """
+        with self._running_lock:
+            running = list(self._running)
+        for item in running:
+            item.stream.stop()
+        problems = []
+        for item in running:
+            try:
+                self.stop_in_pod(item)
+            except Exception as err:
+                problems.append(f"{item.stream.target}: {type(err).__name__}: {str(err)[:200]}")
+        return problems
+
+    def stop_in_pod(self, running: RunningExec) -> None:
+        """End the processes of one exec in its pod, whether its stream is open or not.
+
+        :param running: the exec.
+        """
+        self.exec_command(
+            running.namespace, running.pod, stop_command(running.exec_id), container=running.container,
+            timeout=30,
+        )  # fmt: skip
+
+    def running_execs(self) -> list[RunningExec]:
+        """The execs in progress."""
+        with self._running_lock:
+            return list(self._running)
 
     def exec_command(
         self,

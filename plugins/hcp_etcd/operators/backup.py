@@ -8,11 +8,10 @@ import shlex
 from typing import Any
 
 from airflow.sdk import Context
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowSkipException, TaskDeferred
 from airflow.sdk.log import mask_secret
 
 from hcp_etcd import etcd
-from hcp_etcd.conditions import unmet_conditions
 from hcp_etcd.errors import ConfigurationError, fail_fast_on_configuration_errors
 from hcp_etcd.naming import (
     API_SERVER_DEPLOYMENTS,
@@ -25,7 +24,7 @@ from hcp_etcd.naming import (
     rfc3339,
 )
 from hcp_etcd.operators.base import HostedClusterOperator, StoreOperator, deadline, utcnow
-from hcp_etcd.patches import merge_patch_revert
+from hcp_etcd.operators.patch import HostedClusterPatchOperator
 from hcp_etcd.state import (
     BackupLock,
     OriginalReplicas,
@@ -225,7 +224,11 @@ class BackupPreflightOperator(StoreOperator):
         )
 
 
-class PauseReconciliationOperator(HostedClusterOperator):
+class PauseNotSeen(RuntimeError):
+    """HyperShift did not report the pause in time (the pause was undone before this was raised)."""
+
+
+class PauseReconciliationOperator(HostedClusterPatchOperator):
     """Take the backup lock and (quiesced) pause reconciliation until a deadline, atomically.
 
     One conditional merge patch (``resourceVersion``) sets the lock annotation, records the previous
@@ -233,6 +236,9 @@ class PauseReconciliationOperator(HostedClusterOperator):
     is a dead-man's switch, HyperShift resumes by itself if Airflow dies. If the pause is not seen
     (``ReconciliationActive`` not False) in time, the patch is undone before failing, because the
     unpause teardown is skipped when this setup fails.
+
+    The confirmation polls in the worker for a few seconds (HyperShift flips the condition within a
+    reconcile loop), then defers (``ReconciliationPausedTrigger``).
 
     :param mode: ``quiesced`` or ``online`` (online only takes the lock). (templated)
     :param pause_deadline_minutes: the dead-man's switch; fractions allowed (tests). (templated)
@@ -245,6 +251,8 @@ class PauseReconciliationOperator(HostedClusterOperator):
         "mode",
         "pause_deadline_minutes",
     )
+    inline_wait_seconds = 10
+    inline_poll_interval = 0.5
 
     def __init__(
         self,
@@ -288,7 +296,7 @@ class PauseReconciliationOperator(HostedClusterOperator):
             )
             patch["spec"] = {"pausedUntil": rfc3339(until)}
         try:
-            self.k8s.patch_hosted_cluster_if_unchanged(ref, patch, hc["metadata"]["resourceVersion"])
+            self.apply_patch(patch, current=hc, resource_version=hc["metadata"]["resourceVersion"])
         except ApiException as err:
             if err.status == 409:
                 raise RuntimeError(
@@ -302,56 +310,60 @@ class PauseReconciliationOperator(HostedClusterOperator):
             rfc3339(until),
             f"; reconciliation paused (was {previous!r})" if mode == "quiesced" else "",
         )
-        if mode == "quiesced":
-            try:
-                self._confirm_paused(ref)
-            except Exception:
-                self._undo(ref, run_id, previous)
-                raise
-        return {
+        result = {
             "previous_paused_until": previous,
             "paused_until": rfc3339(until),
             "lock_expires_at": rfc3339(until),
         }
+        if mode != "quiesced":
+            return result
+        from hcp_etcd.triggers.wait import ReconciliationPausedTrigger
 
-    def _confirm_paused(self, ref: ClusterRef) -> None:
-        # Short and synchronous on purpose: HyperShift flips the condition within a reconcile loop.
-        # Both objects: the HostedCluster controller writes it on the HostedCluster and copies
-        # pausedUntil to the HostedControlPlane, where the control-plane operator (the one that would
-        # scale the API servers back) writes its own (hostedcluster_controller.go:
-        # pauseHostedControlPlane; hostedcontrolplane_controller.go: Reconcile).
-        import time
+        trigger = ReconciliationPausedTrigger(
+            namespace=ref.namespace,
+            name=ref.name,
+            kubernetes_conn_id=self.kubernetes_conn_id,
+            timeout=self.confirm_timeout,
+            poll_interval=2,
+        )
+        try:
+            return self.wait(trigger, "execute_complete", context, result=result)
+        except (TaskDeferred, PauseNotSeen):
+            raise
+        except Exception:
+            # The unpause teardown is skipped when this setup fails: undo before failing.
+            self._undo(ref, run_id, previous)
+            raise
 
-        end = time.monotonic() + self.confirm_timeout
-        paused = {"ReconciliationActive": "False"}
-        while True:
-            unmet = unmet_conditions(self.k8s.get_hosted_cluster(ref), paused)
-            hcp = self.k8s.get_hosted_control_plane(ref.control_plane_namespace, ref.name)
-            if hcp is None:
-                unmet.append(f"HostedControlPlane {ref.control_plane_namespace}/{ref.name} not found")
-            else:
-                unmet += [f"HostedControlPlane {u}" for u in unmet_conditions(hcp, paused)]
-            if not unmet:
-                return
-            if time.monotonic() > end:
-                raise RuntimeError(
-                    f"HostedCluster {ref} still reconciles after pausing ({'; '.join(unmet)}): "
-                    "is the HyperShift operator running?"
-                )
-            time.sleep(2)
+    def execute_complete(
+        self, context: Context, event: dict[str, Any], result: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The pause is seen, or undone before failing.
+
+        :param context: task context.
+        :param event: the trigger's payload.
+        :param result: what :meth:`execute` will have returned.
+        """
+        if event.get("status") == "success":
+            self.log.info("reconciliation of %s paused (seen after %.1fs)", self.ref, event.get("elapsed", 0))
+            return result
+        self._undo(self.ref, self.run_id(context), result["previous_paused_until"])
+        raise PauseNotSeen(
+            f"HostedCluster {self.ref} still reconciles after pausing ({event.get('message')}): "
+            "is the HyperShift operator running?"
+        )
 
     def _undo(self, ref: ClusterRef, run_id: str, previous: str | None) -> None:
         self.log.warning("undoing the pause of %s before failing", ref)
-        self.k8s.patch_hosted_cluster(
-            ref,
+        self.apply_patch(
             {
                 "spec": {"pausedUntil": previous},
                 "metadata": {"annotations": {LOCK_ANNOTATION: None, PREVIOUS_PAUSE_ANNOTATION: None}},
-            },
+            }
         )
 
 
-class QuiesceApiServersOperator(HostedClusterOperator):
+class QuiesceApiServersOperator(HostedClusterPatchOperator):
     """Stop every etcd writer: scale the API-server Deployments to 0 and wait until their pods are gone.
 
     The replicas found are written to the HostedCluster (annotation) before the first scale-down;
@@ -384,7 +396,7 @@ class QuiesceApiServersOperator(HostedClusterOperator):
 
     def execute(self, context: Context) -> dict[str, Any] | None:
         """Record, scale down, defer until the pods are gone."""
-        from hcp_etcd.triggers.wait import HostedClusterWaitTrigger
+        from hcp_etcd.triggers.wait import PodsGoneTrigger
 
         if _mode(str(self.mode)) == "online":
             self.log.info("online mode: API servers keep running")
@@ -395,8 +407,9 @@ class QuiesceApiServersOperator(HostedClusterOperator):
         record = OriginalReplicas.from_annotations(_annotations(hc), run_id)
         if record is None:
             record = OriginalReplicas(run_id, self._current_replicas(hc, ns), utcnow())
-            self.k8s.patch_hosted_cluster(
-                ref, {"metadata": {"annotations": {ORIGINAL_REPLICAS_ANNOTATION: record.to_annotation()}}}
+            self.apply_patch(
+                {"metadata": {"annotations": {ORIGINAL_REPLICAS_ANNOTATION: record.to_annotation()}}},
+                current=hc,
             )
             self.log.info("recorded original replicas of %s: %s", ref, record.replicas)
         else:
@@ -410,8 +423,7 @@ class QuiesceApiServersOperator(HostedClusterOperator):
         except Exception:
             self._undo(ref, record)
             raise
-        trigger = HostedClusterWaitTrigger(
-            check="pods_gone",
+        trigger = PodsGoneTrigger(
             namespace=ns,
             label_selectors=selectors,
             kubernetes_conn_id=self.kubernetes_conn_id,
@@ -437,9 +449,7 @@ class QuiesceApiServersOperator(HostedClusterOperator):
         self.log.warning("undoing the scale-down of %s before failing", ref)
         for dep, n in record.replicas.items():
             self.k8s.scale_deployment(ref.control_plane_namespace, dep, n)
-        self.k8s.patch_hosted_cluster(
-            ref, {"metadata": {"annotations": {ORIGINAL_REPLICAS_ANNOTATION: None}}}
-        )
+        self.apply_patch({"metadata": {"annotations": {ORIGINAL_REPLICAS_ANNOTATION: None}}})
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the wait; undo and fail on timeout."""
@@ -459,7 +469,7 @@ class QuiesceApiServersOperator(HostedClusterOperator):
         return {"replicas": record.replicas, "scaled_down_at": rfc3339(record.scaled_down_at)}
 
 
-class ResumeApiServersOperator(HostedClusterOperator):
+class ResumeApiServersOperator(HostedClusterPatchOperator):
     """Scale the API servers back to the recorded replicas and wait until they are ready.
 
     The teardown of the quiesce, right after the snapshot: the API downtime is that window only.
@@ -481,7 +491,7 @@ class ResumeApiServersOperator(HostedClusterOperator):
 
     def execute(self, context: Context) -> dict[str, Any] | None:
         """Scale back, defer until ready."""
-        from hcp_etcd.triggers.wait import HostedClusterWaitTrigger
+        from hcp_etcd.triggers.wait import DeploymentsReadyTrigger
 
         if _mode(str(self.mode)) == "online":
             return {"api_available_at": None, "api_downtime_seconds": None}
@@ -495,8 +505,7 @@ class ResumeApiServersOperator(HostedClusterOperator):
         for dep, n in record.replicas.items():
             self.k8s.scale_deployment(ref.control_plane_namespace, dep, n)
             self.log.info("scaled %s/%s back to %s", ref.control_plane_namespace, dep, n)
-        trigger = HostedClusterWaitTrigger(
-            check="deployments_ready",
+        trigger = DeploymentsReadyTrigger(
             namespace=ref.control_plane_namespace,
             deployments=list(record.replicas),
             kubernetes_conn_id=self.kubernetes_conn_id,
@@ -520,9 +529,7 @@ class ResumeApiServersOperator(HostedClusterOperator):
             _annotations(self.k8s.get_hosted_cluster(ref)), self.run_id(context)
         )
         downtime = (now - record.scaled_down_at).total_seconds() if record else None
-        self.k8s.patch_hosted_cluster(
-            ref, {"metadata": {"annotations": {ORIGINAL_REPLICAS_ANNOTATION: None}}}
-        )
+        self.apply_patch({"metadata": {"annotations": {ORIGINAL_REPLICAS_ANNOTATION: None}}})
         self.log.info("API servers of %s ready again; downtime %.1fs", ref, downtime or 0)
         return {"api_available_at": rfc3339(now), "api_downtime_seconds": downtime}
 
@@ -530,9 +537,8 @@ class ResumeApiServersOperator(HostedClusterOperator):
 class SnapshotMembersOperator(HostedClusterOperator):
     """``etcdctl snapshot save`` in every etcd member (the seed's command), all members at once.
 
-    One exec per member, each in a thread with a hook of its own (the kubernetes client's exec
-    stream swaps its ApiClient's request method while it connects, so threads must not share one):
-    the API downtime of an HA cluster is that of its slowest member, not the sum.
+    One exec per member, each in a thread with a hook of its own (``thread_k8s_hook``): the API
+    downtime of an HA cluster is that of its slowest member, not the sum. ``on_kill`` stops them all.
 
     :param snapshot_path: the file in the etcd container (on the etcd volume).
     :param timeout: seconds per member.
@@ -567,13 +573,11 @@ class SnapshotMembersOperator(HostedClusterOperator):
         return {"ts": format_backup_ts(started), "created_at": rfc3339(started), "members": members}
 
     def _snapshot(self, ns: str, pod: str) -> None:
-        from hcp_etcd.hooks.hosted_cluster import HostedClusterHook
-
         script = (
             f"{shlex.join(etcd.remove_command(self.snapshot_path))} && "
             f"exec {shlex.join(etcd.snapshot_save_command(self.snapshot_path))}"
         )
-        HostedClusterHook(kubernetes_conn_id=self.kubernetes_conn_id).exec_command(
+        self.thread_k8s_hook().exec_command(
             ns,
             pod,
             ["sh", "-c", script],
@@ -816,7 +820,7 @@ class CleanupSnapshotsOperator(HostedClusterOperator):
             )
 
 
-class UnpauseReconciliationOperator(HostedClusterOperator):
+class UnpauseReconciliationOperator(HostedClusterPatchOperator):
     """Put ``spec.pausedUntil`` back to what it was (``null`` normally) and release the lock.
 
     The teardown of the pause. Only touches a cluster whose lock or pause record is this run's.
@@ -853,8 +857,8 @@ class UnpauseReconciliationOperator(HostedClusterOperator):
             patch["metadata"]["annotations"][LOCK_ANNOTATION] = None
         if recorded:
             patch["spec"] = {"pausedUntil": previous}
-        self.log.info("restoring %s: %s (replaced: %s)", ref, patch, merge_patch_revert(hc, patch))
-        self.k8s.patch_hosted_cluster(ref, patch)
+        self.log.info("restoring %s", ref)
+        self.apply_patch(patch, current=hc)
         return patch
 
 
@@ -875,17 +879,13 @@ class WaitHostedClusterAvailableOperator(HostedClusterOperator):
 
     def execute(self, context: Context) -> Any:
         """Defer to the trigger."""
-        from hcp_etcd.triggers.wait import HostedClusterWaitTrigger
+        from hcp_etcd.triggers.wait import HostedClusterAvailableTrigger
 
         ref = self.ref
-        wanted = {"Available": "True"}
-        if _mode(str(self.mode)) == "quiesced":
-            wanted["ReconciliationActive"] = "True"
-        trigger = HostedClusterWaitTrigger(
-            check="hosted_cluster_conditions",
+        trigger = HostedClusterAvailableTrigger(
             namespace=ref.namespace,
             name=ref.name,
-            conditions=wanted,
+            reconciling=_mode(str(self.mode)) == "quiesced",
             kubernetes_conn_id=self.kubernetes_conn_id,
             timeout=self.timeout,
         )

@@ -72,6 +72,7 @@ class HostedClusterOperator(BaseOperator):
         self.hosted_cluster = hosted_cluster
         self.kubernetes_conn_id = kubernetes_conn_id
         self.deferrable = deferrable
+        self._thread_hooks: list[HostedClusterHook] = []
 
     @property
     def ref(self) -> ClusterRef:
@@ -84,6 +85,27 @@ class HostedClusterOperator(BaseOperator):
     def k8s(self) -> HostedClusterHook:
         """The Kubernetes hook (``k8s_hook_class``), built once."""
         return import_string(self.k8s_hook_class)(kubernetes_conn_id=self.kubernetes_conn_id)
+
+    def thread_k8s_hook(self) -> HostedClusterHook:
+        """A Kubernetes hook for one thread of this task, stopped with the others by :meth:`on_kill`.
+
+        The kubernetes client's exec stream swaps its ApiClient's request method while it connects,
+        so threads running execs at once must not share a hook.
+        """
+        hook = import_string(self.k8s_hook_class)(kubernetes_conn_id=self.kubernetes_conn_id)
+        self._thread_hooks.append(hook)
+        return hook
+
+    def on_kill(self) -> None:
+        """Stop the commands this task runs in pods: close their exec streams and end their processes.
+
+        Airflow calls it when the task is killed (SIGTERM from the UI or the supervisor, or
+        ``execution_timeout``); the exec loops then end with an ``ExecError``.
+        """
+        hooks = [self.__dict__["k8s"]] if "k8s" in self.__dict__ else []
+        for hook in [*hooks, *self._thread_hooks]:
+            for problem in hook.stop_execs():
+                self.log.warning("could not stop a command in a pod: %s", problem)
 
     @staticmethod
     def run_id(context: Context) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from airflow.sdk import Asset, AssetAlias, Context
@@ -10,36 +9,40 @@ from airflow.sdk import Asset, AssetAlias, Context
 from hcp_etcd import metrics
 from hcp_etcd.naming import ClusterRef
 from hcp_etcd.operators.base import StoreOperator, utcnow
-from hcp_etcd.operators.restore import ERROR_XCOM_KEY, drill_moment
+from hcp_etcd.operators.restore import drill_moment, step_error
 from hcp_etcd.restore.plan import HYPERSHIFT_API
 from hcp_etcd.restore.report import build_drill_report, drill_asset_name, drill_report_key
 
 DRILL_ASSET_ALIAS = "hcp-etcd-drills"
 
 
-def _pull(context: Context, task_id: str, key: str = "return_value") -> Any:
-    """XCom of ``task_id`` at this task's map index (None when that task pushed nothing)."""
-    ti = context["ti"]
-    return ti.xcom_pull(task_ids=task_id, key=key, map_indexes=ti.map_index)
-
-
 class DeleteRestoredClusterOperator(StoreOperator):
     """Delete the drill cluster and what the create task made, and wait until it is gone (teardown).
 
-    :param create_task_id: the create task (its XCom lists the objects it made).
+    Polls in the worker for a few seconds, then defers (``HostedClusterDeletedTrigger``): HyperShift
+    tears a control plane down in minutes on a real management cluster.
+
+    :param created: the create task's result, which lists the objects it made (templated: its
+        XComArg; None when it made nothing).
     :param timeout: seconds to wait for the HostedCluster and its control-plane namespace to go.
     """
 
-    def __init__(self, *, create_task_id: str, timeout: float = 900, **kwargs: Any) -> None:
+    template_fields: tuple[str, ...] = (*StoreOperator.template_fields, "created")
+    inline_wait_seconds = 10
+    inline_poll_interval = 0.5
+
+    def __init__(self, *, created: Any, timeout: float = 900, **kwargs: Any) -> None:
         """See the class docstring."""
         super().__init__(**kwargs)
-        self.create_task_id = create_task_id
+        self.created = created
         self.timeout = timeout
 
     def execute(self, context: Context) -> dict[str, Any] | None:
-        """Delete, then poll until gone."""
-        created = _pull(context, self.create_task_id)
-        if not created:
+        """Delete, then wait until gone."""
+        from hcp_etcd.triggers.restore import HostedClusterDeletedTrigger
+
+        created = self.created
+        if not created or step_error(created):
             self.log.info("the create task made nothing (it undoes its own partial work): nothing to delete")
             return None
         target = ClusterRef.parse(created["target"])
@@ -54,21 +57,33 @@ class DeleteRestoredClusterOperator(StoreOperator):
         # down), then the Secrets and NodePools this run made.
         keep = ("HostedCluster", "Namespace")  # the namespace may hold other drills: it stays
         left = self.k8s.delete_objects([o for o in objects if o["kind"] not in keep] + [hc])
-        deadline = time.monotonic() + self.timeout
-        cp_ns = target.control_plane_namespace
-        while self.k8s.hosted_cluster_exists(target) or self.k8s.object_exists(
-            "v1", "Namespace", None, cp_ns
-        ):
-            if time.monotonic() > deadline:
-                left.append(f"{target} or its namespace {cp_ns} still exists after {self.timeout:.0f}s")
-                break
-            time.sleep(2)
+        trigger = HostedClusterDeletedTrigger(
+            namespace=target.namespace,
+            name=target.name,
+            kubernetes_conn_id=self.kubernetes_conn_id,
+            timeout=self.timeout,
+            poll_interval=2,
+        )
+        return self.wait(trigger, "execute_complete", context, target=str(target), left=left)
+
+    def execute_complete(
+        self, context: Context, event: dict[str, Any], target: str, left: list[str]
+    ) -> dict[str, Any]:
+        """Fail with what is left, if anything.
+
+        :param context: task context.
+        :param event: the trigger's payload.
+        :param target: the drill cluster.
+        :param left: what could not be deleted.
+        """
+        if event.get("status") != "success":
+            left = [*left, f"{event.get('message')} after {self.timeout:.0f}s"]
         if left:
             raise RuntimeError(
                 f"drill cluster {target} not fully deleted (remove by hand): {'; '.join(left)}"
             )
         self.log.info("drill cluster %s deleted", target)
-        return {"deleted": str(target)}
+        return {"deleted": target}
 
 
 class DrillReportOperator(StoreOperator):
@@ -77,28 +92,39 @@ class DrillReportOperator(StoreOperator):
     Runs whatever happened before (trigger rule ``all_done``): a drill that could not even start is
     reported as failed, with the error of the step that stopped it.
 
-    :param task_ids: role (``backup``, ``snapshot``, ``key``, ``presign``, ``create``, ``wait``,
-        ``verify``) -> task id.
+    :param steps: role (``backup``, ``snapshot``, ``key``, ``presign``, ``wait``, ``verify``) -> that
+        step's outcome (templated: its XComArg): its result, ``{"error": ...}`` when it failed
+        (``hcp_etcd.operators.restore.step_error``), None when it did not run.
+    :param created: the outcome of the create step, likewise, as its XComArg. Resolved when the report
+        runs, not templated: a templated XComArg makes its task a direct upstream, and Airflow refuses
+        a task other than ALL_SUCCESS right after a setup task (``DAG.validate_setup_teardown``).
     :return: ``{"passed", "report"}``.
     """
 
-    def __init__(self, *, task_ids: dict[str, str], **kwargs: Any) -> None:
+    template_fields: tuple[str, ...] = (*StoreOperator.template_fields, "steps")
+
+    def __init__(self, *, steps: dict[str, Any], created: Any, **kwargs: Any) -> None:
         """See the class docstring.
 
         :param kwargs: StoreOperator arguments (``hosted_cluster`` is the drilled cluster).
         """
         super().__init__(outlets=[AssetAlias(DRILL_ASSET_ALIAS)], **kwargs)
-        self.task_ids = task_ids
+        self.steps = steps
+        self.created = created
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Collect, write, announce."""
+        from airflow.sdk import XComArg
+
         ref = self.ref
         as_of = drill_moment(context)
-        results = {role: _pull(context, tid) for role, tid in self.task_ids.items()}
-        errors = [e for tid in self.task_ids.values() if (e := _pull(context, tid, ERROR_XCOM_KEY))]
+        created = self.created.resolve(context) if isinstance(self.created, XComArg) else self.created
+        outcomes = {**self.steps, "create": created}
+        errors = [e for outcome in outcomes.values() if (e := step_error(outcome))]
+        results = {role: None if step_error(o) else o for role, o in outcomes.items()}
         for role in ("backup", "create", "wait", "verify"):
             if results.get(role) is None and not errors:
-                errors.append(f"{self.task_ids[role]} did not complete (see its log)")
+                errors.append(f"the {role} step did not complete (see its log)")
         backup = results.get("backup")
         target = (backup or {}).get("target") or f"(not resolved for {ref})"
         report = build_drill_report(
@@ -142,17 +168,19 @@ class DrillReportOperator(StoreOperator):
 class DrillVerdictOperator(StoreOperator):
     """Fail the run when the drill of this cluster did not pass (the report says why).
 
-    :param report_task_id: the report task.
+    :param report: the report task's result (templated: its XComArg).
     """
 
-    def __init__(self, *, report_task_id: str, **kwargs: Any) -> None:
+    template_fields: tuple[str, ...] = (*StoreOperator.template_fields, "report")
+
+    def __init__(self, *, report: Any, **kwargs: Any) -> None:
         """See the class docstring."""
         super().__init__(**kwargs)
-        self.report_task_id = report_task_id
+        self.report = report
 
     def execute(self, context: Context) -> None:
         """Judge."""
-        result = _pull(context, self.report_task_id) or {}
+        result = self.report or {}
         if not result.get("passed"):
             raise RuntimeError(
                 f"restore drill of {self.ref} failed: see {result.get('report', 'the report task')}"

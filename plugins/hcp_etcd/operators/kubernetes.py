@@ -1,4 +1,4 @@
-"""Generic Kubernetes operators: patch a HostedCluster, exec a command in a pod."""
+"""The KubernetesExec operator: a command in a container of an existing pod."""
 
 from __future__ import annotations
 
@@ -10,48 +10,6 @@ from airflow.providers.cncf.kubernetes.operators.pod_exec import KubernetesPodEx
 from airflow.sdk import Context
 
 from hcp_etcd.hooks.hosted_cluster import HostedClusterHook
-from hcp_etcd.operators.base import HostedClusterOperator
-from hcp_etcd.patches import json_patch_revert, merge_patch_revert
-
-
-class HostedClusterPatchOperator(HostedClusterOperator):
-    """Patch a HostedCluster and return the patch that puts back what was replaced.
-
-    :param patch: a merge patch (dict) or JSON patch (list of operations). (templated)
-    :param patch_type: ``merge`` or ``json``.
-    :return: ``{"patch_type", "revert"}``: apply ``revert`` with the same type to undo.
-    """
-
-    template_fields: tuple[str, ...] = (*HostedClusterOperator.template_fields, "patch")
-    template_fields_renderers = {"patch": "json"}
-
-    def __init__(
-        self, *, patch: dict[str, Any] | list[dict[str, Any]], patch_type: str = "merge", **kwargs: Any
-    ) -> None:
-        """See the class docstring.
-
-        :param kwargs: HostedClusterOperator arguments.
-        """
-        super().__init__(**kwargs)
-        if patch_type not in ("merge", "json"):
-            raise ValueError("patch_type must be 'merge' or 'json'")
-        self.patch = patch
-        self.patch_type = patch_type
-
-    def execute(self, context: Context) -> dict[str, Any]:
-        """Read, compute the revert, patch."""
-        current = self.k8s.get_hosted_cluster(self.ref)
-        if self.patch_type == "merge":
-            if not isinstance(self.patch, dict):
-                raise TypeError("a merge patch is a JSON object")
-            revert: Any = merge_patch_revert(current, self.patch)
-        else:
-            if not isinstance(self.patch, list):
-                raise TypeError("a JSON patch is a list of operations")
-            revert = json_patch_revert(current, self.patch)
-        self.k8s.patch_hosted_cluster(self.ref, self.patch, self.patch_type)  # type: ignore[arg-type]
-        self.log.info("patched HostedCluster %s (%s); revert: %s", self.ref, self.patch_type, revert)
-        return {"patch_type": self.patch_type, "revert": revert}
 
 
 class KubernetesExecOperator(KubernetesPodExecOperator):
@@ -83,6 +41,12 @@ class KubernetesExecOperator(KubernetesPodExecOperator):
             config_file=self.config_file,
             cluster_context=self.cluster_context,
         )
+
+    def on_kill(self) -> None:
+        """Close the exec stream and end the command in the pod (the provider only closes the stream)."""
+        super().on_kill()
+        for problem in self.hook.stop_execs():
+            self.log.warning("could not stop the command in the pod: %s", problem)
 
     def execute(self, context: Context) -> str | None:
         """Validate the target like the provider does, then run with our streaming exec."""

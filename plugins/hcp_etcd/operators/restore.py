@@ -9,10 +9,12 @@ work before it raises. The encryption key and the presigned URL never go through
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from datetime import UTC, datetime
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Context
+from airflow.sdk.bases.xcom import BaseXCom
 from airflow.sdk.exceptions import TaskDeferred
 from airflow.sdk.log import mask_secret
 from airflow.sdk.module_loading import import_string
@@ -84,8 +87,25 @@ def drill_moment(context: Context) -> datetime:
     return end.astimezone(UTC) if end else utcnow()
 
 
+def step_error(outcome: Any) -> str | None:
+    """The error of a failed restore step from its XCom return value (see ``RestoreStepOperator``),
+    None for a result or for a step that pushed nothing.
+
+    :param outcome: the step's XCom return value.
+    """
+    if isinstance(outcome, dict) and set(outcome) == {ERROR_XCOM_KEY}:
+        return str(outcome[ERROR_XCOM_KEY])
+    return None
+
+
 class RestoreStepOperator(StoreOperator):
-    """Base of the restore steps: records a failure's message as XCom ``error`` for the drill report.
+    """Base of the restore steps: a failure's redacted message is the step's outcome.
+
+    A failed step's XCom return value is ``{"error": "<task>: <message>"}`` (:func:`step_error`):
+    the drill's report runs after failed steps (``all_done``) and reads each step's outcome from its
+    XComArg, which resolves to None for a step that pushed nothing but raises ``XComNotFound`` for
+    any other key (``airflow.sdk`` ``PlainXComArg.resolve``). The same message is kept as XCom
+    ``error``, where a person reading a failed restore in the UI finds it.
 
     :param backup: the result of ``ResolveBackupOperator`` (templated: its XCom). Not needed by it.
     :param presign_aws_conn_id: the AWS connection that signs ``restoreSnapshotURL`` (empty: the
@@ -122,13 +142,15 @@ class RestoreStepOperator(StoreOperator):
             raise
 
     def record_error(self, context: Context, err: BaseException) -> None:
-        """Push a failure's message as XCom ``error`` for the drill report, redacted: XCom is clear
-        text in the metadata DB, and a client's message can quote a presigned URL or Secret data.
+        """Push a failure's message as the step's outcome (and XCom ``error``), redacted: XCom is
+        clear text in the metadata DB, and a client's message can quote a presigned URL or Secret data.
 
         :param context: task context.
         :param err: the failure.
         """
-        context["ti"].xcom_push(key=ERROR_XCOM_KEY, value=f"{self.task_id}: {describe(err)}")
+        message = f"{self.task_id}: {describe(err)}"
+        context["ti"].xcom_push(key=ERROR_XCOM_KEY, value=message)
+        context["ti"].xcom_push(key=BaseXCom.XCOM_RETURN_KEY, value={ERROR_XCOM_KEY: message})
 
     def run(self, context: Context) -> Any:
         """The step itself.
@@ -427,6 +449,15 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
         self.render_options = render_options
         self.clone = clone
         self.url_expiry_hours = url_expiry_hours
+        self._render_process: subprocess.Popen[str] | None = None
+
+    def on_kill(self) -> None:
+        """Also end a running ``hcp`` render (and whatever it started)."""
+        super().on_kill()
+        proc = self._render_process
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
 
     def run(self, context: Context) -> dict[str, Any]:
         """Check everything, then create in order."""
@@ -529,16 +560,26 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
             else:
                 raise RestoreInputError(f"render option {flag!r} must be a string, number or boolean")
         self.log.info("rendering with %s", " ".join(argv[:8]))
-        proc = subprocess.run(
-            argv, capture_output=True, text=True, timeout=300, check=False, env=dict(os.environ)
-        )
+        # A session of its own, so that on_kill ends the render and anything it started.
+        with subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+            start_new_session=True,
+        ) as proc:  # fmt: skip
+            self._render_process = proc
+            try:
+                stdout, stderr = proc.communicate(timeout=300)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+                raise
+            finally:
+                self._render_process = None
         if proc.returncode != 0:
             # stderr only: stdout holds the rendered secrets.
             raise RestoreInputError(
-                f"`hcp create cluster aws --render` exited with {proc.returncode}: "
-                f"{proc.stderr.strip()[-800:]}"
+                f"`hcp create cluster aws --render` exited with {proc.returncode}: {stderr.strip()[-800:]}"
             )
-        return proc.stdout
+        return stdout
 
     def _refuse_existing(self, plan: RestorePlan, restored_by: str) -> set[tuple[str, str]]:
         """Refuse objects of the plan that exist already, except those an earlier try of this same run

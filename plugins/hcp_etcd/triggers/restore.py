@@ -1,4 +1,5 @@
-"""Deferrable wait for a restored hosted cluster. Triggers only wait: they change nothing."""
+"""Deferrable waits of a restore: restored, and (a drill's teardown) deleted. Triggers only wait:
+they change nothing."""
 
 from __future__ import annotations
 
@@ -151,3 +152,49 @@ class RestoredClusterTrigger(KubernetesPollingTrigger):
             except ApiException as err:
                 log = f"(its log is unreadable: {err.status} {err.reason})"
         return restore_state(hc, hcp, failure, log)
+
+
+class HostedClusterDeletedTrigger(KubernetesPollingTrigger):
+    """Poll until a HostedCluster and its control-plane namespace are gone (a drill's teardown).
+
+    :param namespace: the HostedCluster's namespace.
+    :param name: its name.
+    :param kubernetes_conn_id: the Kubernetes connection.
+    :param timeout: seconds before a ``timeout`` event.
+    :param poll_interval: seconds between polls.
+    :param started_at: wall-clock start (kept across triggerer restarts).
+    """
+
+    def __init__(self, namespace: str, name: str, **kwargs: Any) -> None:
+        """See the class docstring."""
+        super().__init__(**kwargs)
+        self.namespace = namespace
+        self.name = name
+
+    def probe_kwargs(self) -> dict[str, Any]:
+        """This trigger's own arguments."""
+        return {"namespace": self.namespace, "name": self.name}
+
+    def describe(self) -> str:
+        """What is awaited, for the log."""
+        return f"the deletion of {self.namespace}/{self.name}"
+
+    async def probe(self, api: async_client.ApiClient) -> tuple[State, str]:
+        """Done when neither the HostedCluster nor its control-plane namespace exists."""
+        cp_namespace = control_plane_namespace(self.namespace, self.name)
+        left = []
+        try:
+            await async_client.CustomObjectsApi(api).get_namespaced_custom_object(
+                "hypershift.openshift.io", "v1beta1", self.namespace, "hostedclusters", self.name
+            )
+            left.append(f"HostedCluster {self.namespace}/{self.name} still exists")
+        except ApiException as err:
+            if err.status != 404:
+                raise
+        try:
+            await async_client.CoreV1Api(api).read_namespace(cp_namespace)
+            left.append(f"its namespace {cp_namespace} still exists")
+        except ApiException as err:
+            if err.status != 404:
+                raise
+        return ("waiting", "; ".join(left)) if left else ("done", "")
