@@ -100,3 +100,22 @@ class KubernetesPollingTrigger(BaseTrigger):
                 return
             self.log.info("waiting for %s: %s", self.describe(), message or last_error)
             await asyncio.sleep(self.poll_interval)
+
+
+class HostedClusterTrigger(KubernetesPollingTrigger):
+    """A poll about one HostedCluster: its ``namespace`` and ``name``, serialised with the rest.
+
+    :param namespace: the HostedCluster's namespace.
+    :param name: its name.
+    :param kwargs: :class:`KubernetesPollingTrigger` arguments.
+    """
+
+    def __init__(self, namespace: str, name: str, **kwargs: Any) -> None:
+        """See the class docstring."""
+        super().__init__(**kwargs)
+        self.namespace = namespace
+        self.name = name
+
+    def probe_kwargs(self) -> dict[str, Any]:
+        """This trigger's own arguments."""
+        return {"namespace": self.namespace, "name": self.name}

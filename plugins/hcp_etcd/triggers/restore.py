@@ -12,7 +12,7 @@ from kubernetes_asyncio.client.rest import ApiException
 from hcp_etcd.conditions import condition, unmet_conditions
 from hcp_etcd.errors import redact
 from hcp_etcd.naming import control_plane_namespace
-from hcp_etcd.triggers.base import KubernetesPollingTrigger, State
+from hcp_etcd.triggers.base import HostedClusterTrigger, State
 
 RESTORED = "EtcdSnapshotRestored"
 ETCD_INIT = "etcd-init"
@@ -85,7 +85,7 @@ def restore_state(
     return ("waiting", "; ".join(missing)) if missing else ("done", "")
 
 
-class RestoredClusterTrigger(KubernetesPollingTrigger):
+class RestoredClusterTrigger(HostedClusterTrigger):
     """Poll until a restored HostedCluster is Available with ``EtcdSnapshotRestored=True``.
 
     Yields one event: ``success`` (with ``available_at``), ``failed`` (etcd-init's message) or
@@ -99,23 +99,9 @@ class RestoredClusterTrigger(KubernetesPollingTrigger):
     :param started_at: wall-clock start (kept across triggerer restarts).
     """
 
-    def __init__(
-        self,
-        namespace: str,
-        name: str,
-        kubernetes_conn_id: str = "kubernetes_default",
-        timeout: float = 1800,
-        poll_interval: float = 5,
-        started_at: float | None = None,
-    ) -> None:
+    def __init__(self, namespace: str, name: str, timeout: float = 1800, **kwargs: Any) -> None:
         """See the class docstring."""
-        super().__init__(kubernetes_conn_id, timeout, poll_interval, started_at)
-        self.namespace = namespace
-        self.name = name
-
-    def probe_kwargs(self) -> dict[str, Any]:
-        """This trigger's own arguments."""
-        return {"namespace": self.namespace, "name": self.name}
+        super().__init__(namespace, name, timeout=timeout, **kwargs)
 
     def describe(self) -> str:
         """What is awaited, for the log."""
@@ -154,7 +140,7 @@ class RestoredClusterTrigger(KubernetesPollingTrigger):
         return restore_state(hc, hcp, failure, log)
 
 
-class HostedClusterDeletedTrigger(KubernetesPollingTrigger):
+class HostedClusterDeletedTrigger(HostedClusterTrigger):
     """Poll until a HostedCluster and its control-plane namespace are gone (a drill's teardown).
 
     :param namespace: the HostedCluster's namespace.
@@ -164,16 +150,6 @@ class HostedClusterDeletedTrigger(KubernetesPollingTrigger):
     :param poll_interval: seconds between polls.
     :param started_at: wall-clock start (kept across triggerer restarts).
     """
-
-    def __init__(self, namespace: str, name: str, **kwargs: Any) -> None:
-        """See the class docstring."""
-        super().__init__(**kwargs)
-        self.namespace = namespace
-        self.name = name
-
-    def probe_kwargs(self) -> dict[str, Any]:
-        """This trigger's own arguments."""
-        return {"namespace": self.namespace, "name": self.name}
 
     def describe(self) -> str:
         """What is awaited, for the log."""

@@ -10,7 +10,7 @@ from kubernetes_asyncio.client.rest import ApiException
 
 from hcp_etcd.conditions import unmet_conditions
 from hcp_etcd.naming import control_plane_namespace
-from hcp_etcd.triggers.base import KubernetesPollingTrigger, State
+from hcp_etcd.triggers.base import HostedClusterTrigger, KubernetesPollingTrigger, State
 
 HYPERSHIFT = ("hypershift.openshift.io", "v1beta1")
 PAUSED = {"ReconciliationActive": "False"}
@@ -119,7 +119,7 @@ class DeploymentsReadyTrigger(KubernetesPollingTrigger):
         return _state(waiting)
 
 
-class HostedClusterAvailableTrigger(KubernetesPollingTrigger):
+class HostedClusterAvailableTrigger(HostedClusterTrigger):
     """Poll until a HostedCluster is ``Available`` (and, after a pause, reconciling again).
 
     :param namespace: the HostedCluster's namespace.
@@ -133,14 +133,12 @@ class HostedClusterAvailableTrigger(KubernetesPollingTrigger):
 
     def __init__(self, namespace: str, name: str, reconciling: bool = False, **kwargs: Any) -> None:
         """See the class docstring."""
-        super().__init__(**kwargs)
-        self.namespace = namespace
-        self.name = name
+        super().__init__(namespace, name, **kwargs)
         self.reconciling = reconciling
 
     def probe_kwargs(self) -> dict[str, Any]:
         """This trigger's own arguments."""
-        return {"namespace": self.namespace, "name": self.name, "reconciling": self.reconciling}
+        return {**super().probe_kwargs(), "reconciling": self.reconciling}
 
     def describe(self) -> str:
         """What is awaited, for the log."""
@@ -152,7 +150,7 @@ class HostedClusterAvailableTrigger(KubernetesPollingTrigger):
         return _state(unmet_conditions(await _hosted_cluster(api, self.namespace, self.name), wanted))
 
 
-class ReconciliationPausedTrigger(KubernetesPollingTrigger):
+class ReconciliationPausedTrigger(HostedClusterTrigger):
     """Poll until HyperShift reports a pause on the HostedCluster and on its HostedControlPlane.
 
     :param namespace: the HostedCluster's namespace.
@@ -162,16 +160,6 @@ class ReconciliationPausedTrigger(KubernetesPollingTrigger):
     :param poll_interval: seconds between polls.
     :param started_at: wall-clock start (kept across triggerer restarts).
     """
-
-    def __init__(self, namespace: str, name: str, **kwargs: Any) -> None:
-        """See the class docstring."""
-        super().__init__(**kwargs)
-        self.namespace = namespace
-        self.name = name
-
-    def probe_kwargs(self) -> dict[str, Any]:
-        """This trigger's own arguments."""
-        return {"namespace": self.namespace, "name": self.name}
 
     def describe(self) -> str:
         """What is awaited, for the log."""
