@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hcp_sandbox import render
+from hcp_sandbox.client import SandboxClient
 from hcp_sandbox.layout import DEFAULT_BUCKET, HOSTED_CLUSTER_NAMESPACE, SandboxPaths, read_info
 
 _LOG_TAIL_LINES = 40
@@ -211,23 +212,7 @@ def _https(
     paths: SandboxPaths, info: dict[str, Any], method: str, path: str, body: Any = None, timeout: float = 10.0
 ) -> tuple[int, Any]:
     """Call the sandbox API with its token; returns (HTTP status, decoded JSON)."""
-    ctx = ssl.create_default_context(cafile=str(paths.ca_crt))
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(  # noqa: S310 - the sandbox URL, always https
-        info["api"]["url"] + path,
-        data=data,
-        method=method,
-        headers={
-            "Authorization": f"Bearer {info['token']}",
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-        },
-    )
-    try:
-        with urllib.request.urlopen(req, context=ctx, timeout=timeout) as resp:  # noqa: S310 - https only
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
+    return SandboxClient(info["api"]["url"], info["token"], paths.ca_crt).request(method, path, body, timeout)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

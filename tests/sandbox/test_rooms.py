@@ -101,3 +101,17 @@ def test_runtime_faults_keep_their_state_per_pod_and_forget_a_namespace(tmp_path
         asyncio.run(faults.inject({"kind": "s3", "count": 1}))
     assert err.value.code == 400, "an s3 fault needs a code or drop"
     assert changes == ["x"], "only the volume fault changed the runtime"
+
+
+def test_one_client_serves_the_cli_and_the_tests() -> None:
+    """The CLI and the test harness call the sandbox through ``hcp_sandbox.client`` only (issue 13)."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    for path in (repo / "include/hcp_sandbox/cli.py", repo / "tests/support/sandbox.py",
+                 repo / "tests/support/harness.py"):  # fmt: skip
+        text = path.read_text()
+        assert "urllib.request" not in text or path.name == "cli.py", path
+        assert "SandboxClient" in text or "SandboxApi" in text or "box.api" in text, path
+    cli = (repo / "include/hcp_sandbox/cli.py").read_text()
+    assert "urllib.request.Request(" not in cli, "the CLI builds its own API requests again"

@@ -28,19 +28,17 @@ from __future__ import annotations
 
 import json
 import os
-import ssl
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+
+from hcp_sandbox.client import SandboxApiError, SandboxClient
 
 REPO = Path(__file__).resolve().parents[2]
 RBAC = REPO / "include" / "rbac"
@@ -92,46 +90,8 @@ def alive(pid: int) -> bool:
         return True
 
 
-class SandboxApi:
-    """The sandbox's own ``/sandbox/v1`` API (request log, faults), with a kubeconfig's token.
-
-    :param kubeconfig: the kubeconfig whose server and token to use.
-    :param ca: the sandbox's CA certificate.
-    """
-
-    def __init__(self, kubeconfig: Path, ca: Path) -> None:
-        config = yaml.safe_load(kubeconfig.read_text())
-        self.server = config["clusters"][0]["cluster"]["server"]
-        self.token = config["users"][0]["user"]["token"]
-        self._ssl = ssl.create_default_context(cafile=str(ca))
-
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        """One request; the decoded JSON answer (an HTTP error raises ``urllib.error.HTTPError``)."""
-        headers = {"Authorization": f"Bearer {self.token}"}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        req = urllib.request.Request(f"{self.server}{path}", data=data, method=method, headers=headers)
-        with urllib.request.urlopen(req, context=self._ssl, timeout=30) as resp:
-            return json.loads(resp.read())
-
-    def requests_since(self, seq: int) -> tuple[list[dict[str, Any]], int]:
-        """Entries of the API request log after ``seq``, and the latest seq."""
-        data = self.call("GET", f"/sandbox/v1/requests?since={seq}")
-        return data["items"], data["latest"]
-
-    def seq(self) -> int:
-        """The latest request seq."""
-        return self.requests_since(10**12)[1]
-
-    def post_fault(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """Inject a fault (``POST /sandbox/v1/faults``: what ``fault`` does, without a process)."""
-        return self.call("POST", "/sandbox/v1/faults", spec)
-
-    def clear_faults(self) -> dict[str, Any]:
-        """Drop the API and exec faults not consumed yet (``DELETE /sandbox/v1/faults``)."""
-        return self.call("DELETE", "/sandbox/v1/faults")
+class SandboxApi(SandboxClient):
+    """The sandbox's one client (``hcp_sandbox.client``) with what only tests ask of it."""
 
     def refused_since(self, seq: int) -> list[str]:
         """Requests of the restricted token (Airflow's) that the sandbox's RBAC refused after ``seq``."""
@@ -172,7 +132,7 @@ class Sandbox:
     @cached_property
     def api(self) -> SandboxApi:
         """The ``/sandbox/v1`` API with the kubeconfig's (Airflow's) token."""
-        return SandboxApi(self.kubeconfig, self.ca)
+        return SandboxApi.from_kubeconfig(self.kubeconfig, self.ca)
 
     def refresh(self) -> dict[str, Any]:
         """Re-read ``sandbox.json`` (pids change when hosted clusters are created or deleted)."""
@@ -221,9 +181,9 @@ def start_rbac_sandbox(directory: Path, *up_args: str) -> Sandbox:
     # Proof that it is enforced (else "no 403" would prove nothing): creating a Namespace, which
     # include/rbac does not grant, is refused for that token.
     try:
-        with pytest.raises(urllib.error.HTTPError) as refused:
+        with pytest.raises(SandboxApiError) as refused:
             box.api.call("POST", "/api/v1/namespaces", {"metadata": {"name": "rbac-probe"}})
-        assert refused.value.code == 403, refused.value
+        assert refused.value.status == 403, refused.value
     except BaseException:
         box.down()
         raise
