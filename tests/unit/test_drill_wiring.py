@@ -12,6 +12,7 @@ import pytest
 
 from hcp_etcd.operators.drill import DrillReportOperator, DrillVerdictOperator
 from hcp_etcd.operators.restore import ERROR_XCOM_KEY, RestoreStepOperator, step_error
+from tests.support.stubs import RecordingTi
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,21 +54,13 @@ def test_report_verdict_and_teardown_take_xcomargs(drill_dag: Any) -> None:
         assert not {"task_ids", "create_task_id", "report_task_id"} & set(vars(task)), task.task_id
 
 
-class _Ti:
-    def __init__(self) -> None:
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
-
-
 class _Failing(RestoreStepOperator):
     def run(self, context: Any) -> Any:
         raise RuntimeError("the snapshot s3://b/k has sha256 0000, the manifest says 1111")
 
 
 def test_a_failed_step_pushes_its_error_as_its_outcome() -> None:
-    ti = _Ti()
+    ti = RecordingTi()
     with pytest.raises(RuntimeError):
         _Failing(task_id="check_snapshot", bucket="b").execute({"ti": ti})
     assert ti.xcom["return_value"] == {ERROR_XCOM_KEY: ti.xcom[ERROR_XCOM_KEY]}

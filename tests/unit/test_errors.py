@@ -24,6 +24,7 @@ from hcp_etcd.errors import (
 )
 from hcp_etcd.naming import ClusterRef
 from hcp_etcd.operators.restore import ERROR_XCOM_KEY, RestoreStepOperator
+from tests.support.stubs import RecordingTi
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = base64.b64encode(bytes(range(32))).decode()  # what an AES key looks like in a Secret
@@ -120,14 +121,6 @@ def test_yaml_errors_keep_the_position_not_the_line() -> None:
     assert SECRET[:20] not in described and "line 4, column 3" in described, described
 
 
-class _Ti:
-    def __init__(self) -> None:
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
-
-
 class _Failing(RestoreStepOperator):
     def run(self, context: Any) -> Any:
         why = f"HostedCluster is invalid: restoreSnapshotURL {URL!r} with {SECRET}"
@@ -136,7 +129,7 @@ class _Failing(RestoreStepOperator):
 
 def test_restore_step_error_xcom_is_redacted() -> None:
     """The drill report reads this XCom; XCom is clear text in the metadata DB."""
-    ti = _Ti()
+    ti = RecordingTi()
     with pytest.raises(ApiException):  # a 422 is not a configuration error: the step may retry
         _Failing(task_id="create", bucket="b").execute({"ti": ti})
     stored = ti.xcom[ERROR_XCOM_KEY]

@@ -152,12 +152,8 @@ class BackupRetentionOperator(StoreOperator):
         policy = RetentionPolicy(
             int(self.keep_last), int(self.keep_daily), int(self.keep_weekly), int(self.keep_monthly)
         )
-        store = self.store
         run = _Run(
-            bucket=store.bucket,
-            prefix=store.prefix,
-            key_bucket=store.key_bucket,
-            key_prefix=store.key_prefix,
+            store=self.store,
             dry=_flag(self.dry_run),
             bypass=_flag(self.bypass_governance_retention),
             now=utcnow(),
@@ -166,7 +162,9 @@ class BackupRetentionOperator(StoreOperator):
         if run.bypass:
             self.log.warning("bypass_governance_retention is on: GOVERNANCE-locked backups may be deleted")
         try:
-            run.locations, run.first_registered = self.s3.backup_locations(run.key_bucket, run.key_prefix)
+            run.locations, run.first_registered = self.s3.backup_locations(
+                run.store.key_bucket, run.store.key_prefix
+            )
         except (_client_error(), ValueError) as err:
             run.locations_problem = f"the key store's backup locations are unreadable ({describe(err)})"
         summary = {}
@@ -174,6 +172,12 @@ class BackupRetentionOperator(StoreOperator):
             summary[str(ref)] = result = self._one(ref, policy, run)
             metrics.emit_retention(ref.namespace, ref.name, result)
         return summary
+
+    def _backup_dirs(self, bucket: str, base: str) -> dict[str, BackupDir]:
+        """The backup directories under ``{base}/`` (a cluster's prefix in one location)."""
+        return group_backup_dirs(
+            ((o.key, o.last_modified) for o in self.s3.list_objects(bucket, base + "/")), base
+        )
 
     def _read_manifests(
         self, bucket: str, base: str, ref: ClusterRef, dirs: dict[str, BackupDir]
@@ -195,11 +199,9 @@ class BackupRetentionOperator(StoreOperator):
 
     def _one(self, ref: ClusterRef, policy: RetentionPolicy, run: _Run) -> dict[str, Any]:
         verb = "would delete" if run.dry else "deleting"
-        base = cluster_prefix(run.prefix, ref)
-        dirs = group_backup_dirs(
-            ((o.key, o.last_modified) for o in self.s3.list_objects(run.bucket, base + "/")), base
-        )
-        manifests, unreadable = self._read_manifests(run.bucket, base, ref, dirs)
+        base = cluster_prefix(run.store.prefix, ref)
+        dirs = self._backup_dirs(run.store.bucket, base)
+        manifests, unreadable = self._read_manifests(run.store.bucket, base, ref, dirs)
         for ts, why in sorted(unreadable.items()):
             self.log.warning(
                 "%s keeping %s/%s: its manifest is unreadable (%s). Retention never deletes what it cannot "
@@ -221,7 +223,7 @@ class BackupRetentionOperator(StoreOperator):
             blocked = None
             if not run.dry:
                 blocked = self.s3.delete_unless_locked(
-                    run.bucket, dirs[ts].deletion_order(), run.now, run.bypass
+                    run.store.bucket, dirs[ts].deletion_order(), run.now, run.bypass
                 )
             if blocked:
                 self.log.info("%s keeping %s/%s for now: %s", ref, base, ts, blocked)
@@ -253,14 +255,11 @@ class BackupRetentionOperator(StoreOperator):
         if unreadable:
             problem = f"{len(unreadable)} unreadable manifest(s): the keys they need are unknown"
         for bucket, prefix in run.locations:
-            if problem or (bucket, prefix) == (run.bucket, run.prefix.strip("/")):
+            if problem or (bucket, prefix) == (run.store.bucket, run.store.prefix.strip("/")):
                 continue
             base = cluster_prefix(prefix, ref)
             try:
-                dirs = group_backup_dirs(
-                    ((o.key, o.last_modified) for o in self.s3.list_objects(bucket, base + "/")), base
-                )
-                others, bad = self._read_manifests(bucket, base, ref, dirs)
+                others, bad = self._read_manifests(bucket, base, ref, self._backup_dirs(bucket, base))
             except _client_error() as err:
                 others, bad = {}, {"*": describe(err, 300)}
             if bad:
@@ -270,10 +269,10 @@ class BackupRetentionOperator(StoreOperator):
         if problem:
             self.log.warning("%s: no key is garbage-collected this run: %s", ref, problem)
             return {**skipped, "keys_gc": f"skipped: {problem}"}
-        key_base = encryption_key_key(run.key_prefix, ref, "0" * 64).rsplit("/", 1)[0]
+        key_base = encryption_key_key(run.store.key_prefix, ref, "0" * 64).rsplit("/", 1)[0]
         key_objects = [
-            (f"s3://{run.key_bucket}/{o.key}", o.last_modified)
-            for o in self.s3.list_objects(run.key_bucket, key_base + "/")
+            (f"s3://{run.store.key_bucket}/{o.key}", o.last_modified)
+            for o in self.s3.list_objects(run.store.key_bucket, key_base + "/")
             if o.key.endswith(".key")
         ]
         # Keys of backups still in progress (or just failed) are younger than the grace: spared. Keys
@@ -294,7 +293,7 @@ class BackupRetentionOperator(StoreOperator):
             blocked = None
             if not run.dry:
                 key = loc.split("/", 3)[3]
-                blocked = self.s3.delete_unless_locked(run.key_bucket, [key], run.now, run.bypass)
+                blocked = self.s3.delete_unless_locked(run.store.key_bucket, [key], run.now, run.bypass)
             if blocked:
                 locked[loc] = blocked
             else:
@@ -317,10 +316,7 @@ def _flag(value: Any) -> bool:
 class _Run:
     """What one retention run works with (validated once)."""
 
-    bucket: str
-    prefix: str
-    key_bucket: str
-    key_prefix: str
+    store: params.StoreSettings
     dry: bool
     bypass: bool
     now: datetime
