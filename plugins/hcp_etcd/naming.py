@@ -23,6 +23,8 @@ LOCK_ANNOTATION = f"{ANNOTATION_PREFIX}/backup-lock"
 PREVIOUS_PAUSE_ANNOTATION = f"{ANNOTATION_PREFIX}/previous-paused-until"
 ORIGINAL_REPLICAS_ANNOTATION = f"{ANNOTATION_PREFIX}/original-replicas"
 
+# The container of HyperShift's etcd pods that runs etcd (and etcdctl): where the in-pod steps exec.
+ETCD_CONTAINER = "etcd"
 API_SERVER_DEPLOYMENTS: tuple[str, ...] = (
     "kube-apiserver",
     "openshift-apiserver",

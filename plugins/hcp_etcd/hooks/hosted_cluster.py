@@ -25,13 +25,12 @@ from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream as kubernetes_stream
 from kubernetes.stream.ws_client import ERROR_CHANNEL, STDERR_CHANNEL, STDOUT_CHANNEL, _IgnoredIO
 
-from hcp_etcd.naming import ClusterRef
+from hcp_etcd.naming import ETCD_CONTAINER, ClusterRef
 
 HC_GROUP = "hypershift.openshift.io"
 HC_VERSION = "v1beta1"
 HC_PLURAL = "hostedclusters"
 ETCD_POD_SELECTOR = "app=etcd"
-ETCD_CONTAINER = "etcd"
 PatchType = Literal["merge", "json"]
 _PATCH_CONTENT_TYPES = {"merge": "application/merge-patch+json", "json": "application/json-patch+json"}
 _STDERR_TAIL = 4096
@@ -53,6 +52,8 @@ def stop_command(exec_id: str) -> list[str]:
     :param exec_id: the value of ``EXEC_ID_VARIABLE`` the exec was started with.
     """
     return ["sh", "-c", _STOP_SCRIPT, "sh", f"{EXEC_ID_VARIABLE}={exec_id}"]
+
+
 T = TypeVar("T")
 M = TypeVar("M")
 

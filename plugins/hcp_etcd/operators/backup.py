@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import shlex
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException, TaskDeferred
@@ -15,6 +15,7 @@ from hcp_etcd import etcd
 from hcp_etcd.errors import ConfigurationError, fail_fast_on_configuration_errors
 from hcp_etcd.naming import (
     API_SERVER_DEPLOYMENTS,
+    ETCD_CONTAINER,
     LOCK_ANNOTATION,
     ORIGINAL_REPLICAS_ANNOTATION,
     PREVIOUS_PAUSE_ANNOTATION,
@@ -24,6 +25,7 @@ from hcp_etcd.naming import (
     rfc3339,
 )
 from hcp_etcd.operators.base import HostedClusterOperator, StoreOperator, deadline, utcnow
+from hcp_etcd.operators.kubernetes import ExecInEachError, KubernetesExecOperator
 from hcp_etcd.operators.patch import HostedClusterPatchOperator
 from hcp_etcd.state import (
     BackupLock,
@@ -33,6 +35,9 @@ from hcp_etcd.state import (
     previous_pause_annotation,
     read_previous_pause,
 )
+
+if TYPE_CHECKING:
+    from hcp_etcd.hooks.hosted_cluster import HostedClusterHook
 
 MODES = ("quiesced", "online")
 # Replica counts HyperShift uses per availability policy: the fallback when a retry finds 0.
@@ -73,8 +78,8 @@ INLINE_WAIT_SECONDS = 60
 INLINE_POLL_SECONDS = 0.25
 
 
-class BackupPreflightOperator(StoreOperator):
-    """Check that a backup can run, before anything changes.
+class BackupPreflightOperator(KubernetesExecOperator, StoreOperator):
+    """Check that a backup can run, before anything changes (the member checks run in the pods).
 
     Checks: the cluster exists; its encryption key Secret has ``key``; no other run holds the lock;
     (quiesced) nobody else paused it and the API-server Deployments exist; every etcd member is
@@ -191,12 +196,10 @@ class BackupPreflightOperator(StoreOperator):
         return {"cluster": str(ref), "control_plane_namespace": ns, "members": members, "mode": mode}
 
     def _check_member(self, ns: str, pod: str, ref: ClusterRef) -> None:
-        from hcp_etcd.hooks.hosted_cluster import ETCD_CONTAINER
-
         if not self.k8s.pod_is_running(ns, pod, ETCD_CONTAINER):
             raise RuntimeError(f"etcd member {ns}/{pod} of {ref} is not running: fix etcd before backing up")
         status = etcd.parse_endpoint_status(
-            self.k8s.exec_command(ns, pod, etcd.endpoint_status_command(), timeout=60).stdout
+            self.exec_in_pod(ns, pod, etcd.endpoint_status_command(), timeout=60).stdout
         )
         if not status.has_leader or status.errors:
             raise RuntimeError(
@@ -204,7 +207,7 @@ class BackupPreflightOperator(StoreOperator):
                 f"(leader={status.leader}, errors={status.errors})"
             )
         free = etcd.parse_df_available_bytes(
-            self.k8s.exec_command(ns, pod, etcd.free_bytes_command(), timeout=60).stdout
+            self.exec_in_pod(ns, pod, etcd.free_bytes_command(), timeout=60).stdout
         )
         need = int(status.db_size * self.space_factor) + 16 * 1024 * 1024
         if free < need:
@@ -534,11 +537,11 @@ class ResumeApiServersOperator(HostedClusterPatchOperator):
         return {"api_available_at": rfc3339(now), "api_downtime_seconds": downtime}
 
 
-class SnapshotMembersOperator(HostedClusterOperator):
+class SnapshotMembersOperator(KubernetesExecOperator):
     """``etcdctl snapshot save`` in every etcd member (the seed's command), all members at once.
 
-    One exec per member, each in a thread with a hook of its own (``thread_k8s_hook``): the API
-    downtime of an HA cluster is that of its slowest member, not the sum. ``on_kill`` stops them all.
+    One exec per member (:meth:`~KubernetesExecOperator.exec_in_each`): the API downtime of an HA
+    cluster is that of its slowest member, not the sum. ``on_kill`` stops them all.
 
     :param snapshot_path: the file in the etcd container (on the etcd volume).
     :param timeout: seconds per member.
@@ -549,46 +552,32 @@ class SnapshotMembersOperator(HostedClusterOperator):
         self, *, snapshot_path: str = etcd.DEFAULT_SNAPSHOT_PATH, timeout: float = 1800, **kwargs: Any
     ) -> None:
         """See the class docstring."""
-        super().__init__(**kwargs)
+        super().__init__(timeout=timeout, **kwargs)
         self.snapshot_path = snapshot_path
-        self.timeout = timeout
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Snapshot every member concurrently (a retry overwrites: idempotent); raise if any failed."""
-        from concurrent.futures import ThreadPoolExecutor
-
         ref = self.ref
         ns = ref.control_plane_namespace
         started = utcnow()
         members = self.k8s.list_etcd_pods(ns)
-        with ThreadPoolExecutor(max_workers=max(len(members), 1), thread_name_prefix="snapshot") as pool:
-            futures = {pod: pool.submit(self._snapshot, ns, pod) for pod in members}
-        failed = {pod: f.exception() for pod, f in futures.items() if f.exception() is not None}
-        if failed:
-            first = next(iter(failed.values()))
-            raise RuntimeError(
-                f"snapshot of {len(failed)} member(s) of {ref} failed: "
-                + "; ".join(f"{pod}: {err}" for pod, err in failed.items())
-            ) from first
-        return {"ts": format_backup_ts(started), "created_at": rfc3339(started), "members": members}
-
-    def _snapshot(self, ns: str, pod: str) -> None:
         script = (
             f"{shlex.join(etcd.remove_command(self.snapshot_path))} && "
             f"exec {shlex.join(etcd.snapshot_save_command(self.snapshot_path))}"
         )
-        self.thread_k8s_hook().exec_command(
-            ns,
-            pod,
-            ["sh", "-c", script],
-            timeout=self.timeout,
-            on_stdout_line=self.log_line(pod),
-            on_stderr=self.log_line(pod),
-        )
-        self.log.info("snapshot of member %s/%s written to %s", ns, pod, self.snapshot_path)
+
+        def snapshot(pod: str, hook: HostedClusterHook) -> None:
+            self.exec_in_pod(ns, pod, ["sh", "-c", script], log_output=True, hook=hook)
+            self.log.info("snapshot of member %s/%s written to %s", ns, pod, self.snapshot_path)
+
+        try:
+            self.exec_in_each(members, snapshot)
+        except ExecInEachError as err:
+            raise RuntimeError(f"snapshot of {len(err.failed)} member(s) of {ref} failed: {err}") from err
+        return {"ts": format_backup_ts(started), "created_at": rfc3339(started), "members": members}
 
 
-class VerifySnapshotsOperator(HostedClusterOperator):
+class VerifySnapshotsOperator(KubernetesExecOperator):
     """``snapshot status`` of every member's snapshot; quiesced: the members must agree.
 
     Agreement is judged as etcd judges it (:func:`hcp_etcd.etcd.check_members_agree`): the same hash
@@ -608,7 +597,7 @@ class VerifySnapshotsOperator(HostedClusterOperator):
         "samples", "listed_at_revision"}``.
     """
 
-    template_fields: tuple[str, ...] = (*HostedClusterOperator.template_fields, "mode")
+    template_fields: tuple[str, ...] = (*KubernetesExecOperator.template_fields, "mode")
 
     def __init__(
         self,
@@ -632,9 +621,7 @@ class VerifySnapshotsOperator(HostedClusterOperator):
         ns = ref.control_plane_namespace
         snaps = []
         for pod in self.k8s.list_etcd_pods(ns):
-            out = self.k8s.exec_command(
-                ns, pod, etcd.snapshot_status_command(self.snapshot_path), timeout=300
-            )
+            out = self.exec_in_pod(ns, pod, etcd.snapshot_status_command(self.snapshot_path), timeout=300)
             status = etcd.parse_snapshot_status(out.stdout)
             self.log.info(
                 "member %s: revision %s hash %s keys %s size %s",
@@ -649,12 +636,12 @@ class VerifySnapshotsOperator(HostedClusterOperator):
             etcd.check_members_agree(snaps, self._hashkv(ns, snaps))
         canonical = etcd.choose_canonical(snaps)
         version = etcd.parse_endpoint_status(
-            self.k8s.exec_command(ns, canonical.pod, etcd.endpoint_status_command(), timeout=60).stdout
+            self.exec_in_pod(ns, canonical.pod, etcd.endpoint_status_command(), timeout=60).stdout
         ).version
         inventory = etcd.KeyInventory(
             revision=canonical.status.revision, samples_per_resource=self.samples_per_resource
         )
-        self.k8s.exec_command(
+        self.exec_in_pod(
             ns,
             canonical.pod,
             etcd.keys_listing_command(),
@@ -695,7 +682,7 @@ class VerifySnapshotsOperator(HostedClusterOperator):
         hashes = {}
         for snap in snaps:
             try:
-                out = self.k8s.exec_command(ns, snap.pod, etcd.hashkv_command(common), timeout=600)
+                out = self.exec_in_pod(ns, snap.pod, etcd.hashkv_command(common), timeout=600)
             except ExecError as err:
                 if "compacted" in str(err):
                     # kube-apiserver compacts to a revision it read one interval (5 min) earlier,
@@ -720,7 +707,7 @@ class VerifySnapshotsOperator(HostedClusterOperator):
         if not keys:
             return []
         found = etcd.parse_get_json_lines(
-            self.k8s.exec_command(ns, canonical.pod, etcd.get_keys_command(keys), timeout=300).stdout
+            self.exec_in_pod(ns, canonical.pod, etcd.get_keys_command(keys), timeout=300).stdout
         )
         return [
             {"key": v.key, "sha256": v.sha256, "mod_revision": v.mod_revision}
@@ -791,7 +778,7 @@ class EscrowEncryptionKeyOperator(StoreOperator):
         return result
 
 
-class CleanupSnapshotsOperator(HostedClusterOperator):
+class CleanupSnapshotsOperator(KubernetesExecOperator):
     """Delete the snapshot files from every etcd pod (teardown; idempotent; fails if any remains).
 
     :param snapshot_path: the file in the etcd container.
@@ -809,7 +796,7 @@ class CleanupSnapshotsOperator(HostedClusterOperator):
         failed = []
         for pod in self.k8s.list_etcd_pods(ns):
             try:
-                self.k8s.exec_command(ns, pod, etcd.remove_command(self.snapshot_path), timeout=60)
+                self.exec_in_pod(ns, pod, etcd.remove_command(self.snapshot_path), timeout=60)
                 self.log.info("removed %s from %s/%s", self.snapshot_path, ns, pod)
             except Exception as err:
                 failed.append(f"{pod}: {err}")

@@ -39,6 +39,7 @@ from hcp_etcd.naming import (
     validate_prefix,
 )
 from hcp_etcd.operators.base import StoreOperator, utcnow
+from hcp_etcd.operators.kubernetes import KubernetesExecOperator
 from hcp_etcd.params import StoreSettings
 from hcp_etcd.restore.backups import (
     backup_candidates,
@@ -692,8 +693,8 @@ class WaitRestoredOperator(RestoreStepOperator):
             raise
 
 
-class VerifyRestoreOperator(RestoreStepOperator):
-    """Prove the restored etcd holds the backed-up data, reading it as it is now.
+class VerifyRestoreOperator(RestoreStepOperator, KubernetesExecOperator):
+    """Prove the restored etcd holds the backed-up data, reading it as it is now (in its pods).
 
     Never at the backup's revision: HyperShift's etcd-init restores with ``--bump-revision
     --mark-compacted`` and the restored kube-apiserver compacts every 5 minutes, so that revision is
@@ -728,10 +729,10 @@ class VerifyRestoreOperator(RestoreStepOperator):
         revisions: dict[str, int] = {}
         for pod in pods:
             per_pod[pod] = etcd.parse_member_list(
-                self.k8s.exec_command(ns, pod, etcd.member_list_command(), timeout=60).stdout
+                self.exec_in_pod(ns, pod, etcd.member_list_command(), timeout=60).stdout
             )
             revisions[pod] = etcd.parse_endpoint_status(
-                self.k8s.exec_command(ns, pod, etcd.endpoint_status_command(), timeout=60).stdout
+                self.exec_in_pod(ns, pod, etcd.endpoint_status_command(), timeout=60).stdout
             ).revision
         checks = [
             check_members(per_pod, replicas_of(hc)),
@@ -758,7 +759,7 @@ class VerifyRestoreOperator(RestoreStepOperator):
 
         inventory = etcd.KeyInventory(revision=revision)
         try:
-            self.k8s.exec_command(
+            self.exec_in_pod(
                 ns,
                 pod,
                 etcd.keys_listing_command(),
@@ -781,7 +782,7 @@ class VerifyRestoreOperator(RestoreStepOperator):
     def _read(self, ns: str, pod: str, keys: list[str]) -> dict[str, etcd.StoredValue]:
         if not keys:
             return {}
-        out = self.k8s.exec_command(ns, pod, etcd.get_keys_command(keys), timeout=300)
+        out = self.exec_in_pod(ns, pod, etcd.get_keys_command(keys), timeout=300)
         return etcd.parse_get_json_lines(out.stdout)
 
     def _secrets(
@@ -809,7 +810,7 @@ class VerifyRestoreOperator(RestoreStepOperator):
             if etcd.resource_of_key(v.key) == "secrets" and v.mod_revision <= revision
         ]
         if not of_backup:
-            out = self.k8s.exec_command(ns, pod, etcd.secret_sample_command(self.secret_samples), timeout=120)
+            out = self.exec_in_pod(ns, pod, etcd.secret_sample_command(self.secret_samples), timeout=120)
             of_backup = etcd.parse_get_values(out.stdout)
         samples = of_backup[: max(self.secret_samples, 1)]
         decrypts = check_secret_decrypts(samples, active)
