@@ -543,22 +543,43 @@ class SnapshotMembersOperator(KubernetesExecOperator):
     One exec per member (:meth:`~KubernetesExecOperator.exec_in_each`): the API downtime of an HA
     cluster is that of its slowest member, not the sum. ``on_kill`` stops them all.
 
+    Quiesced, it scales the API servers back to the replicas the quiesce recorded as soon as every
+    member's snapshot file exists: the downtime window then ends in this task, not one scheduler
+    hand-off later. The ``resume`` teardown stays the safety net (it scales back whatever this task
+    did not, waits until the API servers are ready and clears the record). A retry of this task
+    finds the API servers up again if an earlier try scaled them back before it died: it stops them
+    again before snapshotting, so a quiesced backup is never taken with writers running.
+
+    :param quiesce: the quiesce step's result (``{"replicas": {deployment: n}, ...}``); None (online
+        mode) leaves the API servers alone. (templated)
     :param snapshot_path: the file in the etcd container (on the etcd volume).
-    :param timeout: seconds per member.
-    :return: ``{"ts", "created_at", "members"}``.
+    :param timeout: seconds per member (and for the API servers' pods to go on a retry).
+    :return: ``{"ts", "created_at", "members", "scaled_back", "stopped_again"}``.
     """
 
+    template_fields: tuple[str, ...] = (*KubernetesExecOperator.template_fields, "quiesce")
+
     def __init__(
-        self, *, snapshot_path: str = etcd.DEFAULT_SNAPSHOT_PATH, timeout: float = 1800, **kwargs: Any
+        self,
+        *,
+        quiesce: Any = None,
+        snapshot_path: str = etcd.DEFAULT_SNAPSHOT_PATH,
+        timeout: float = 1800,
+        **kwargs: Any,
     ) -> None:
         """See the class docstring."""
         super().__init__(timeout=timeout, **kwargs)
+        self.quiesce = quiesce
         self.snapshot_path = snapshot_path
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Snapshot every member concurrently (a retry overwrites: idempotent); raise if any failed."""
         ref = self.ref
         ns = ref.control_plane_namespace
+        replicas: dict[str, int] = dict((self.quiesce or {}).get("replicas") or {})
+        stopped_again = False
+        if replicas and int(getattr(context.get("ti"), "try_number", 1) or 1) > 1:
+            stopped_again = self._stop_api_servers_again(ns, replicas)
         started = utcnow()
         members = self.k8s.list_etcd_pods(ns)
         script = (
@@ -574,7 +595,46 @@ class SnapshotMembersOperator(KubernetesExecOperator):
             self.exec_in_each(members, snapshot)
         except ExecInEachError as err:
             raise RuntimeError(f"snapshot of {len(err.failed)} member(s) of {ref} failed: {err}") from err
-        return {"ts": format_backup_ts(started), "created_at": rfc3339(started), "members": members}
+        for dep, n in replicas.items():
+            self.k8s.scale_deployment(ns, dep, n)
+            self.log.info("scaled %s/%s back to %s (resume waits until it is ready)", ns, dep, n)
+        return {
+            "ts": format_backup_ts(started),
+            "created_at": rfc3339(started),
+            "members": members,
+            "scaled_back": sorted(replicas),
+            "stopped_again": stopped_again,
+        }
+
+    def _stop_api_servers_again(self, ns: str, replicas: dict[str, int]) -> bool:
+        """On a retry: scale to 0 what an earlier try scaled back, and wait until their pods are gone."""
+        from hcp_etcd.operators.base import run_trigger
+        from hcp_etcd.triggers.wait import PodsGoneTrigger
+
+        running = [dep for dep in replicas if self.k8s.get_deployment_replicas(ns, dep)[0] > 0]
+        if not running:
+            return False
+        self.log.warning(
+            "retry: the API servers %s of %s are up again (an earlier try scaled them back): stopping "
+            "them again before the snapshot",
+            running,
+            ns,
+        )
+        selectors = []
+        for dep in running:
+            selectors.append(self.k8s.get_deployment_selector(ns, dep))
+            self.k8s.scale_deployment(ns, dep, 0)
+        trigger = PodsGoneTrigger(
+            namespace=ns,
+            label_selectors=selectors,
+            kubernetes_conn_id=self.kubernetes_conn_id,
+            timeout=float(self.timeout),
+            poll_interval=INLINE_POLL_SECONDS,
+        )
+        event = run_trigger(trigger)
+        if event.get("status") != "success":
+            raise RuntimeError(f"API servers {running} of {ns} did not stop again: {event.get('message')}")
+        return True
 
 
 class VerifySnapshotsOperator(KubernetesExecOperator):

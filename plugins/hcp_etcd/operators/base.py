@@ -34,6 +34,15 @@ async def _first_event(trigger: BaseTrigger) -> dict[str, Any]:
     raise RuntimeError(f"{type(trigger).__name__} ended without an event")
 
 
+def run_trigger(trigger: BaseTrigger) -> dict[str, Any]:
+    """Run a trigger in this process until its first event (a wait of seconds, not worth a deferral).
+
+    :param trigger: the trigger.
+    :return: the event's payload.
+    """
+    return asyncio.run(_first_event(trigger))
+
+
 class HostedClusterOperator(BaseOperator):
     """Base for operators on the management cluster, most of them acting on one HostedCluster.
 
@@ -138,8 +147,7 @@ class HostedClusterOperator(BaseOperator):
                 return getattr(self, method_name)(context, event=event, **kwargs)
         if self.deferrable:
             self.defer(trigger=trigger, method_name=method_name, kwargs=kwargs)
-        event = asyncio.run(_first_event(trigger))
-        return getattr(self, method_name)(context, event=event, **kwargs)
+        return getattr(self, method_name)(context, event=run_trigger(trigger), **kwargs)
 
 
 class StoreOperator(HostedClusterOperator):

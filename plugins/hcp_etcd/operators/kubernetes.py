@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import shlex
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.sdk import Context
@@ -154,6 +153,9 @@ class KubernetesExecOperator(HostedClusterOperator):
         :param run: what to do in one pod (passes ``hook`` on to :meth:`exec_in_pod`).
         :return: each pod's result; raises ``ExecInEachError`` naming every pod that failed.
         """
+        # Imported here: DAG files import every step at each parse (BENCHMARKS.md, figure 6).
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(max_workers=max(len(pods), 1), thread_name_prefix="exec") as pool:
             futures = {pod: pool.submit(run, pod, self._thread_hook()) for pod in pods}
         failed = {pod: f.exception() for pod, f in futures.items() if f.exception() is not None}
