@@ -25,6 +25,7 @@ from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream as kubernetes_stream
 from kubernetes.stream.ws_client import ERROR_CHANNEL, STDERR_CHANNEL, STDOUT_CHANNEL, _IgnoredIO
 
+from hcp_etcd import etcd
 from hcp_etcd.naming import ClusterRef
 
 HC_GROUP = "hypershift.openshift.io"
@@ -585,6 +586,20 @@ class HostedClusterHook(KubernetesHook):
         :param namespace: the control-plane namespace.
         """
         return sorted(p.metadata.name for p in self.list_pods(namespace, ETCD_POD_SELECTOR))
+
+    def etcd_member_views(self, namespace: str) -> dict[str, list[str]]:
+        """What each etcd pod's member reports as the cluster: pod -> member names (``member list``).
+
+        Asked of every member, not through the ``etcd-client`` Service: after a split restore each
+        member answers for a cluster of its own, and the Service would pick one at random.
+
+        :param namespace: the control-plane namespace.
+        """
+        command = etcd.member_list_command()
+        return {
+            pod: etcd.parse_member_list(self.exec_command(namespace, pod, command, timeout=60).stdout)
+            for pod in self.list_etcd_pods(namespace)
+        }
 
     def pod_is_running(self, namespace: str, pod: str, container: str) -> bool:
         """Whether the pod is Running with ``container`` running.
