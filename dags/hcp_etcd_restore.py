@@ -46,7 +46,7 @@ A restore only happens when a HostedCluster is **created** (HyperShift's `etcd-i
 6. `wait_restored` — deferrable until `Available` and `EtcdSnapshotRestored` (etcd-init's message on failure).
 7. `check_etcd_cluster` — `member list` on every member: one cluster of the expected size, else it
    fails at once; a split brain (released HyperShift's etcd-init makes three one-member clusters of
-   an HA restore) is named with the `docs/RUNBOOK.md` section that repairs it (B.10).
+   an HA restore) is named with the `docs/RUNBOOK.md` section that repairs it (Part C).
 8. `verify` — `member list` on every member (split-brain guard), revision, key counts per resource,
    the key, a Secret from etcd decrypts.
 

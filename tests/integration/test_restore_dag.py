@@ -395,7 +395,7 @@ def test_split_brain_fails_the_drill(sandbox, airflow_env, backups):
     assert run.tis["drill.verdict[0]"] == "failed"
     assert run.tis["drill.delete_drill_cluster[0]"] == "success"
     assert not hc_exists(sandbox, DRILL_NS, rep["drill_cluster"].split("/")[1])
-    assert "docs/RUNBOOK.md, B.10" in members["detail"], "the report says where the repair is"
+    assert "docs/RUNBOOK.md, Part C" in members["detail"], "the report says where the repair is"
 
 
 def test_ha_restore_on_legacy_etcd_init_fails_at_once_naming_the_split_brain(
@@ -403,7 +403,7 @@ def test_ha_restore_on_legacy_etcd_init_fails_at_once_naming_the_split_brain(
 ):
     """Released HyperShift's etcd-init splits an HA restore while the cluster turns Available: the
     restore fails at the membership step, not retried, with what each member reports and the runbook
-    section (no repair from outside fits HyperShift's init containers: docs/RUNBOOK.md, B.10)."""
+    section (no repair from outside fits HyperShift's init containers: docs/RUNBOOK.md, Part C)."""
     path = render(sandbox, tmp_path / "ha.yaml", "rendered-ha", 3)
     sandbox.fault("restore-split-brain", "--count", "1")  # the next restore runs the legacy etcd-init
     try:
@@ -417,7 +417,7 @@ def test_ha_restore_on_legacy_etcd_init_fails_at_once_naming_the_split_brain(
         assert run.state_of("verify") == "upstream_failed"
         error = run.xcom("check_etcd_cluster", "error")
         assert "split brain" in error and "one-member cluster" in error, error
-        assert "docs/RUNBOOK.md, B.10" in error, error
+        assert "docs/RUNBOOK.md, Part C" in error, error
         for pod in ("etcd-0", "etcd-1", "etcd-2"):
             assert f"{pod}: 1 member(s) {pod}" in error, error
     finally:

@@ -3,7 +3,7 @@
 Released HyperShift (``main`` 3ee9615567, release-4.20 to 5.2) restores an HA cluster into three
 one-member clusters while ``EtcdAvailable`` stays True: its etcd-init runs ``snapshot restore``
 without ``--initial-cluster`` (fixed by PR 9048, not released). No repair from outside fits
-HyperShift's own init containers (docs/RUNBOOK.md, B.10, says why and gives the manual repair), so
+HyperShift's own init containers (docs/RUNBOOK.md, Part C, says why and gives the manual repair), so
 this step fails the restore as soon as the cluster is Available, with what each member reports.
 """
 

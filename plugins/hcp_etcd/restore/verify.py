@@ -29,7 +29,7 @@ class Check:
 
 
 # Where a person finds what to do about a split restore.
-SPLIT_BRAIN_RUNBOOK = "docs/RUNBOOK.md, B.10 (an HA restore split into one-member clusters)"
+SPLIT_BRAIN_RUNBOOK = "docs/RUNBOOK.md, Part C (an HA restore split into one-member clusters)"
 
 
 def is_split_brain(per_pod: dict[str, list[str]], replicas: int) -> bool:
