@@ -12,6 +12,7 @@ from airflow.sdk import Param, chain, dag
 
 from hcp_etcd import params
 from hcp_etcd.naming import DNS1123_LABEL_RE, DNS1123_SUBDOMAIN_RE
+from hcp_etcd.operators.membership import CheckEtcdClusterOperator
 from hcp_etcd.operators.restore import (
     CheckKeyOperator,
     CheckSnapshotOperator,
@@ -43,7 +44,10 @@ A restore only happens when a HostedCluster is **created** (HyperShift's `etcd-i
    Managed/PersistentVolume etcd with `restoreSnapshotURL`, the escrowed key in the
    `secretEncryption.aescbc.activeKey` Secret (read and written in this task only). Refuses existing objects.
 6. `wait_restored` — deferrable until `Available` and `EtcdSnapshotRestored` (etcd-init's message on failure).
-7. `verify` — `member list` on every member (split-brain guard), revision, key counts per resource,
+7. `check_etcd_cluster` — `member list` on every member: one cluster of the expected size, else it
+   fails at once; a split brain (released HyperShift's etcd-init makes three one-member clusters of
+   an HA restore) is named with the `docs/RUNBOOK.md` section that repairs it (Part C).
+8. `verify` — `member list` on every member (split-brain guard), revision, key counts per resource,
    the key, a Secret from etcd decrypts.
 
 Nothing is created before steps 1-4 and the checks of step 5 pass. Docs: `docs/RESTORE.md`.
@@ -143,8 +147,9 @@ def hcp_etcd_restore() -> None:
         retries=0,
         **backup,
     )
+    members = CheckEtcdClusterOperator(task_id="check_etcd_cluster", **backup)
     verify = VerifyRestoreOperator(task_id="verify", **backup)
-    chain(resolve, snapshot, key, presign, create, wait, verify)
+    chain(resolve, snapshot, key, presign, create, wait, members, verify)
 
 
 hcp_etcd_restore()

@@ -24,7 +24,13 @@ from typing import Any
 
 from hcp_sandbox import render
 from hcp_sandbox.client import SandboxClient
-from hcp_sandbox.layout import DEFAULT_BUCKET, HOSTED_CLUSTER_NAMESPACE, SandboxPaths, read_info
+from hcp_sandbox.layout import (
+    DEFAULT_BUCKET,
+    ETCD_INIT_VARIANTS,
+    HOSTED_CLUSTER_NAMESPACE,
+    SandboxPaths,
+    read_info,
+)
 
 _LOG_TAIL_LINES = 40
 
@@ -145,6 +151,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         str(args.compaction_interval),
         "--event-ttl",
         str(args.event_ttl),
+        "--etcd-init",
+        args.etcd_init,
     ]
     for spec in cluster_specs(args):
         argv += ["--cluster", f"{spec.name}:{spec.members}"]
@@ -324,6 +332,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         pod_termination_delay=args.pod_ready_delay,
         compaction_interval=args.compaction_interval,
         event_ttl=args.event_ttl,
+        etcd_init=args.etcd_init,
     )
     from hcp_sandbox.rbac import RbacAuthorizer
 
@@ -379,6 +388,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--event-ttl", type=float, default=10800.0, help="kube-apiserver's --event-ttl, seconds (3h)"
     )
     up.add_argument(
+        "--etcd-init",
+        choices=ETCD_INIT_VARIANTS,
+        default="fixed",
+        help="HyperShift's etcd-init of restores: fixed (PR 9048: one cluster) or legacy (released: "
+        "each member of an HA restore its own one-member cluster, EtcdAvailable still True)",
+    )
+    up.add_argument(
         "--rbac",
         action="append",
         default=[],
@@ -427,7 +443,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = kinds.add_parser(name, help=f"{name.split('-')[1]} the etcd member of a pod")
         p.add_argument("--namespace", required=True)
         p.add_argument("--pod", required=True)
-    split = kinds.add_parser("restore-split-brain", help="the next N restores give one-member clusters")
+    split = kinds.add_parser(
+        "restore-split-brain",
+        help="the next N restores run the legacy etcd-init (as up --etcd-init legacy): one-member clusters",
+    )
     split.add_argument("--count", type=int, default=1)
     vol = kinds.add_parser("volume", help="what `df` reports as free in a pod (-1 resets)")
     vol.add_argument("--namespace", required=True)
@@ -447,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--pod-ready-delay", type=float, default=1.0)
     srv.add_argument("--compaction-interval", type=float, default=300.0)
     srv.add_argument("--event-ttl", type=float, default=10800.0)
+    srv.add_argument("--etcd-init", choices=ETCD_INIT_VARIANTS, default="fixed")
     srv.add_argument("--rbac", action="append", default=[])
     srv.set_defaults(func=cmd_serve)
     return parser

@@ -193,6 +193,10 @@ def test_restore_ha_from_rendered_file(sandbox, airflow_env, backups, tmp_path):
             airflow_env, "hcp_etcd_restore", restore_conf("clusters/ha-one", "ha-restored", str(path))
         )
         assert run.state == "success", run.output[-6000:]
+        # The membership step between wait and verify found one cluster and changed nothing.
+        members = run.xcom("check_etcd_cluster")["members"]
+        assert members == {f"etcd-{i}": ["etcd-0", "etcd-1", "etcd-2"] for i in range(3)}
+        assert "no split brain" in run.output
         verify = run.xcom("verify")
         assert verify["passed"] and {c["name"] for c in verify["checks"]} == {
             "members",
@@ -391,3 +395,30 @@ def test_split_brain_fails_the_drill(sandbox, airflow_env, backups):
     assert run.tis["drill.verdict[0]"] == "failed"
     assert run.tis["drill.delete_drill_cluster[0]"] == "success"
     assert not hc_exists(sandbox, DRILL_NS, rep["drill_cluster"].split("/")[1])
+    assert "docs/RUNBOOK.md, Part C" in members["detail"], "the report says where the repair is"
+
+
+def test_ha_restore_on_legacy_etcd_init_fails_at_once_naming_the_split_brain(
+    sandbox, airflow_env, backups, tmp_path
+):
+    """Released HyperShift's etcd-init splits an HA restore while the cluster turns Available: the
+    restore fails at the membership step, not retried, with what each member reports and the runbook
+    section (no repair from outside fits HyperShift's init containers: docs/RUNBOOK.md, Part C)."""
+    path = render(sandbox, tmp_path / "ha.yaml", "rendered-ha", 3)
+    sandbox.fault("restore-split-brain", "--count", "1")  # the next restore runs the legacy etcd-init
+    try:
+        run = run_dag(
+            airflow_env, "hcp_etcd_restore", restore_conf("clusters/ha-one", "legacy-ha", str(path))
+        )
+        assert run.state == "failed"
+        assert run.state_of("wait_restored") == "success", "HyperShift reports the split restore as done"
+        assert run.state_of("check_etcd_cluster") == "failed"
+        assert run.tries_of("check_etcd_cluster") == 1, "a split brain is not retried"
+        assert run.state_of("verify") == "upstream_failed"
+        error = run.xcom("check_etcd_cluster", "error")
+        assert "split brain" in error and "one-member cluster" in error, error
+        assert "docs/RUNBOOK.md, Part C" in error, error
+        for pod in ("etcd-0", "etcd-1", "etcd-2"):
+            assert f"{pod}: 1 member(s) {pod}" in error, error
+    finally:
+        delete_cluster(sandbox, "clusters", "legacy-ha")

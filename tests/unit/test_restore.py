@@ -44,6 +44,7 @@ from hcp_etcd.restore.verify import (
     check_samples,
     check_secret_decrypts,
     compare_key_counts,
+    is_split_brain,
 )
 from hcp_etcd.triggers.restore import restore_state
 
@@ -365,6 +366,17 @@ def test_member_checks_catch_split_brain() -> None:
     split = check_members({"etcd-0": ["etcd-0"], "etcd-1": ["etcd-1"], "etcd-2": ["etcd-2"]}, 3)
     assert not split.passed and "split brain" in split.detail
     assert check_members({"etcd-0": ["etcd-0"]}, 1).passed
+    # Released HyperShift's split (each member alone) is named with the runbook's repair.
+    assert "one-member cluster" in split.detail and "docs/RUNBOOK.md, Part C" in split.detail
+    one_short = check_members({"etcd-0": ["etcd-0", "etcd-1"], "etcd-1": ["etcd-0", "etcd-1"]}, 3)
+    assert not one_short.passed and "Part C" not in one_short.detail, "not every disagreement is the split"
+
+
+def test_split_brain_is_every_member_alone() -> None:
+    alone = {"etcd-0": ["etcd-0"], "etcd-1": ["etcd-1"], "etcd-2": ["etcd-2"]}
+    assert is_split_brain(alone, 3)
+    assert not is_split_brain({"etcd-0": ["etcd-0"]}, 1), "a SingleReplica cluster is one member"
+    assert not is_split_brain({p: ["etcd-0", "etcd-1", "etcd-2"] for p in alone}, 3)
 
 
 def test_parse_member_list_and_get_values() -> None:

@@ -28,6 +28,22 @@ class Check:
         return asdict(self)
 
 
+# Where a person finds what to do about a split restore.
+SPLIT_BRAIN_RUNBOOK = "docs/RUNBOOK.md, Part C (an HA restore split into one-member clusters)"
+
+
+def is_split_brain(per_pod: dict[str, list[str]], replicas: int) -> bool:
+    """Released HyperShift's split restore: more than one member expected, each alone in its cluster.
+
+    Its etcd-init restores without ``--initial-cluster`` (fixed by PR 9048, OCPBUGS-99534), so every
+    member of an HA restore is a one-member cluster while EtcdAvailable stays True.
+
+    :param per_pod: pod -> member names it reports.
+    :param replicas: the expected member count.
+    """
+    return replicas > 1 and len(per_pod) > 1 and all(len(v) == 1 for v in per_pod.values())
+
+
 def check_members(per_pod: dict[str, list[str]], replicas: int) -> Check:
     """Every member sees the same membership of ``replicas`` members: the split-brain guard.
 
@@ -39,7 +55,15 @@ def check_members(per_pod: dict[str, list[str]], replicas: int) -> Check:
     views = {tuple(v) for v in per_pod.values()}
     detail = "; ".join(f"{pod}: {len(v)} member(s) {', '.join(v)}" for pod, v in sorted(per_pod.items()))
     ok = len(per_pod) == replicas and len(views) == 1 and all(len(v) == replicas for v in views)
-    if not ok:
+    if ok:
+        return Check("members", ok, detail)
+    if is_split_brain(per_pod, replicas):
+        detail = (
+            f"split brain: each of the {len(per_pod)} members is its own one-member cluster "
+            "(HyperShift's etcd-init restored without --initial-cluster; fixed by PR 9048), expected "
+            f"one {replicas}-member cluster: {detail}; see {SPLIT_BRAIN_RUNBOOK}"
+        )
+    else:
         detail = f"expected {replicas} pods in one {replicas}-member cluster (split brain?): {detail}"
     return Check("members", ok, detail)
 
