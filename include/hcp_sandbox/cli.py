@@ -306,6 +306,11 @@ def fault_spec(args: argparse.Namespace) -> dict[str, Any]:
         return {"kind": kind, "namespace": args.namespace, "pod": args.pod, "free_bytes": args.free_bytes}
     if kind == "clock":
         return {"kind": kind, "ahead_seconds": args.ahead_seconds}
+    if kind == "key-rotation":
+        spec = {"kind": kind, "namespace": args.namespace, "name": args.name}
+        if args.complete:
+            return {**spec, "complete": True}
+        return {**spec, "migrated": args.migrated, **({"secret": args.secret} if args.secret else {})}
     raise ValueError(kind)
 
 
@@ -456,6 +461,15 @@ def build_parser() -> argparse.ArgumentParser:
         "clock", help="run the HyperShift stand-in's clock S seconds ahead for pausedUntil (0 resets)"
     )
     clock.add_argument("--ahead-seconds", type=float, required=True)
+    rotation = kinds.add_parser(
+        "key-rotation",
+        help="start an AES-CBC key rotation of a hosted cluster, partly migrated (or --complete it)",
+    )
+    rotation.add_argument("--namespace", default=HOSTED_CLUSTER_NAMESPACE)
+    rotation.add_argument("--name", required=True)
+    rotation.add_argument("--secret", help="the Secret of the new key (default: a new one, random key)")
+    rotation.add_argument("--migrated", type=float, default=0.5, help="fraction of Secrets rewritten")
+    rotation.add_argument("--complete", action="store_true", help="finish the rotation in progress")
     fault.set_defaults(func=cmd_fault)
 
     srv = sub.add_parser("serve", help=argparse.SUPPRESS)

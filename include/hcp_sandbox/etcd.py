@@ -353,6 +353,18 @@ class EtcdClient:
         await self.compact(url, revision, timeout)
         return revision
 
+    async def range_prefix(self, url: str, prefix: str, timeout: float = 30.0) -> list[tuple[str, bytes]]:
+        """Every key under ``prefix`` with its value, in key order."""
+        start = prefix.encode()
+        end = start[:-1] + bytes([start[-1] + 1])
+        answer = await self._post(
+            url, "/v3/kv/range", {"key": _b64(start), "range_end": _b64(end)}, timeout
+        )
+        return [
+            (base64.b64decode(kv["key"]).decode(), base64.b64decode(kv.get("value", "")))
+            for kv in answer.get("kvs") or []
+        ]
+
     async def get(self, url: str, key: str, timeout: float = 10.0) -> bytes | None:
         answer = await self._post(url, "/v3/kv/range", {"key": _b64(key.encode())}, timeout)
         kvs = answer.get("kvs") or []

@@ -14,6 +14,9 @@
   legacy`` does for every restore: one-member clusters.
 - ``volume``: kept in :class:`RuntimeFaults`; an exec into that pod gets it, so ``df`` reports it.
 - ``clock``: kept in :class:`RuntimeFaults`; HyperShift's "now" (the ``pausedUntil`` check) runs ahead.
+- ``key-rotation``: not a fault but a state to meet, an AES-CBC key rotation caught midway; it needs
+  the hosted clusters' etcd and objects, so the runtime applies it itself
+  (:mod:`hcp_sandbox.controllers.reencryption`).
 
 The API server handles ``api`` and ``exec-drop`` itself and hands every other kind to the runtime's
 fault handler, :meth:`RuntimeFaults.inject`. Nothing here imports the runtime: the etcd members are

@@ -16,8 +16,8 @@ PLUGINS = REPO / "plugins" / "hcp_etcd"
 
 # The domain: pure decisions about names, state, manifests, retention, etcd output, restores.
 DOMAIN = [
-    "aescbc.py", "conditions.py", "etcd.py", "manifest.py", "naming.py", "patches.py", "retention.py",
-    "state.py", "status.py", "restore",
+    "aescbc.py", "conditions.py", "encryption.py", "etcd.py", "manifest.py", "naming.py", "patches.py",
+    "retention.py", "state.py", "status.py", "restore",
 ]  # fmt: skip
 # What the domain must never touch: I/O clients, the hooks, the operators and triggers above it.
 IO_AND_ABOVE = (

@@ -91,13 +91,24 @@ def test_aescbc_values_are_read_by_the_product_and_only_with_their_key():
     """The sandbox writes as kube-apiserver does; the product's reader (restore verification) opens it."""
     key = os.urandom(32)
     value = aescbc.encrypt(b'{"kind":"Secret"}', key)
-    assert value.startswith(b"k8s:enc:aescbc:v1:activeKey:")
-    assert product_aescbc.key_name_of(value) == "activeKey"
+    # HyperShift names a key key-<FNV-1 32 of its bytes> (v2/kas/aescbc.go: AESCBCKeyName).
+    assert value.startswith(f"k8s:enc:aescbc:v1:{aescbc.key_name(key)}:".encode())
+    assert product_aescbc.key_name_of(value) == aescbc.key_name(key) == product_aescbc.kas_key_name(key)
+    assert aescbc.decrypt(value, key) == b'{"kind":"Secret"}'
     assert product_aescbc.decrypt(value, key) == b'{"kind":"Secret"}'
     with pytest.raises(ValueError):
         product_aescbc.decrypt(value, os.urandom(32))
     with pytest.raises(ValueError):
         product_aescbc.decrypt(b"plain", key)
+
+
+# Go's hash/fnv golden values for New32 (FNV-1; FNV-1a of "a" would be 0xe40c292c).
+FNV1_32_GOLDEN = {b"": 0x811C9DC5, b"a": 0x050C5D7E, b"ab": 0x70772D38, b"abc": 0x439C2F4B}
+
+
+def test_key_names_are_fnv1_32_as_hypershift_names_them():
+    for data, value in FNV1_32_GOLDEN.items():
+        assert aescbc.key_name(data) == f"key-{value}"
 
 
 def test_seed_generates_kubernetes_keys_of_the_asked_size():

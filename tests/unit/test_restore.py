@@ -427,11 +427,11 @@ def test_aescbc_decrypts_and_refuses_wrong_key() -> None:
 def test_check_secret_decrypts() -> None:
     key = os.urandom(32)
     samples = [("/kubernetes.io/secrets/ns/a", encrypt(b"k8s\x00proto", key))]
-    assert check_secret_decrypts(samples, key).passed
-    assert not check_secret_decrypts(samples, os.urandom(32)).passed
-    assert not check_secret_decrypts([("/k/s", b"plaintext")], key).passed
-    assert not check_secret_decrypts([], key).passed
-    assert not check_secret_decrypts(samples, None).passed
+    assert check_secret_decrypts(samples, {"key1": key}).passed
+    assert not check_secret_decrypts(samples, {"key1": os.urandom(32)}).passed
+    assert not check_secret_decrypts([("/k/s", b"plaintext")], {"key1": key}).passed
+    assert not check_secret_decrypts([], {"key1": key}).passed
+    assert not check_secret_decrypts(samples, {}).passed
 
 
 # ---- report and trigger state -----------------------------------------------------------------------

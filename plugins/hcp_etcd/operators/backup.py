@@ -11,7 +11,8 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException, TaskDeferred
 from airflow.sdk.log import mask_secret
 
-from hcp_etcd import etcd
+from hcp_etcd import aescbc, etcd
+from hcp_etcd.encryption import EscrowedKey, data_hash_mismatch, key_references, restore_keys
 from hcp_etcd.errors import ConfigurationError, fail_fast_on_configuration_errors
 from hcp_etcd.naming import (
     API_SERVER_DEPLOYMENTS,
@@ -50,22 +51,41 @@ def _mode(value: str) -> str:
     return value
 
 
-def encryption_secret_names(hc: dict[str, Any]) -> tuple[str, str | None]:
-    """Names of the active (and backup) AES-CBC key Secrets of a HostedCluster.
+def read_escrow_keys(k8s: HostedClusterHook, ref: ClusterRef, hc: dict[str, Any]) -> dict[str, bytes]:
+    """The raw key of every Secret the HostedCluster's AES-CBC references name, by Secret name.
 
-    :param hc: the HostedCluster.
+    Each is masked in the task log at once; the caller keeps them local. Raises with what to fix on
+    an unreadable Secret, a Secret without ``data.key``, or a status reference whose Secret no longer
+    holds the key the status recorded (``dataHash``).
+
+    :param k8s: the Kubernetes hook.
+    :param ref: the HostedCluster.
+    :param hc: the HostedCluster as read.
     """
-    enc = (hc.get("spec") or {}).get("secretEncryption") or {}
-    aescbc = enc.get("aescbc") or {}
-    active = (aescbc.get("activeKey") or {}).get("name")
-    if enc.get("type", "aescbc") != "aescbc" or not active:
-        raise RuntimeError(
-            f"HostedCluster {hc['metadata']['namespace']}/{hc['metadata']['name']} has no "
-            f"spec.secretEncryption.aescbc.activeKey (type {enc.get('type')!r}); only AES-CBC key "
-            "escrow is supported: a restore without the key cannot read the secrets in etcd"
-        )
-    backup = (aescbc.get("backupKey") or {}).get("name")
-    return active, backup
+    from kubernetes.client.rest import ApiException
+
+    keys: dict[str, bytes] = {}
+    for kref in key_references(hc):
+        if kref.secret not in keys:
+            try:
+                data = k8s.read_secret_data(ref.namespace, kref.secret)
+            except ApiException as err:
+                raise RuntimeError(
+                    f"encryption key Secret {ref.namespace}/{kref.secret} ({kref.role}) of {ref} is "
+                    f"unreadable: {err.status} {err.reason}"
+                ) from err
+            encoded = data.get("key")
+            if not encoded:
+                raise RuntimeError(
+                    f"Secret {ref.namespace}/{kref.secret} ({kref.role}) of {ref} has no data.key"
+                )
+            mask_secret(encoded)
+            keys[kref.secret] = base64.b64decode(encoded)
+            del data, encoded
+        problem = data_hash_mismatch(kref, hashlib.sha256(keys[kref.secret]).hexdigest())
+        if problem:
+            raise RuntimeError(f"{ref}: {problem}")
+    return keys
 
 
 def _annotations(hc: dict[str, Any]) -> dict[str, str]:
@@ -81,7 +101,8 @@ INLINE_POLL_SECONDS = 0.25
 class BackupPreflightOperator(KubernetesExecOperator, StoreOperator):
     """Check that a backup can run, before anything changes (the member checks run in the pods).
 
-    Checks: the cluster exists; its encryption key Secret has ``key``; no other run holds the lock;
+    Checks: the cluster exists; every encryption key Secret its spec and status reference has ``key``
+    (and a status reference's Secret still the key the status recorded); no other run holds the lock;
     (quiesced) nobody else paused it and the API-server Deployments exist; every etcd member is
     running, has a leader, reports no alarm, and has room on its volume for a snapshot; the backup
     bucket and the key bucket take writes with the server-side encryption the run will use (a probe
@@ -151,19 +172,9 @@ class BackupPreflightOperator(KubernetesExecOperator, StoreOperator):
                 "someone else: a quiesced backup would unpause it at the end. Unpause it first, or run "
                 "with mode=online."
             )
-        active, backup = encryption_secret_names(hc)
-        for secret in filter(None, (active, backup)):
-            try:
-                data = self.k8s.read_secret_data(ref.namespace, secret)
-            except ApiException as err:
-                raise RuntimeError(
-                    f"encryption key Secret {ref.namespace}/{secret} of {ref} is unreadable: "
-                    f"{err.status} {err.reason}"
-                ) from err
-            if not data.get("key"):
-                raise RuntimeError(f"Secret {ref.namespace}/{secret} of {ref} has no data.key")
-            mask_secret(data["key"])
-            del data
+        # Every key spec and status reference (a rotation in progress references two).
+        keys = read_escrow_keys(self.k8s, ref, hc)
+        del keys
         ns = ref.control_plane_namespace
         if mode == "quiesced":
             for dep in API_SERVER_DEPLOYMENTS:
@@ -780,15 +791,19 @@ class VerifySnapshotsOperator(KubernetesExecOperator):
 class EscrowEncryptionKeyOperator(StoreOperator):
     """Copy the etcd encryption key(s) into S3, in this one task: the key never leaves it.
 
-    Reads ``spec.secretEncryption.aescbc.activeKey`` (and ``backupKey``) Secrets' ``data.key`` and
-    writes the raw bytes to ``{key_prefix}/{ns}/{name}/{sha256}.key`` with SSE (content-addressed:
-    unchanged keys share one object, across backup prefixes too). First it registers the run's backup
+    Reads the ``data.key`` of every Secret the HostedCluster references (``spec.secretEncryption.aescbc``
+    ``activeKey`` and ``backupKey``, ``status.secretEncryption`` ``activeKey`` and ``targetKey``: a
+    rotation in progress has Secrets in etcd under two keys) and writes each key once to
+    ``{key_prefix}/{ns}/{name}/{sha256}.key`` with SSE (content-addressed: unchanged keys share one
+    object, across backup prefixes too). First it registers the run's backup
     location (bucket and prefix) in the key store, so that key garbage collection reads every location
     whose manifests may refer to a key. Returns only locations and fingerprints.
 
     :param key_bucket: bucket for keys (default: ``bucket``), separately permissionable. (templated)
     :param key_prefix: prefix for keys. (templated)
-    :return: ``{"location", "sha256", "backup_key": {...} | None}``.
+    :return: ``{"location", "sha256", "backup_key": {...} | None, "keys": [...]}``: the keys the
+        restored cluster gets as ``activeKey`` and ``backupKey`` (:func:`hcp_etcd.encryption.restore_keys`),
+        and every escrowed key with its roles, Secrets, fingerprint and kube-apiserver key name.
     """
 
     template_fields: tuple[str, ...] = (*StoreOperator.template_fields, "key_bucket", "key_prefix")
@@ -801,41 +816,54 @@ class EscrowEncryptionKeyOperator(StoreOperator):
         self.key_prefix = key_prefix
         self.key_bucket = key_bucket
 
-    def _escrow(self, ref: ClusterRef, secret: str) -> dict[str, str]:
-        data = self.k8s.read_secret_data(ref.namespace, secret)
-        encoded = data.get("key")
-        if not encoded:
-            raise RuntimeError(f"Secret {ref.namespace}/{secret} of {ref} has no data.key")
-        mask_secret(encoded)
-        raw = base64.b64decode(encoded)
+    def _escrow(self, ref: ClusterRef, raw: bytes) -> tuple[str, str]:
+        """Write one key (content-addressed, once); returns its ``s3://`` location and fingerprint."""
         fingerprint = hashlib.sha256(raw).hexdigest()
         bucket = self.store.key_bucket
         key = encryption_key_key(self.store.key_prefix, ref, fingerprint)
         if self.s3.object_size(bucket, key) != len(raw):
             self.s3.put_bytes(raw, bucket, key, self.kms)
-        del raw, encoded, data
-        self.log.info(
-            "encryption key of %s (Secret %s, sha256 %s) escrowed to s3://%s/%s",
-            ref,
-            secret,
-            fingerprint,
-            bucket,
-            key,
-        )
-        return {"location": f"s3://{bucket}/{key}", "sha256": fingerprint}
+        return f"s3://{bucket}/{key}", fingerprint
 
     def execute(self, context: Context) -> dict[str, Any]:
-        """Escrow the active key, and the backup key if set."""
+        """Escrow every key spec and status reference, once per content."""
         ref = self.ref
-        active, backup = encryption_secret_names(self.k8s.get_hosted_cluster(ref))
+        hc = self.k8s.get_hosted_cluster(ref)
         # Before any key: key garbage collection reads the manifests of every registered location.
         store = self.store
         self.s3.register_backup_location(
             store.key_bucket, store.key_prefix, store.bucket, store.prefix, store.kms_key_id
         )
-        result: dict[str, Any] = self._escrow(ref, active)
-        result["backup_key"] = self._escrow(ref, backup) if backup else None
-        return result
+        raw_keys = read_escrow_keys(self.k8s, ref, hc)
+        escrowed: dict[str, EscrowedKey] = {}
+        for kref in key_references(hc):
+            raw = raw_keys[kref.secret]
+            fingerprint = hashlib.sha256(raw).hexdigest()
+            entry = escrowed.get(fingerprint)
+            if entry is None:
+                location, _ = self._escrow(ref, raw)
+                entry = escrowed[fingerprint] = EscrowedKey(fingerprint, aescbc.kas_key_name(raw), location)
+            entry.roles.append(kref.role)
+            if kref.secret not in entry.secrets:
+                entry.secrets.append(kref.secret)
+        del raw_keys
+        for entry in escrowed.values():
+            self.log.info(
+                "encryption key %s of %s (%s; Secret %s; sha256 %s) escrowed to %s",
+                entry.kas_key_name,
+                ref,
+                ", ".join(entry.roles),
+                ", ".join(entry.secrets),
+                entry.sha256,
+                entry.location,
+            )
+        active, backup = restore_keys(list(escrowed.values()))
+        return {
+            "location": active.location,
+            "sha256": active.sha256,
+            "backup_key": {"location": backup.location, "sha256": backup.sha256} if backup else None,
+            "keys": [e.as_dict() for e in escrowed.values()],
+        }
 
 
 class CleanupSnapshotsOperator(KubernetesExecOperator):

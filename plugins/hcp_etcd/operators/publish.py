@@ -95,6 +95,7 @@ class PublishManifestOperator(StoreOperator):
             key_sha256=escrow["sha256"],
             backup_key_location=backup_key.get("location"),
             backup_key_sha256=backup_key.get("sha256"),
+            keys=escrow.get("keys"),
             api_downtime_seconds=resume.get("api_downtime_seconds"),
             dag_id=self.dag_id,
             run_id=self.run_id(context),

@@ -28,8 +28,9 @@ from airflow.sdk.exceptions import TaskDeferred
 from airflow.sdk.log import mask_secret
 from airflow.sdk.module_loading import import_string
 
-from hcp_etcd import etcd, params
+from hcp_etcd import aescbc, etcd, params
 from hcp_etcd.errors import RestoreInputError, describe, fail_fast_on_configuration_errors
+from hcp_etcd.manifest import escrowed_keys
 from hcp_etcd.naming import (
     ClusterRef,
     cluster_prefix,
@@ -352,7 +353,7 @@ class CheckKeyOperator(RestoreStepOperator):
 
     :param key_prefix: the escrow prefix; the manifest's key must be ``{key_prefix}/{ns}/{name}/{sha256}.key``
         (a manifest cannot make a restore write an arbitrary object into a Secret). (templated)
-    :return: ``{role: fingerprint}``.
+    :return: ``{role: fingerprint}`` of the keys the restored cluster gets (``activeKey``, ``backupKey``).
     """
 
     template_fields: tuple[str, ...] = (*RestoreStepOperator.template_fields, "key_prefix")
@@ -367,18 +368,29 @@ class CheckKeyOperator(RestoreStepOperator):
         out = {}
         source = ClusterRef.parse(self.backup["source"])
         key_prefix = validate_prefix(str(self.key_prefix))  # the only setting this step reads
-        for role, entry in key_entries(self.manifest).items():
+        # Every escrowed key (a backup taken mid-rotation has two), not only the two a restore installs.
+        for entry in escrowed_keys(self.manifest):
+            roles = ", ".join(entry["roles"])
             _, key = parse_s3_uri(entry["location"])
             expected = encryption_key_key(key_prefix, source, entry["sha256"])
             if key != expected:
                 raise RestoreInputError(
-                    f"the manifest's {role} {entry['location']} is not the escrow object "
+                    f"the manifest's key {entry['location']} ({roles}) is not the escrow object "
                     f"{expected} under key_prefix {self.key_prefix!r}"
                 )
             raw = self.read_key(entry)
+            name = aescbc.kas_key_name(raw)
             del raw
+            if entry["kas_key_name"] not in (None, name):
+                raise RestoreInputError(
+                    f"the key object {entry['location']} is kube-apiserver key {name}, the manifest "
+                    f"says {entry['kas_key_name']}"
+                )
+            self.log.info(
+                "%s (%s) %s matches fingerprint %s", name, roles, entry["location"], entry["sha256"]
+            )
+        for role, entry in key_entries(self.manifest).items():
             out[role] = entry["sha256"]
-            self.log.info("%s %s matches fingerprint %s", role, entry["location"], entry["sha256"])
         return out
 
 
@@ -788,20 +800,21 @@ class VerifyRestoreOperator(RestoreStepOperator, KubernetesExecOperator):
     def _secrets(
         self, ns: str, pod: str, revision: int, hc: dict[str, Any], found: dict[str, etcd.StoredValue]
     ) -> list[Check]:
-        names = key_secret_names(hc)
         keys: dict[str, bytes] = {}
-        for role, name in names.items():
+        for role, name in key_secret_names(hc).items():
             encoded = self.k8s.read_secret_data(self.target.namespace, name).get("key")
             if encoded:
                 mask_secret(encoded)
                 keys[role] = base64.b64decode(encoded)
-        expected = key_entries(self.manifest)["activeKey"]["sha256"]
-        active = keys.get("activeKey")
-        seen = hashlib.sha256(active).hexdigest() if active else None
+        seen = {role: hashlib.sha256(k).hexdigest() for role, k in keys.items()}
+        expected = {role: e["sha256"] for role, e in key_entries(self.manifest).items()}
         matches = Check(
             "key_matches_manifest",
-            seen == expected,
-            f"the new cluster's key has sha256 {seen}, the backup's {expected}",
+            all(seen.get(role) == sha for role, sha in expected.items()),
+            "; ".join(
+                f"the new cluster's {role} has sha256 {seen.get(role)}, the backup's {sha}"
+                for role, sha in expected.items()
+            ),
         )
         # Secrets of the backup (not rewritten since): they were encrypted by the source cluster.
         of_backup = [
@@ -811,11 +824,15 @@ class VerifyRestoreOperator(RestoreStepOperator, KubernetesExecOperator):
         ]
         if not of_backup:
             out = self.exec_in_pod(ns, pod, etcd.secret_sample_command(self.secret_samples), timeout=120)
-            of_backup = etcd.parse_get_values(out.stdout)
-        samples = of_backup[: max(self.secret_samples, 1)]
-        decrypts = check_secret_decrypts(samples, active)
-        if not decrypts.passed and keys.get("backupKey"):
-            # Values written before a key rotation are still under the backup key.
-            decrypts = check_secret_decrypts(samples, keys["backupKey"])
-        del keys, active
+            of_backup = etcd.parse_get_values(out.stdout)[: max(self.secret_samples, 1)]
+        samples = of_backup
+        # Each Secret with the key its stored value names (a backup taken mid-rotation has two).
+        by_name = {aescbc.kas_key_name(k): k for k in keys.values()}
+        # Older manifests do not record key names: the restored keys' (checked against them above).
+        escrowed = {e["kas_key_name"]: ", ".join(e["roles"]) for e in escrowed_keys(self.manifest)}
+        escrowed.pop(None, None)
+        for role, k in keys.items():
+            escrowed.setdefault(aescbc.kas_key_name(k), role)
+        decrypts = check_secret_decrypts(samples, by_name, escrowed)
+        del keys, by_name
         return [matches, decrypts]

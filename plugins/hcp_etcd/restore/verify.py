@@ -143,23 +143,47 @@ def check_samples(samples: list[dict[str, Any]], found: dict[str, Any], revision
     )
 
 
-def check_secret_decrypts(samples: list[tuple[str, bytes]], key: bytes | None) -> Check:
-    """Secrets read from the restored etcd decrypt with the key the new cluster holds.
+def check_secret_decrypts(
+    samples: list[tuple[str, bytes]], keys: dict[str, bytes], escrowed: dict[str, str] | None = None
+) -> Check:
+    """Secrets read from the restored etcd decrypt, each with the key its stored value names.
+
+    A value names its key (``k8s:enc:aescbc:v1:<key name>:``, :func:`hcp_etcd.aescbc.key_name_of`):
+    after a backup taken mid-rotation some Secrets are under the old key and some under the new one.
 
     :param samples: (etcd key, raw value) of Secrets.
-    :param key: the key from the restored cluster's encryption Secret (None when missing).
+    :param keys: the keys in the restored cluster's encryption Secrets, by kube-apiserver key name
+        (:func:`hcp_etcd.aescbc.kas_key_name`); empty when none has ``data.key``.
+    :param escrowed: the backup's escrowed keys by key name, with the references that named them.
     """
-    if key is None:
+    if not keys:
         return Check("secret_decrypts", False, "the restored cluster's encryption key Secret has no data.key")
     if not samples:
         return Check("secret_decrypts", False, "no Secret found in the restored etcd to try the key on")
-    failures = []
+    escrowed = escrowed or {}
+    failures, used = [], set()
     for etcd_key, value in samples:
         if not aescbc.is_aescbc(value):
             failures.append(f"{etcd_key}: not aescbc-encrypted")
             continue
         try:
+            name = aescbc.key_name_of(value)
+            key = keys.get(name)
+            if key is None:
+                if name in escrowed:
+                    failures.append(
+                        f"{etcd_key}: encrypted with {name} ({escrowed[name]}), escrowed by the backup "
+                        "but not in the restored cluster's key Secrets"
+                    )
+                else:
+                    known = ", ".join(f"{n} ({r})" for n, r in sorted(escrowed.items())) or "none"
+                    failures.append(
+                        f"{etcd_key}: encrypted with {name}, a key the backup did not escrow "
+                        f"(escrowed: {known})"
+                    )
+                continue
             aescbc.decrypt(value, key)
+            used.add(name)
         except aescbc.DecryptError as err:
             failures.append(f"{etcd_key}: {err}")
     if failures:
@@ -167,7 +191,8 @@ def check_secret_decrypts(samples: list[tuple[str, bytes]], key: bytes | None) -
     return Check(
         "secret_decrypts",
         True,
-        f"{len(samples)} Secret(s) decrypt with the restored key ({', '.join(k for k, _ in samples)})",
+        f"{len(samples)} Secret(s) decrypt with the restored key(s) {', '.join(sorted(used))} "
+        f"({', '.join(k for k, _ in samples)})",
     )
 
 
