@@ -422,3 +422,99 @@ def test_ha_restore_on_legacy_etcd_init_fails_at_once_naming_the_split_brain(
             assert f"{pod}: 1 member(s) {pod}" in error, error
     finally:
         delete_cluster(sandbox, "clusters", "legacy-ha")
+
+
+def secrets_in_etcd(box, cp_namespace: str) -> dict[str, bytes]:
+    """Every Secret value in a hosted cluster's etcd, read in its etcd-0 (the tests' admin client)."""
+    from kubernetes.stream import stream
+
+    _, core = kube(box)
+    command = [
+        "env", "ETCDCTL_API=3", "/usr/bin/etcdctl", "--cacert", "/etc/etcd/tls/etcd-ca/ca.crt",
+        "--cert", "/etc/etcd/tls/client/etcd-client.crt", "--key", "/etc/etcd/tls/client/etcd-client.key",
+        "--endpoints=localhost:2379", "-w", "json", "get", "--prefix", "/kubernetes.io/secrets/",
+    ]  # fmt: skip
+    resp = stream(
+        core.connect_get_namespaced_pod_exec, "etcd-0", cp_namespace, command=command, container="etcd",
+        stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False,
+    )  # fmt: skip
+    out = []
+    while resp.is_open():
+        resp.update(timeout=1)
+        if resp.peek_stdout():
+            out.append(resp.read_stdout())
+    resp.close()
+    assert resp.returncode == 0
+    kvs = json.loads("".join(out)).get("kvs") or []
+    return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv["value"]) for kv in kvs}
+
+
+def test_a_backup_taken_mid_rotation_restores_every_secret(sandbox, airflow_env, tmp_path):
+    """Issue 14 item 7: single-one mid-rotation (status activeKey old, targetKey new, half its Secrets
+    rewritten under the new key). The backup escrows both keys and says which is which; the restore
+    gives the new cluster both (target as activeKey, old as backupKey); every Secret decrypts with the
+    key its value names. The rotation is completed and undone afterwards (single-one keeps its key)."""
+    from hcp_sandbox import aescbc as sandbox_aescbc
+
+    co, core = kube(sandbox)
+    original = "single-one-etcd-encryption-key"
+    rotation = sandbox.fault("key-rotation", "--name", "single-one", "--migrated", "0.5")
+    target = rotation["target_secret"]
+    try:
+        assert rotation["active_secret"] == original and 0 < rotation["rewritten"] < rotation["secrets"]
+        hc = co.get_namespaced_custom_object(*HS, "clusters", "hostedclusters", "single-one")
+        status = hc["status"]["secretEncryption"]
+        assert status["activeKey"]["aescbc"]["secret"]["name"] == original
+        assert status["targetKey"]["aescbc"]["secret"]["name"] == target
+        stored = secrets_in_etcd(sandbox, "clusters-single-one").values()
+        names = {sandbox_aescbc.stored_key_name(v) for v in stored}
+        assert names == set(rotation["key_names"].values()), "etcd holds Secrets under both keys"
+
+        run = airflow_env.run({"hosted_clusters": ["clusters/single-one"], "mode": "online"})
+        assert run.state == "success", run.output[-5000:]
+        c = s3(sandbox)
+        listed = c.list_objects_v2(Bucket=sandbox.bucket, Prefix=f"{PREFIX}/clusters/single-one/")["Contents"]
+        manifest_key = sorted(o["Key"] for o in listed if o["Key"].endswith("/manifest.json"))[-1]
+        manifest_uri = f"s3://{sandbox.bucket}/{manifest_key}"
+        manifest = json.loads(c.get_object(Bucket=sandbox.bucket, Key=manifest_key)["Body"].read())
+        enc = manifest["encryption_key"]
+        roles = {k["kas_key_name"]: k["roles"] for k in enc["keys"]}
+        assert roles == {
+            rotation["key_names"]["target"]: ["spec.activeKey", "status.targetKey"],
+            rotation["key_names"]["active"]: ["status.activeKey"],
+        }
+        old_key = base64.b64decode(core.read_namespaced_secret(original, "clusters").data["key"])
+        new_key = base64.b64decode(core.read_namespaced_secret(target, "clusters").data["key"])
+        assert enc["sha256"] == hashlib.sha256(new_key).hexdigest()
+        assert enc["backup_key"]["sha256"] == hashlib.sha256(old_key).hexdigest()
+        recorded = json.dumps(manifest) + run.output + json.dumps(run.xcoms)
+        for raw in (old_key, new_key):  # fingerprints and names only
+            assert base64.b64encode(raw).decode() not in recorded
+
+        path = render(sandbox, tmp_path / "single.yaml", "rendered-rot", 1)
+        conf = restore_conf(manifest_uri, "rot-restored", str(path))
+        restore = run_dag(airflow_env, "hcp_etcd_restore", conf)
+        assert restore.state == "success", restore.output[-6000:]
+        checks = {c["name"]: c for c in restore.xcom("verify")["checks"]}
+        assert checks["secret_decrypts"]["passed"] and checks["key_matches_manifest"]["passed"]
+        hc = co.get_namespaced_custom_object(*HS, "clusters", "hostedclusters", "rot-restored")
+        aes = hc["spec"]["secretEncryption"]["aescbc"]
+        restored = {
+            role: base64.b64decode(core.read_namespaced_secret(aes[role]["name"], "clusters").data["key"])
+            for role in ("activeKey", "backupKey")
+        }
+        assert restored == {"activeKey": new_key, "backupKey": old_key}
+        # Every Secret of the restored etcd, not only the sampled ones, opens with the key it names.
+        by_name = {sandbox_aescbc.key_name(k): k for k in restored.values()}
+        values = secrets_in_etcd(sandbox, "clusters-rot-restored")
+        assert {sandbox_aescbc.stored_key_name(v) for v in values.values()} == set(by_name)
+        for key, value in values.items():
+            secret = json.loads(sandbox_aescbc.decrypt(value, by_name[sandbox_aescbc.stored_key_name(value)]))
+            assert secret["kind"] == "Secret", key
+    finally:
+        delete_cluster(sandbox, "clusters", "rot-restored")
+        # Put single-one back: finish this rotation, rotate back to its own key, drop the new Secret.
+        sandbox.fault("key-rotation", "--name", "single-one", "--complete")
+        sandbox.fault("key-rotation", "--name", "single-one", "--secret", original, "--migrated", "1")
+        sandbox.fault("key-rotation", "--name", "single-one", "--complete")
+        core.delete_namespaced_secret(target, "clusters")
