@@ -166,7 +166,9 @@ def hcp_etcd_backup() -> None:
             task_id="snapshot", quiesce=quiesce.output, **hc, **K8S, **DOWNTIME_WINDOW
         )
         verify = VerifySnapshotsOperator(task_id="verify", **hc, **K8S, **MODE, **IN_FLIGHT)
-        resume = ResumeApiServersOperator(task_id="resume", **hc, **K8S, **MODE, **DOWNTIME_WINDOW)
+        resume = ResumeApiServersOperator(
+            task_id="resume", snapshot=snapshot.output, **hc, **K8S, **MODE, **DOWNTIME_WINDOW
+        )
         upload = SnapshotToS3Operator(
             task_id="upload",
             snapshot=snapshot.output,

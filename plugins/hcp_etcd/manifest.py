@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any
 
@@ -80,6 +81,7 @@ def build_manifest(
     samples: list[dict[str, Any]] | None = None,
     listed_at_revision: int | None = None,
     keys: list[dict[str, Any]] | None = None,
+    source: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble a manifest and validate it.
 
@@ -114,6 +116,7 @@ def build_manifest(
     :param listed_at_revision: the revision the keys were listed at (the snapshot's or later).
     :param keys: every escrowed key: ``sha256``, ``kas_key_name``, ``location``, ``roles`` (which
         spec and status references named it) and ``secrets`` (``hcp_etcd.encryption.EscrowedKey``).
+    :param source: :func:`source_record` of the cluster (optional in schema 1: older manifests lack it).
     """
     manifest: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -144,6 +147,8 @@ def build_manifest(
         "api_downtime_seconds": api_downtime_seconds,
         "airflow": {"dag_id": dag_id, "run_id": run_id},
     }
+    if source is not None:
+        manifest["source"] = source
     # Optional in schema 1 (older manifests lack them): what a restore verifies at its current revision.
     for name, value in (
         ("leased_key_counts", leased_key_counts),
@@ -162,6 +167,65 @@ def build_manifest(
         manifest["encryption_key"]["keys"] = keys
     validate_manifest(manifest)
     return manifest
+
+
+# Annotations of a HostedCluster or NodePool that change what HyperShift runs (image overrides, resource
+# requests, ...) are HyperShift's own; everything else (ours, kubectl's last-applied copy, which holds
+# the whole spec and so a restore's presigned URL) stays out of the record.
+_RECORDED_ANNOTATION_PREFIX = "hypershift.openshift.io/"
+
+
+def _recorded(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj.get("metadata") or {}
+    annotations = {
+        k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith(_RECORDED_ANNOTATION_PREFIX)
+    }
+    recorded_meta = {"name": meta.get("name"), "namespace": meta.get("namespace")}
+    if meta.get("labels"):
+        recorded_meta["labels"] = dict(meta["labels"])
+    if annotations:
+        recorded_meta["annotations"] = annotations
+    return {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": obj.get("kind"),
+        "metadata": recorded_meta,
+        "spec": copy.deepcopy(obj.get("spec") or {}),
+    }
+
+
+def source_record(hosted_cluster: dict[str, Any], node_pools: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """What rebuilding the cluster needs once it is gone: its HostedCluster's and NodePools' specs.
+
+    References only (Secrets are named, never read); no status. Left out: ``spec.pausedUntil`` (the
+    backup's own pause) and ``restoreSnapshotURL`` (a cluster that was itself restored carries the
+    presigned URL it was restored from: a credential).
+
+    :param hosted_cluster: the HostedCluster as read from the API.
+    :param node_pools: its NodePools (``spec.clusterName`` = its name); None when they could not be
+        read (recorded as unknown, not as none).
+    """
+    hc = _recorded(hosted_cluster)
+    hc["spec"].pop("pausedUntil", None)
+    storage = ((hc["spec"].get("etcd") or {}).get("managed") or {}).get("storage") or {}
+    storage.pop("restoreSnapshotURL", None)
+    release = (hc["spec"].get("release") or {}).get("image")
+    return {
+        "hosted_cluster": hc,
+        "node_pools": None if node_pools is None else [_recorded(np) for np in node_pools],
+        "release_image": release if isinstance(release, str) else None,
+    }
+
+
+def _validate_source(source: Any) -> None:
+    if not isinstance(source, dict) or not isinstance(source.get("hosted_cluster"), dict):
+        raise ManifestError("manifest field source has no hosted_cluster")
+    if not isinstance(source["hosted_cluster"].get("spec"), dict):
+        raise ManifestError("manifest field source.hosted_cluster has no spec")
+    pools = source.get("node_pools")
+    if pools is not None and not (isinstance(pools, list) and all(isinstance(p, dict) for p in pools)):
+        raise ManifestError("manifest field source.node_pools is not a list of objects")
+    if not isinstance(source.get("release_image"), str | type(None)):
+        raise ManifestError("manifest field source.release_image is not a string")
 
 
 def validate_manifest(data: Any) -> dict[str, Any]:
@@ -190,6 +254,8 @@ def validate_manifest(data: Any) -> dict[str, Any]:
         raise ManifestError("manifest snapshot.key does not name a snapshot.db")
     _validate_verification_fields(data["etcd"])
     _validate_keys(data["encryption_key"])
+    if data.get("source") is not None:
+        _validate_source(data["source"])
     for member in data["etcd"]["members"]:
         if not isinstance(member, dict) or not {"pod", "revision", "hash"} <= member.keys():
             raise ManifestError("manifest etcd.members entries need pod, revision and hash")

@@ -694,6 +694,13 @@ def test_restore_at_creation_gives_one_cluster(sandbox, core, custom, snapshot_u
     create_hosted_cluster(core, custom, "restored-ha", 3, snapshot_url, key)
     try:
         wait_for(lambda: is_true(custom, "restored-ha", "Available"), 60, "restored cluster Available")
+        # Upstream computes Available without EtcdSnapshotRestored (hostedcontrolplane_controller.go):
+        # the two are written in separate reconciles, so either may come first.
+        wait_for(
+            lambda: "EtcdSnapshotRestored" in hcp_conditions(custom, "restored-ha"),
+            30,
+            "EtcdSnapshotRestored on the HostedControlPlane",
+        )
         restored = hcp_conditions(custom, "restored-ha")["EtcdSnapshotRestored"]
         # hostedcontrolplane_controller.go: etcdRestoredCondition: no message, HostedControlPlane only.
         assert (restored["status"], restored["reason"], restored["message"]) == ("True", "AsExpected", ""), (

@@ -294,6 +294,18 @@ class HostedClusterHook(KubernetesHook):
             HC_GROUP, HC_VERSION, ref.namespace, HC_PLURAL, ref.name
         )
 
+    @generic_api_retry
+    def list_node_pools(self, ref: ClusterRef) -> list[dict[str, Any]]:
+        """The NodePools of a HostedCluster (those in its namespace whose ``spec.clusterName`` is it).
+
+        :param ref: the cluster.
+        """
+        result = self.custom_object_client.list_namespaced_custom_object(
+            HC_GROUP, HC_VERSION, ref.namespace, "nodepools"
+        )
+        items = result.get("items") or []
+        return [np for np in items if (np.get("spec") or {}).get("clusterName") == ref.name]
+
     def find_hosted_cluster(self, ref: ClusterRef) -> dict[str, Any] | None:
         """Read a HostedCluster, or None when it does not exist.
 

@@ -23,6 +23,7 @@ from hcp_etcd.naming import (
     ClusterRef,
     encryption_key_key,
     format_backup_ts,
+    parse_rfc3339,
     rfc3339,
 )
 from hcp_etcd.operators.base import HostedClusterOperator, StoreOperator, deadline, utcnow
@@ -486,21 +487,29 @@ class QuiesceApiServersOperator(HostedClusterPatchOperator):
 class ResumeApiServersOperator(HostedClusterPatchOperator):
     """Scale the API servers back to the recorded replicas and wait until they are ready.
 
-    The teardown of the quiesce, right after the snapshot: the API downtime is that window only.
+    The teardown of the quiesce: the safety net of the snapshot task, which gives them back itself
+    (a failed snapshot leaves them at 0). Measures the API downtime, up to when the snapshot task saw
+    them ready if it did, and clears the record.
+
+    :param snapshot: the snapshot task's result (its ``api_available_at``); None when it failed.
+        (templated)
 
     :param mode: ``quiesced`` or ``online`` (online does nothing). (templated)
     :param timeout: seconds to wait for the Deployments to be ready.
     :return: ``{"api_available_at", "api_downtime_seconds"}``.
     """
 
-    template_fields: tuple[str, ...] = (*HostedClusterOperator.template_fields, "mode")
+    template_fields: tuple[str, ...] = (*HostedClusterOperator.template_fields, "mode", "snapshot")
     inline_wait_seconds = INLINE_WAIT_SECONDS
     inline_poll_interval = INLINE_POLL_SECONDS
 
-    def __init__(self, *, mode: str = "quiesced", timeout: float = 900, **kwargs: Any) -> None:
+    def __init__(
+        self, *, mode: str = "quiesced", snapshot: Any = None, timeout: float = 900, **kwargs: Any
+    ) -> None:
         """See the class docstring."""
         super().__init__(**kwargs)
         self.mode = mode
+        self.snapshot = snapshot
         self.timeout = timeout
 
     def execute(self, context: Context) -> dict[str, Any] | None:
@@ -542,10 +551,14 @@ class ResumeApiServersOperator(HostedClusterPatchOperator):
         record = OriginalReplicas.from_annotations(
             _annotations(self.k8s.get_hosted_cluster(ref)), self.run_id(context)
         )
+        # The snapshot task saw the API servers ready when it gave them back; this task started later.
+        seen = (self.snapshot or {}).get("api_available_at") if isinstance(self.snapshot, dict) else None
+        if seen:
+            now = parse_rfc3339(seen)
         downtime = (now - record.scaled_down_at).total_seconds() if record else None
         self.apply_patch({"metadata": {"annotations": {ORIGINAL_REPLICAS_ANNOTATION: None}}})
-        self.log.info("API servers of %s ready again; downtime %.1fs", ref, downtime or 0)
-        return {"api_available_at": rfc3339(now), "api_downtime_seconds": downtime}
+        self.log.info("API servers of %s ready again; downtime %.2fs", ref, downtime or 0)
+        return {"api_available_at": rfc3339(now, milliseconds=True), "api_downtime_seconds": downtime}
 
 
 class SnapshotMembersOperator(KubernetesExecOperator):
@@ -606,16 +619,43 @@ class SnapshotMembersOperator(KubernetesExecOperator):
             self.exec_in_each(members, snapshot)
         except ExecInEachError as err:
             raise RuntimeError(f"snapshot of {len(err.failed)} member(s) of {ref} failed: {err}") from err
-        for dep, n in replicas.items():
-            self.k8s.scale_deployment(ns, dep, n)
-            self.log.info("scaled %s/%s back to %s (resume waits until it is ready)", ns, dep, n)
+        available_at = None
+        if replicas:
+            for dep, n in replicas.items():
+                self.k8s.scale_deployment(ns, dep, n)
+                self.log.info("scaled %s/%s back to %s", ns, dep, n)
+            available_at = self._wait_api_servers_ready(ns, replicas)
         return {
             "ts": format_backup_ts(started),
             "created_at": rfc3339(started),
             "members": members,
             "scaled_back": sorted(replicas),
             "stopped_again": stopped_again,
+            "api_available_at": available_at,
         }
+
+    def _wait_api_servers_ready(self, ns: str, replicas: dict[str, int]) -> str | None:
+        """When the API servers it scaled back were ready (the end of the downtime), polled here.
+
+        Seconds normally; after ``INLINE_WAIT_SECONDS`` it leaves the wait to the resume teardown
+        (a worker slot is not held for long) and returns None.
+        """
+        from hcp_etcd.operators.base import run_trigger
+        from hcp_etcd.triggers.wait import DeploymentsReadyTrigger
+
+        trigger = DeploymentsReadyTrigger(
+            namespace=ns,
+            deployments=list(replicas),
+            kubernetes_conn_id=self.kubernetes_conn_id,
+            timeout=INLINE_WAIT_SECONDS,
+            poll_interval=INLINE_POLL_SECONDS,
+        )
+        event = run_trigger(trigger)
+        if event.get("status") != "success":
+            self.log.warning("API servers of %s not ready yet (%s): resume waits", ns, event.get("message"))
+            return None
+        self.log.info("API servers of %s ready again", ns)
+        return rfc3339(utcnow(), milliseconds=True)
 
     def _stop_api_servers_again(self, ns: str, replicas: dict[str, int]) -> bool:
         """On a retry: scale to 0 what an earlier try scaled back, and wait until their pods are gone."""
