@@ -40,9 +40,11 @@ A restore only happens when a HostedCluster is **created** (HyperShift's `etcd-i
 3. `check_key` — the escrowed key object exists and its SHA-256 equals the manifest's fingerprint.
 4. `presign` — SigV4 GET URL, at most 1024 characters (STS session tokens make it longer), not expiring soon.
 5. `create` — rendered manifests (`hcp create cluster aws --render --render-sensitive` output as an
-   S3 URI or file, or `render_options` when `hcp` is on the worker) edited: target name/namespace,
-   Managed/PersistentVolume etcd with `restoreSnapshotURL`, the escrowed key in the
-   `secretEncryption.aescbc.activeKey` Secret (read and written in this task only). Refuses existing objects.
+   S3 URI or file, or `render_options` when `hcp` is on the worker) applied as rendered: they must be
+   rendered for the target namespace/name (their infraID, issuerURL, IAM roles, instance profile and
+   hostnames stay); only Managed/PersistentVolume etcd with `restoreSnapshotURL` and the escrowed key
+   in the `secretEncryption.aescbc.activeKey` Secret (read and written in this task only) change.
+   Warns when the availability policy differs from the backed-up cluster's. Refuses existing objects.
 6. `wait_restored` — deferrable until `Available` and `EtcdSnapshotRestored` (etcd-init's message on failure).
 7. `check_etcd_cluster` — `member list` on every member: one cluster of the expected size, else it
    fails at once; a split brain (released HyperShift's etcd-init makes three one-member clusters of
@@ -89,7 +91,8 @@ PARAMS = {
         maxLength=2048,
         description="S3 URI (s3://…) or worker file path of `hcp create cluster aws --render "
         "--render-sensitive` "
-        "output. Its names are changed to the target's; its new encryption key is replaced by the saved one.",
+        "output, rendered for target_namespace/target_name (applied as rendered: only restoreSnapshotURL "
+        "and the saved encryption key, in place of its new one, change).",
     ),
     "render_options": Param(
         {},

@@ -271,7 +271,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    sys.stdout.write(render.to_yaml(render.manifests(args.name, args.namespace, args.members)))
+    objects = render.manifests(
+        args.name,
+        args.namespace,
+        args.members,
+        infra_id=args.infra_id,
+        external_dns_domain=args.external_dns_domain,
+    )
+    sys.stdout.write(render.to_yaml(objects))
     return 0
 
 
@@ -423,6 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     rend.add_argument("--name", required=True)
     rend.add_argument("--namespace", default=HOSTED_CLUSTER_NAMESPACE)
     rend.add_argument("--members", type=_positive_members, default=3)
+    rend.add_argument("--infra-id", help="the infra id of pre-created infrastructure (as --infra-json gives)")
+    rend.add_argument("--external-dns-domain", help="services get <service>-<name>.<domain> hostnames")
     rend.set_defaults(func=cmd_render)
 
     fault = sub.add_parser("fault", help="inject a fault")

@@ -18,6 +18,7 @@ from typing import Any
 
 import boto3
 import pytest
+import yaml
 from botocore.config import Config
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
@@ -30,6 +31,7 @@ DRILL_NS = "hcp-etcd-drills"
 PREFIX = "hcp-etcd/backups"
 KEY_PREFIX = "hcp-etcd/keys"
 HS = ("hypershift.openshift.io", "v1beta1")
+
 
 def run_dags(
     airflow_env: AirflowEnv,
@@ -186,8 +188,10 @@ def restore_conf(source: str, name: str, manifests: str, **extra: Any) -> dict[s
 
 
 def test_restore_ha_from_rendered_file(sandbox, airflow_env, backups, tmp_path):
-    """namespace/name -> newest backup; rendered YAML from a file; every check passes on 3 members."""
-    path = render(sandbox, tmp_path / "ha.yaml", "rendered-ha", 3)
+    """namespace/name -> newest backup; rendered YAML from a file; every check passes on 3 members.
+    The file is applied as rendered: its AWS identity (infraID, issuerURL, IAM roles, the NodePool's
+    instance profile) is the new cluster's (issue 14 item 4)."""
+    path = render(sandbox, tmp_path / "ha.yaml", "ha-restored", 3)
     try:
         run = run_dag(
             airflow_env, "hcp_etcd_restore", restore_conf("clusters/ha-one", "ha-restored", str(path))
@@ -211,6 +215,15 @@ def test_restore_ha_from_rendered_file(sandbox, airflow_env, backups, tmp_path):
         hc = co.get_namespaced_custom_object(*HS, "clusters", "hostedclusters", "ha-restored")
         url = hc["spec"]["etcd"]["managed"]["storage"]["restoreSnapshotURL"][0]
         assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in url and len(url) <= 1024
+        docs = {d["kind"]: d for d in yaml.safe_load_all(path.read_text()) if d}
+        rendered_spec = docs["HostedCluster"]["spec"]
+        for field in ("infraID", "issuerURL", "platform", "services"):
+            assert hc["spec"][field] == rendered_spec[field], field
+        assert hc["spec"]["issuerURL"].endswith("/" + rendered_spec["infraID"])
+        pool = co.get_namespaced_custom_object(
+            *HS, "clusters", "nodepools", docs["NodePool"]["metadata"]["name"]
+        )
+        assert pool["spec"]["platform"]["aws"]["instanceProfile"] == f"{rendered_spec['infraID']}-worker"
         key = base64.b64decode(
             core.read_namespaced_secret("ha-restored-etcd-encryption-key", "clusters").data["key"]
         )
@@ -228,7 +241,7 @@ def test_restore_single_replica_from_manifest_uri_and_s3_render(sandbox, airflow
     """A manifest URI as source; rendered YAML from S3; one member. In the recommended AWS setup
     (issue 18): the AWS connection is a role (a session token, which alone would make the URL too
     long) and ``presign_aws_conn_id`` names an IAM user's long-term keys, which sign the URL."""
-    path = render(sandbox, tmp_path / "single.yaml", "rendered-single", 1)
+    path = render(sandbox, tmp_path / "single.yaml", "single-restored", 1)
     s3(sandbox).put_object(Bucket=sandbox.bucket, Key="renders/single.yaml", Body=path.read_bytes())
     user = airflow_env.env["AIRFLOW_CONN_AWS_DEFAULT"]
     role = json.loads(user)
@@ -280,6 +293,12 @@ def test_bad_inputs_refused_before_any_write(sandbox, airflow_env, backups, tmp_
     cases = {
         "corrupt": (restore_conf(corrupt, "bad-one", str(path)), "check_snapshot", "sha256"),
         "broken_yaml": (restore_conf(backups.ha, "bad-four", str(broken)), "create", "is not valid YAML"),
+        # A file rendered for another cluster: its identity is not the target's (issue 14 item 4).
+        "other_cluster": (
+            restore_conf(backups.ha, "bad-five", str(path)),
+            "create",
+            "rendered for clusters/rendered-ha but the restore's target is clusters/bad-five",
+        ),
         "missing_key": (restore_conf(missing_key, "bad-two", str(path)), "check_key", "does not exist"),
         "existing": (restore_conf(backups.ha, "single-one", str(path)), "resolve_backup", "already exists"),
         "foreign": (
@@ -321,7 +340,7 @@ def test_over_long_url_refused_with_sts_reason(sandbox, airflow_env, backups, tm
 
 def test_wrong_key_fails_verification(sandbox, airflow_env, backups, tmp_path):
     """A backup whose escrowed key is not the one that encrypted its Secrets: restored, then refused."""
-    path = render(sandbox, tmp_path / "ha.yaml", "rendered-ha", 3)
+    path = render(sandbox, tmp_path / "ha.yaml", "wrong-key", 3)
     wrong = copy_backup(sandbox, backups.manifest_ha, "20240604T000000Z", key=os.urandom(32))
     try:
         run = run_dag(airflow_env, "hcp_etcd_restore", restore_conf(wrong, "wrong-key", str(path)))
@@ -363,6 +382,9 @@ def test_drill_over_two_past_dates(sandbox, airflow_env, backups):
         }
         assert run.tis["drill.delete_drill_cluster[0]"] == "success"
         assert not hc_exists(sandbox, DRILL_NS, f"ha-one-drill-{day}")
+        # The clone took none of the source's cloud identity (issue 14 item 4).
+        assert "drill clone of clusters/ha-one: issuerURL dropped" in run.output
+        assert "drill clone of clusters/ha-one: infraID ha-one-" in run.output
     events = [r for r in sqlite_rows(airflow_env, "SELECT extra FROM asset_event") if "drills" in r[0]]
     assert len(events) >= 2 and all("key" not in json.loads(e[0]) for e in events)
 
@@ -404,7 +426,7 @@ def test_ha_restore_on_legacy_etcd_init_fails_at_once_naming_the_split_brain(
     """Released HyperShift's etcd-init splits an HA restore while the cluster turns Available: the
     restore fails at the membership step, not retried, with what each member reports and the runbook
     section (no repair from outside fits HyperShift's init containers: docs/RUNBOOK.md, Part C)."""
-    path = render(sandbox, tmp_path / "ha.yaml", "rendered-ha", 3)
+    path = render(sandbox, tmp_path / "ha.yaml", "legacy-ha", 3)
     sandbox.fault("restore-split-brain", "--count", "1")  # the next restore runs the legacy etcd-init
     try:
         run = run_dag(

@@ -131,6 +131,20 @@ def test_render_uses_the_given_key():
         render.manifests("x", members=2)
 
 
+def test_render_binds_the_aws_identity_to_the_infra_id():
+    """As hcp does (cmd/infra/aws/create_iam.go, cmd/cluster/aws/create.go): issuer, roles and the
+    instance profile are named after the infraID; --external-dns-domain gives <service>-<name> hosts."""
+    docs = render.manifests("x", members=1, infra_id="x-ab12c", external_dns_domain="hcp.example.com")
+    hc, pool = docs[4]["spec"], docs[5]["spec"]
+    assert hc["infraID"] == "x-ab12c" and hc["issuerURL"].endswith(".amazonaws.com/x-ab12c")
+    roles = hc["platform"]["aws"]["rolesRef"]
+    assert len(roles) == 7 and all(":role/x-ab12c-" in arn for arn in roles.values())
+    assert pool["platform"]["aws"]["instanceProfile"] == "x-ab12c-worker"
+    hosts = {s["service"]: s["servicePublishingStrategy"] for s in hc["services"]}
+    assert hosts["APIServer"] == {"type": "Route", "route": {"hostname": "api-x.hcp.example.com"}}
+    assert render.manifests("x", members=1)[4]["spec"]["infraID"].startswith("x-")
+
+
 def test_df_shim_reports_the_volume(tmp_path):
     volume = tmp_path / "var" / "lib"
     (volume / "data").mkdir(parents=True)

@@ -382,6 +382,16 @@ class HostedClusterHook(KubernetesHook):
         secret = self.core_v1_client.read_namespaced_secret(name, namespace)
         return dict(secret.data or {})
 
+    @generic_api_retry
+    def read_config_map_data(self, namespace: str, name: str) -> dict[str, str]:
+        """The ``data`` of a ConfigMap (a drill copies the ones its source's spec references).
+
+        :param namespace: the ConfigMap's namespace.
+        :param name: the ConfigMap's name.
+        """
+        config_map = self.core_v1_client.read_namespaced_config_map(name, namespace)
+        return dict(config_map.data or {})
+
     # ---- objects of a restore (added for the restore DAG) ------------------------------------------
     # Only the kinds ``hcp create cluster aws --render`` prints: a fixed table, no discovery, so the
     # RBAC of the Airflow identity can name exactly these.

@@ -52,6 +52,8 @@ from hcp_etcd.restore.backups import (
 from hcp_etcd.restore.plan import (
     RESTORED_BY_ANNOTATION,
     RestorePlan,
+    availability_mismatch,
+    check_identity_not_shared,
     check_target,
     clone_objects,
     drill_target_name,
@@ -428,10 +430,13 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
 
     Manifests come from, in this order: ``rendered_manifests`` (``s3://`` URI or a file path of the
     output of ``hcp create cluster aws --render --render-sensitive``), ``render_options`` (run that
-    command, when ``hcp`` is on PATH), or ``clone`` (the live source HostedCluster: a drill). Every
-    check runs before the first write; an object that exists already is refused; on a failure
-    midway the objects created are deleted again before the error is raised
-    (``HostedClusterHook.create_objects``).
+    command, when ``hcp`` is on PATH), or ``clone`` (the live source HostedCluster: a drill). Rendered
+    manifests are applied as rendered and must be rendered for the target (``prepare_objects``), and
+    must not carry the live source's infraID; a clone is given an identity of its own
+    (``clone_objects``). A controller availability policy other than the backed-up cluster's is
+    warned about in the task log. Every check runs before the first write; an object that exists
+    already is refused; on a failure midway the objects created are deleted again before the error
+    is raised (``HostedClusterHook.create_objects``).
 
     :param rendered_manifests: S3 URI or path of rendered YAML. (templated)
     :param render_options: ``hcp create cluster aws`` flags (``{"pull-secret": path}``). (templated)
@@ -481,19 +486,16 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
         objects, copies = self._load_objects(target)
         restored_by = f"{self.dag_id}/{context['run_id']}"
         plan = prepare_objects(objects, target, url, self.manifest, self.backup["manifest_uri"], restored_by)
-        plan.copy_secrets = copies
-        if plan.replicas != len(self.manifest["etcd"]["members"]):
-            self.log.info(
-                "backup had %d member(s), the new cluster will have %d",
-                len(self.manifest["etcd"]["members"]),
-                plan.replicas,
-            )
+        plan.copies = copies
+        mismatch = availability_mismatch(plan.hosted_cluster, self.manifest)
+        if mismatch:
+            self.log.warning("%s", mismatch)
         adopted = self._refuse_existing(plan, restored_by)
         # Keys (and copied secrets) go into the objects last, right before the writes, in this task only.
         for role, entry in key_entries(self.manifest).items():
             if role in plan.key_secrets:
                 plan.fill_key(role, self.read_key(entry))
-        self._copy_secrets(plan)
+        self._copy_referenced(plan)
         created_at = utcnow()
         try:
             created = self.k8s.create_objects(plan.objects, adopted)
@@ -513,21 +515,29 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
             "url_expires_at": info.expires_at,
         }
 
-    def _load_objects(self, target: ClusterRef) -> tuple[list[dict[str, Any]], dict[str, str]]:
-        if self.rendered_manifests:
-            where = str(self.rendered_manifests)
-            return load_objects(self._read_rendered(where), where), {}
-        if self.render_options:
-            return load_objects(self._render_with_hcp(target), "hcp create cluster aws --render"), {}
+    def _load_objects(self, target: ClusterRef) -> tuple[list[dict[str, Any]], dict[tuple[str, str], str]]:
+        source = ClusterRef.parse(self.backup["source"])
+        if self.rendered_manifests or self.render_options:
+            if self.rendered_manifests:
+                where = str(self.rendered_manifests)
+                objects = load_objects(self._read_rendered(where), where)
+            else:
+                objects = load_objects(self._render_with_hcp(target), "hcp create cluster aws --render")
+            for hc in (o for o in objects if o["kind"] == "HostedCluster"):
+                check_identity_not_shared(hc, self.k8s.find_hosted_cluster(source))
+            return objects, {}
         if self.clone:
-            source = ClusterRef.parse(self.backup["source"])
             hc = self.k8s.find_hosted_cluster(source)
             if hc is None:
                 raise RestoreInputError(
                     f"cannot clone {source} for the drill: it no longer exists; restore "
                     "with rendered manifests instead"
                 )
-            return clone_objects(hc, target)
+            clone = clone_objects(hc, target)
+            # What keeps the drill from colliding with its source: a person reading the run sees it.
+            for change in clone.changes:
+                self.log.info("drill clone of %s: %s", source, change)
+            return clone.objects, clone.copies
         raise RestoreInputError(
             "no manifests: give rendered_manifests (S3 URI or path of the output of "
             "`hcp create cluster aws --render --render-sensitive`) or render_options"
@@ -629,14 +639,18 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
             )
         return adopted
 
-    def _copy_secrets(self, plan: RestorePlan) -> None:
+    def _copy_referenced(self, plan: RestorePlan) -> None:
+        """Fill the drill's copies of the Secrets and ConfigMaps its spec references from the source's."""
         source = ClusterRef.parse(self.backup["source"])
-        by_name = {o["metadata"]["name"]: o for o in plan.objects if o["kind"] == "Secret"}
-        for target_name, source_name in plan.copy_secrets.items():
-            data = self.k8s.read_secret_data(source.namespace, source_name)
-            for value in data.values():
-                mask_secret(value)
-            by_name[target_name]["data"] = data
+        by_name = {(o["kind"], o["metadata"]["name"]): o for o in plan.objects}
+        for (kind, target_name), source_name in plan.copies.items():
+            if kind == "Secret":
+                data = self.k8s.read_secret_data(source.namespace, source_name)
+                for value in data.values():
+                    mask_secret(value)
+            else:
+                data = self.k8s.read_config_map_data(source.namespace, source_name)
+            by_name[(kind, target_name)]["data"] = data
 
 
 class WaitRestoredOperator(RestoreStepOperator):
