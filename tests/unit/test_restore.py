@@ -36,6 +36,7 @@ from hcp_etcd.restore.plan import (
     drill_target_name,
     load_objects,
     prepare_objects,
+    release_mismatch,
 )
 from hcp_etcd.restore.presign import check_presigned_url, check_url_expiry_hours
 from hcp_etcd.restore.report import build_drill_report, drill_report_key
@@ -787,3 +788,17 @@ def test_samples_checked_at_the_current_revision():
     )
     assert not missing.passed and "configmaps/a/y: missing" in missing.detail
     assert "--rev" not in " ".join(secret_sample_command(3))
+
+
+def test_a_release_other_than_the_backups_is_named() -> None:
+    hc = of_kind(aws_render(), "HostedCluster")[0]
+    rendered = hc["spec"]["release"]["image"]
+    assert release_mismatch(hc, manifest()) is None  # an older manifest records no release
+    same = {**manifest(), "source": {"hosted_cluster": {"spec": {}}, "release_image": rendered}}
+    assert release_mismatch(hc, same) is None
+    older = "quay.io/openshift-release-dev/ocp-release:4.19.9-x86_64"
+    message = release_mismatch(
+        hc, {**manifest(), "source": {"hosted_cluster": {"spec": {}}, "release_image": older}}
+    )
+    assert message is not None and older in message and rendered in message
+    assert f"--release-image {older}" in message

@@ -60,6 +60,7 @@ from hcp_etcd.restore.plan import (
     key_secret_names,
     load_objects,
     prepare_objects,
+    release_mismatch,
     replicas_of,
 )
 from hcp_etcd.restore.presign import PresignedUrlInfo, check_presigned_url, check_url_expiry_hours
@@ -487,9 +488,12 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
         restored_by = f"{self.dag_id}/{context['run_id']}"
         plan = prepare_objects(objects, target, url, self.manifest, self.backup["manifest_uri"], restored_by)
         plan.copies = copies
-        mismatch = availability_mismatch(plan.hosted_cluster, self.manifest)
-        if mismatch:
-            self.log.warning("%s", mismatch)
+        for mismatch in (
+            availability_mismatch(plan.hosted_cluster, self.manifest),
+            release_mismatch(plan.hosted_cluster, self.manifest),
+        ):
+            if mismatch:
+                self.log.warning("%s", mismatch)
         adopted = self._refuse_existing(plan, restored_by)
         # Keys (and copied secrets) go into the objects last, right before the writes, in this task only.
         for role, entry in key_entries(self.manifest).items():

@@ -341,6 +341,26 @@ def availability_mismatch(rendered_hc: dict[str, Any], manifest: dict[str, Any])
     )
 
 
+def release_mismatch(rendered_hc: dict[str, Any], manifest: dict[str, Any]) -> str | None:
+    """Why the new cluster runs another OpenShift release than the backed-up one, or None.
+
+    A backup records its cluster's release (``source.release_image``, since the backups carry the
+    cluster's spec). Restoring etcd data under another release is an upgrade or a downgrade at the
+    moment of the restore: kube-apiserver and the operators meet objects of the other release.
+
+    :param rendered_hc: the HostedCluster to create.
+    :param manifest: the backup manifest.
+    """
+    was = (manifest.get("source") or {}).get("release_image")
+    new = ((rendered_hc.get("spec") or {}).get("release") or {}).get("image")
+    if not was or not new or was == new:
+        return None
+    return (
+        f"the backup was taken at release {was}; the manifests create {new}. Restore at the backup's "
+        f"release (render with --release-image {was}) and upgrade afterwards"
+    )
+
+
 # ``spec.configuration``'s references to Secrets and ConfigMaps next to the HostedCluster, as
 # HyperShift collects them to copy into the control plane (``api/util/configrefs/refs.go``).
 _IDP_TYPES = (
