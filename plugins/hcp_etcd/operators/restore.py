@@ -60,8 +60,11 @@ from hcp_etcd.restore.plan import (
     key_secret_names,
     load_objects,
     prepare_objects,
+    recorded_objects,
+    referenced_objects,
     release_mismatch,
     replicas_of,
+    same_content,
 )
 from hcp_etcd.restore.presign import PresignedUrlInfo, check_presigned_url, check_url_expiry_hours
 from hcp_etcd.restore.verify import (
@@ -494,10 +497,11 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
         ):
             if mismatch:
                 self.log.warning("%s", mismatch)
-        adopted = self._refuse_existing(plan, restored_by)
+        adopted, reused = self._refuse_existing(plan, restored_by)
+        self._require_referenced(plan)
         # Keys (and copied secrets) go into the objects last, right before the writes, in this task only.
         for role, entry in key_entries(self.manifest).items():
-            if role in plan.key_secrets:
+            if role in plan.key_secrets and plan.key_secrets[role] not in reused:
                 plan.fill_key(role, self.read_key(entry))
         self._copy_referenced(plan)
         created_at = utcnow()
@@ -542,10 +546,12 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
             for change in clone.changes:
                 self.log.info("drill clone of %s: %s", source, change)
             return clone.objects, clone.copies
-        raise RestoreInputError(
-            "no manifests: give rendered_manifests (S3 URI or path of the output of "
-            "`hcp create cluster aws --render --render-sensitive`) or render_options"
-        )
+        # Neither a file nor a render: the cluster as its backup recorded it, under its own name.
+        objects = recorded_objects(self.manifest, target)
+        for hc in (o for o in objects if o["kind"] == "HostedCluster"):
+            check_identity_not_shared(hc, self.k8s.find_hosted_cluster(source))
+        self.log.info("restoring %s from the HostedCluster and NodePool specs its backup recorded", target)
+        return objects, {}
 
     def _read_rendered(self, where: str) -> str:
         if where.startswith("s3://"):
@@ -608,13 +614,29 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
             )
         return stdout
 
-    def _refuse_existing(self, plan: RestorePlan, restored_by: str) -> set[tuple[str, str]]:
-        """Refuse objects of the plan that exist already, except those an earlier try of this same run
-        made: a try killed outright (SIGKILL, a lost worker) could not undo them. Those are adopted
-        (returned as ``(kind, name)``): created again they would be the same objects."""
+    def _refuse_existing(self, plan: RestorePlan, restored_by: str) -> tuple[set[tuple[str, str]], set[str]]:
+        """Refuse objects of the plan that exist already, but for two kinds of them.
+
+        Adopted (returned as ``(kind, name)``): those an earlier try of this same run made; a try
+        killed outright (SIGKILL, a lost worker) could not undo them, and created again they would be
+        the same objects. An undo deletes them with the rest.
+
+        Reused (returned by name, and taken out of the plan): Secrets and ConfigMaps left by the
+        deleted HostedCluster that hold exactly what the restore would create (deleting a
+        HostedCluster keeps the Secrets its spec names: ``<name>-pull-secret``, ``-ssh-key``,
+        ``-etcd-encryption-key``). A key Secret is reused when it holds the backup's key. They are
+        not the restore's: nothing here ever deletes them. Any other existing object is refused, with
+        the command that removes it.
+        """
         adopted: set[tuple[str, str]] = set()
+        reused: set[str] = set()
         taken = []
-        for o in plan.objects:
+        key_sha = {
+            plan.key_secrets[r]: e["sha256"]
+            for r, e in key_entries(self.manifest).items()
+            if r in plan.key_secrets
+        }
+        for o in list(plan.objects):
             if o["kind"] == "Namespace":
                 continue
             meta = o["metadata"]
@@ -629,19 +651,72 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
                 raise RestoreInputError(
                     f"HostedCluster {plan.target} already exists: a restore only happens at creation"
                 )
+            elif o["kind"] in ("Secret", "ConfigMap") and self._holds_the_same(o, key_sha.get(meta["name"])):
+                plan.objects.remove(o)
+                reused.add(meta["name"])
             else:
-                taken.append(f"{o['kind']} {meta['namespace']}/{meta['name']}")
+                what = f"{o['kind']} {meta['namespace']}/{meta['name']}"
+                why = (
+                    "holds another key than the backup's"
+                    if meta["name"] in key_sha
+                    else "holds other data than the restore's"
+                    if o["kind"] in ("Secret", "ConfigMap")
+                    else "exists"
+                )
+                taken.append(
+                    f"{what} {why} (remove it: oc delete {o['kind'].lower()} -n {meta['namespace']} "
+                    f"{meta['name']})"
+                )
         if taken:
             raise RestoreInputError(
-                f"these objects of the restore exist already: {', '.join(taken)}; "
-                "choose another target name or remove them"
+                f"these objects of the restore exist already: {'; '.join(taken)}. Left by a deleted "
+                "HostedCluster of the same name? Check nothing else uses them, remove them and run again, "
+                "or choose another target name"
             )
         if adopted:
             self.log.warning(
                 "adopting %s: made by an earlier try of this run that ended without undoing them",
                 ", ".join(f"{k} {n}" for k, n in sorted(adopted)),
             )
-        return adopted
+        if reused:
+            self.log.info(
+                "using %s as they are: left by the deleted HostedCluster, holding what the restore "
+                "would create (never deleted by the restore)",
+                ", ".join(sorted(reused)),
+            )
+        return adopted, reused
+
+    def _holds_the_same(self, planned: dict[str, Any], key_sha256: str | None) -> bool:
+        """Whether an existing Secret/ConfigMap holds what the plan would create (a key Secret: the
+        backup's key, by fingerprint; the key itself is never compared here)."""
+        ns, name = planned["metadata"]["namespace"], planned["metadata"]["name"]
+        if planned["kind"] == "ConfigMap":
+            return same_content("ConfigMap", planned, self.k8s.read_config_map_data(ns, name))
+        data = self.k8s.read_secret_data(ns, name)
+        for value in data.values():
+            mask_secret(value)
+        if key_sha256 is not None:
+            key = data.get("key")
+            return bool(key) and hashlib.sha256(base64.b64decode(key)).hexdigest() == key_sha256
+        return same_content("Secret", planned, data)
+
+    def _require_referenced(self, plan: RestorePlan) -> None:
+        """Refuse a HostedCluster that names a Secret or ConfigMap that neither exists nor is created:
+        HyperShift would wait for it forever (a pull secret, above all, for a cluster restored from its
+        recorded spec)."""
+        planned = {(o["kind"], o["metadata"]["name"]) for o in plan.objects}
+        ns = plan.target.namespace
+        missing = [
+            f"{kind} {ns}/{name}"
+            for kind, name in referenced_objects(plan.hosted_cluster)
+            if (kind, name) not in planned and not self.k8s.object_exists("v1", kind, ns, name)
+        ]
+        if missing:
+            raise RestoreInputError(
+                f"the HostedCluster names {', '.join(missing)}, which do(es) not exist: create them first "
+                f"(e.g. oc create secret generic <name>-pull-secret -n {ns} "
+                "--from-file=.dockerconfigjson=pull-secret.json), or give rendered manifests that hold them"
+            )
 
     def _copy_referenced(self, plan: RestorePlan) -> None:
         """Fill the drill's copies of the Secrets and ConfigMaps its spec references from the source's."""

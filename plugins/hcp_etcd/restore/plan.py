@@ -406,6 +406,81 @@ def _config_refs(configuration: dict[str, Any]) -> list[tuple[str, dict[str, Any
     return [(kind, ref) for kind, ref in refs if isinstance(ref, dict) and ref.get("name")]
 
 
+def _spec_refs(spec: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``(kind, {"name": ...})`` of every Secret/ConfigMap next to it that a HostedCluster spec names,
+    the aescbc key Secrets aside (a restore fills those itself).
+
+    :param spec: a HostedCluster's spec.
+    """
+    refs = [
+        ("Secret", spec.get("pullSecret")),
+        ("Secret", spec.get("sshKey")),
+        ("ConfigMap", spec.get("additionalTrustBundle")),
+        ("Secret", spec.get("serviceAccountSigningKey")),
+        *_config_refs(spec.get("configuration") or {}),
+    ]
+    return [(kind, ref) for kind, ref in refs if isinstance(ref, dict) and ref.get("name")]
+
+
+def referenced_objects(hc: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(kind, name)`` of the Secrets and ConfigMaps the HostedCluster needs in its namespace.
+
+    :param hc: the HostedCluster to create.
+    """
+    return sorted({(kind, ref["name"]) for kind, ref in _spec_refs(hc.get("spec") or {})})
+
+
+def same_content(kind: str, planned: dict[str, Any], existing: dict[str, str]) -> bool:
+    """Whether an existing Secret or ConfigMap holds what the restore would create.
+
+    :param kind: ``Secret`` (``existing`` base64, as the API returns it) or ``ConfigMap``.
+    :param planned: the object of the plan.
+    :param existing: the existing object's ``data``.
+    """
+    data = dict(planned.get("data") or {})
+    for k, v in (planned.get("stringData") or {}).items():
+        data[k] = base64.b64encode(str(v).encode()).decode() if kind == "Secret" else str(v)
+    return data == dict(existing)
+
+
+def recorded_objects(manifest: dict[str, Any], target: ClusterRef) -> list[dict[str, Any]]:
+    """The lost cluster as its backup recorded it: its HostedCluster and NodePools, to be created as
+    they were (``prepare_objects`` applies them as a rendered file).
+
+    The way back for a cluster that is gone and was never rendered to a file: the restore brings it
+    back under its own namespace and name, with its own identity (infraID, issuer, roles), so its
+    cloud resources are its own again. The Secrets and ConfigMaps its spec names are not in the
+    record (their data is not the backup's to keep): deleting a HostedCluster leaves them in place.
+
+    :param manifest: the backup manifest (``source``: :func:`hcp_etcd.manifest.source_record`).
+    :param target: the restore's target.
+    """
+    source = manifest.get("source")
+    if not isinstance(source, dict):
+        raise RestoreInputError(
+            "this backup records no cluster spec (it was taken by an older release): give "
+            "rendered_manifests (`hcp create cluster aws --render --render-sensitive`) or render_options"
+        )
+    hc = copy.deepcopy(source["hosted_cluster"])
+    recorded = rendered_for(hc)
+    if recorded != target:
+        raise RestoreInputError(
+            f"the backup recorded the spec of {recorded}: a restore from it brings {recorded} back under "
+            f"its own name (target_namespace {recorded.namespace}, target_name {recorded.name}); to "
+            f"restore as {target}, give rendered_manifests instead"
+        )
+    if source.get("node_pools") is None:
+        raise RestoreInputError(
+            f"the backup recorded {recorded}'s HostedCluster but not its NodePools (the backup could not "
+            "list them): give rendered_manifests, or restore from a newer backup"
+        )
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": target.namespace}},
+        hc,
+        *copy.deepcopy(source["node_pools"]),
+    ]
+
+
 def _drill_copy_name(source_name: str, source: str, target: str) -> str:
     """The drill's copy of a source object: ``<source>-x`` -> ``<target>-x``, else ``<target>-<name>``."""
     rest = source_name[len(source) + 1 :] if source_name.startswith(source + "-") else source_name
@@ -520,16 +595,8 @@ def clone_objects(source_hc: dict[str, Any], target: ClusterRef) -> DrillClone:
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": target.namespace}},
         hc,
     ]
-    refs = [
-        ("Secret", spec.get("pullSecret")),
-        ("Secret", spec.get("sshKey")),
-        ("ConfigMap", spec.get("additionalTrustBundle")),
-        *_config_refs(spec.get("configuration") or {}),
-    ]
     copies: dict[tuple[str, str], str] = {}
-    for kind, ref in refs:
-        if not isinstance(ref, dict) or not ref.get("name"):
-            continue
+    for kind, ref in _spec_refs(spec):
         source_name = ref["name"]
         ref["name"] = _drill_copy_name(source_name, src, target.name)
         if (kind, ref["name"]) not in copies:
