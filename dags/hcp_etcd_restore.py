@@ -44,7 +44,11 @@ A restore only happens when a HostedCluster is **created** (HyperShift's `etcd-i
    rendered for the target namespace/name (their infraID, issuerURL, IAM roles, instance profile and
    hostnames stay); only Managed/PersistentVolume etcd with `restoreSnapshotURL` and the escrowed key
    in the `secretEncryption.aescbc.activeKey` Secret (read and written in this task only) change.
-   Warns when the availability policy differs from the backed-up cluster's. Refuses existing objects.
+   Neither given: the cluster as its backup recorded it (HostedCluster and NodePools), brought back
+   under its own name. Warns when the availability policy or the release differs from the backed-up
+   cluster's. Refuses existing objects, except Secrets a deleted HostedCluster of the same name left
+   that hold what the restore needs (the key Secret: the backup's key); refuses a spec naming a
+   Secret or ConfigMap that does not exist.
 6. `wait_restored` — deferrable until `Available` and `EtcdSnapshotRestored` (etcd-init's message on failure).
 7. `check_etcd_cluster` — `member list` on every member: one cluster of the expected size, else it
    fails at once; a split brain (released HyperShift's etcd-init makes three one-member clusters of
@@ -99,7 +103,8 @@ PARAMS = {
         type="object",
         description="When rendered_manifests is empty: flags for `hcp create cluster aws --render "
         '--render-sensitive` run on the worker (needs `hcp` on PATH), e.g. {"pull-secret": "/path", '
-        '"base-domain": "example.com"}. --name/--namespace come from the target.',
+        '"base-domain": "example.com"}. --name/--namespace come from the target. Both empty: the '
+        "cluster as its backup recorded it, under its own name (a lost cluster brought back).",
     ),
     **params.restore_limits(MAX_URL_EXPIRY_HOURS, "the new cluster"),
     **params.storage(

@@ -540,3 +540,74 @@ def test_a_backup_taken_mid_rotation_restores_every_secret(sandbox, airflow_env,
         sandbox.fault("key-rotation", "--name", "single-one", "--secret", original, "--migrated", "1")
         sandbox.fault("key-rotation", "--name", "single-one", "--complete")
         core.delete_namespaced_secret(target, "clusters")
+
+
+def create_rendered(box, path: Path) -> None:
+    """Create what ``render`` printed, as ``oc apply -f`` would (the Namespace exists already)."""
+    co, core = kube(box)
+    for doc in yaml.safe_load_all(path.read_text()):
+        if not doc or doc["kind"] == "Namespace":
+            continue
+        ns = doc["metadata"]["namespace"]
+        if doc["kind"] == "Secret":
+            core.create_namespaced_secret(ns, doc)
+        else:
+            plural = {"HostedCluster": "hostedclusters", "NodePool": "nodepools"}[doc["kind"]]
+            co.create_namespaced_custom_object(*HS, ns, plural, doc)
+
+
+def wait_available(box, ns: str, name: str, seconds: float = 120) -> dict:
+    co, _ = kube(box)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        hc = co.get_namespaced_custom_object(*HS, ns, "hostedclusters", name)
+        conditions = {c["type"]: c["status"] for c in (hc.get("status") or {}).get("conditions") or []}
+        if conditions.get("Available") == "True":
+            return hc
+        time.sleep(0.5)
+    raise AssertionError(f"{ns}/{name} not Available within {seconds:.0f}s")
+
+
+def test_a_deleted_cluster_comes_back_under_its_name_from_its_backup(sandbox, airflow_env, tmp_path):
+    """The 3 a.m. path (issue 18): the HostedCluster was deleted (``oc delete hostedcluster``: its
+    pull secret, SSH key and key Secret stay), nobody kept a rendered file. The restore, given only
+    ``namespace/name``, rebuilds it from the specs its backup recorded, under its own name and
+    identity, over the Secrets it left, and every check passes."""
+    name = "lost-one"
+    create_rendered(sandbox, render(sandbox, tmp_path / "lost.yaml", name, 1))
+    try:
+        original = wait_available(sandbox, "clusters", name)
+        backup = airflow_env.run({"hosted_clusters": [f"clusters/{name}"], "mode": "online"})
+        assert backup.state == "success", backup.output[-5000:]
+        co, core = kube(sandbox)
+        co.delete_namespaced_custom_object(*HS, "clusters", "hostedclusters", name)
+        for pool in co.list_namespaced_custom_object(*HS, "clusters", "nodepools")["items"]:
+            if pool["spec"].get("clusterName") == name:
+                co.delete_namespaced_custom_object(*HS, "clusters", "nodepools", pool["metadata"]["name"])
+        deadline = time.monotonic() + 60
+        while hc_exists(sandbox, "clusters", name) or f"clusters-{name}" in {
+            n.metadata.name for n in core.list_namespace().items
+        }:
+            assert time.monotonic() < deadline, "the deleted cluster's control plane is still there"
+            time.sleep(0.5)
+        left = {s.metadata.name for s in core.list_namespaced_secret("clusters").items}
+        assert {f"{name}-pull-secret", f"{name}-ssh-key", f"{name}-etcd-encryption-key"} <= left
+
+        run = run_dag(
+            airflow_env,
+            "hcp_etcd_restore",
+            {"source": f"clusters/{name}", "target_namespace": "clusters", "target_name": name},
+        )
+        assert run.state == "success", run.output[-6000:]
+        assert run.xcom("verify")["passed"], run.xcom("verify")
+        assert "from the HostedCluster and NodePool specs its backup recorded" in run.output
+        assert "left by the deleted HostedCluster" in run.output
+        assert f"{name}-etcd-encryption-key" in run.output
+        restored = co.get_namespaced_custom_object(*HS, "clusters", "hostedclusters", name)
+        for field in ("infraID", "issuerURL", "platform", "release", "pullSecret"):
+            assert restored["spec"][field] == original["spec"][field], field
+        pools = [p for p in co.list_namespaced_custom_object(*HS, "clusters", "nodepools")["items"]
+                 if p["spec"].get("clusterName") == name]  # fmt: skip
+        assert len(pools) == 1
+    finally:
+        delete_cluster(sandbox, "clusters", name)
