@@ -37,13 +37,17 @@ A restore only happens when a HostedCluster is **created** (HyperShift's `etcd-i
    newest complete backup, at or before `at_or_before`); refuses a foreign/incomplete manifest and an
    existing target.
 2. `check_snapshot` — the object exists and its SHA-256 (streamed) equals the manifest's.
-3. `check_key` — the escrowed key object exists and its SHA-256 equals the manifest's fingerprint.
+3. `check_key` — the escrowed key objects (AES keys, service-account signing key) exist and their
+   SHA-256 equal the manifest's fingerprints.
 4. `presign` — SigV4 GET URL, at most 1024 characters (STS session tokens make it longer), not expiring soon.
 5. `create` — rendered manifests (`hcp create cluster aws --render --render-sensitive` output as an
    S3 URI or file, or `render_options` when `hcp` is on the worker) applied as rendered: they must be
    rendered for the target namespace/name (their infraID, issuerURL, IAM roles, instance profile and
    hostnames stay); only Managed/PersistentVolume etcd with `restoreSnapshotURL` and the escrowed key
-   in the `secretEncryption.aescbc.activeKey` Secret (read and written in this task only) change.
+   in the `secretEncryption.aescbc.activeKey` Secret (read and written in this task only) change,
+   and the escrowed service-account signing key goes into the `spec.serviceAccountSigningKey`
+   Secret (`<name>-sa-token-issuer-key` unless the spec names one): tokens of the lost cluster
+   still validate.
    Neither given: the cluster as its backup recorded it (HostedCluster and NodePools), brought back
    under its own name. Warns when the availability policy or the release differs from the backed-up
    cluster's. Refuses existing objects, except Secrets a deleted HostedCluster of the same name left
@@ -54,7 +58,8 @@ A restore only happens when a HostedCluster is **created** (HyperShift's `etcd-i
    fails at once; a split brain (released HyperShift's etcd-init makes three one-member clusters of
    an HA restore) is named with the `docs/RUNBOOK.md` section that repairs it (Part C).
 8. `verify` — `member list` on every member (split-brain guard), revision, key counts per resource,
-   the key, a Secret from etcd decrypts.
+   the key, a Secret from etcd decrypts, the control plane's `sa-signing-key` has the backup's
+   public key.
 
 Nothing is created before steps 1-4 and the checks of step 5 pass. Docs: `docs/RESTORE.md`.
 """

@@ -38,7 +38,9 @@ Per hosted cluster (mapped): the newest complete backup at or before the run's d
 (now for a manual run without a logical date) → the same checks as `hcp_etcd_restore` → create
 `<name>-drill-<YYYYMMDD>` in `drill_namespace`, cloned from the live cluster's spec (control plane
 only: no NodePool) with `restoreSnapshotURL` and the escrowed key → wait Available +
-`EtcdSnapshotRestored` → verify (members/split brain, revision, key counts, key, a Secret decrypts) →
+`EtcdSnapshotRestored` → verify (members/split brain, revision, key counts, key, a Secret decrypts,
+the service-account signing key: a new one by default, the escrowed one with
+`service_account_key=escrowed`) →
 report `s3://{bucket}/{prefix}/_drills/{ns}/{name}/{YYYYmmdd}.json` + an Asset event → **always**
 delete the drill cluster (teardown). The run fails when any check fails.
 
@@ -60,6 +62,14 @@ PARAMS = {
         maxLength=40,
         description="Namespace of the scratch clusters (kept; created if missing when the identity may "
         "create namespaces: include/rbac creates hcp-etcd-drills and binds the restore role in it).",
+    ),
+    "service_account_key": Param(
+        "new",
+        type="string",
+        enum=["new", "escrowed"],
+        description="The drill cluster's service-account signing key: new (HyperShift generates one, so "
+        "the drill never signs tokens its source's clients accept) or escrowed (the backup's, to prove "
+        "it restores; the drill then signs tokens valid for the source: run it where nothing trusts it).",
     ),
     **params.storage("Prefix of the escrowed encryption keys, as in hcp_etcd_backup."),
     **params.restore_limits(MAX_URL_EXPIRY_HOURS, "a drill cluster"),
@@ -100,7 +110,11 @@ def hcp_etcd_restore_drill() -> None:
         key = CheckKeyOperator(task_id="check_key", key_prefix=P("key_prefix"), **backup)
         presign = PresignSnapshotOperator(task_id="presign", url_expiry_hours=P("url_expiry_hours"), **backup)
         create = CreateRestoredClusterOperator(
-            task_id="create", clone=True, url_expiry_hours=P("url_expiry_hours"), **backup
+            task_id="create",
+            clone=True,
+            url_expiry_hours=P("url_expiry_hours"),
+            service_account_key=P("service_account_key"),
+            **backup,
         )
         wait = WaitRestoredOperator(
             task_id="wait_restored",
@@ -109,7 +123,12 @@ def hcp_etcd_restore_drill() -> None:
             retries=0,
             **backup,
         )
-        verify = VerifyRestoreOperator(task_id="verify", fail_on_check_failure=False, **backup)
+        verify = VerifyRestoreOperator(
+            task_id="verify",
+            fail_on_check_failure=False,
+            service_account_key=P("service_account_key"),
+            **backup,
+        )
         report = DrillReportOperator(
             task_id="report",
             hosted_cluster=hosted_cluster,

@@ -82,6 +82,7 @@ def build_manifest(
     listed_at_revision: int | None = None,
     keys: list[dict[str, Any]] | None = None,
     source: dict[str, Any] | None = None,
+    service_account_key: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble a manifest and validate it.
 
@@ -117,6 +118,10 @@ def build_manifest(
     :param keys: every escrowed key: ``sha256``, ``kas_key_name``, ``location``, ``roles`` (which
         spec and status references named it) and ``secrets`` (``hcp_etcd.encryption.EscrowedKey``).
     :param source: :func:`source_record` of the cluster (optional in schema 1: older manifests lack it).
+    :param service_account_key: the escrowed service-account signing key: ``location``, ``sha256``
+        (of the object), ``public_key_sha256`` (of its public key's DER SubjectPublicKeyInfo: what the
+        restored cluster's key is compared with) and ``secret`` (where it was read). Optional in
+        schema 1: older manifests lack it.
     """
     manifest: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -165,6 +170,8 @@ def build_manifest(
     if keys is not None:
         # Optional in schema 1: manifests before key rotation support list the two above only.
         manifest["encryption_key"]["keys"] = keys
+    if service_account_key is not None:
+        manifest["service_account_key"] = dict(service_account_key)
     validate_manifest(manifest)
     return manifest
 
@@ -256,6 +263,8 @@ def validate_manifest(data: Any) -> dict[str, Any]:
     _validate_keys(data["encryption_key"])
     if data.get("source") is not None:
         _validate_source(data["source"])
+    if data.get("service_account_key") is not None:
+        _validate_service_account_key(data["service_account_key"])
     for member in data["etcd"]["members"]:
         if not isinstance(member, dict) or not {"pod", "revision", "hash"} <= member.keys():
             raise ManifestError("manifest etcd.members entries need pod, revision and hash")
@@ -316,6 +325,33 @@ def _validate_keys(enc: dict[str, Any]) -> None:
         raise ManifestError("manifest encryption_key names a key that encryption_key.keys does not list")
 
 
+def _validate_service_account_key(entry: Any) -> None:
+    ok = (
+        isinstance(entry, dict)
+        and isinstance(entry.get("location"), str)
+        and entry["location"].startswith("s3://")
+        and isinstance(entry.get("secret"), str)
+        and all(
+            isinstance(entry.get(f), str) and re.fullmatch(r"[0-9a-f]{64}", entry[f]) is not None
+            for f in ("sha256", "public_key_sha256")
+        )
+    )
+    if not ok:
+        raise ManifestError(
+            "manifest field service_account_key needs an s3:// location, sha256, public_key_sha256 (hex "
+            "SHA-256) and secret"
+        )
+
+
+def service_account_key(manifest: dict[str, Any]) -> dict[str, str] | None:
+    """The escrowed service-account signing key of a manifest (None: taken before it was escrowed).
+
+    :param manifest: a valid manifest.
+    """
+    entry = manifest.get("service_account_key")
+    return dict(entry) if isinstance(entry, dict) else None
+
+
 def escrowed_keys(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """Every escrowed key of a manifest; an older manifest's (no ``keys``) with what it recorded.
 
@@ -336,8 +372,12 @@ def escrowed_keys(manifest: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def referenced_key_objects(manifest: dict[str, Any]) -> set[str]:
-    """``s3://`` locations of key objects a manifest refers to.
+    """``s3://`` locations of key objects a manifest refers to (AES keys and the service-account key).
 
     :param manifest: a valid manifest.
     """
-    return {k["location"] for k in escrowed_keys(manifest)}
+    locations = {k["location"] for k in escrowed_keys(manifest)}
+    sa_key = service_account_key(manifest)
+    if sa_key is not None:
+        locations.add(sa_key["location"])
+    return locations

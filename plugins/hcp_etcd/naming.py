@@ -211,6 +211,20 @@ def encryption_key_key(key_prefix: str, ref: ClusterRef, sha256: str) -> str:
     return f"{_join(key_prefix, ref.namespace, ref.name)}/{sha256}.key"
 
 
+def service_account_key_key(key_prefix: str, ref: ClusterRef, sha256: str) -> str:
+    """S3 key of an escrowed service-account signing key, addressed by the SHA-256 of its bytes.
+
+    Under the cluster's key directory (``sa-signing-key/``), so that key garbage collection lists it
+    with the cluster's AES keys (every ``.key`` object a remaining manifest does not refer to goes).
+
+    :param key_prefix: the key prefix.
+    :param ref: the cluster.
+    :param sha256: hex SHA-256 of the PEM private key bytes.
+    """
+    directory = encryption_key_key(key_prefix, ref, sha256).rsplit("/", 1)[0]
+    return f"{directory}/sa-signing-key/{sha256}.key"
+
+
 # Under the key prefix, next to ``{ns}/{name}/`` (no namespace can start with "_": DNS-1123).
 BACKUP_LOCATIONS_DIR = "_backup-locations"
 

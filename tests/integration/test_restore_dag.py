@@ -209,6 +209,7 @@ def test_restore_ha_from_rendered_file(sandbox, airflow_env, backups, tmp_path):
             "samples",
             "key_matches_manifest",
             "secret_decrypts",
+            "sa_key_matches_manifest",
         }
         assert run.xcom("resolve_backup")["manifest_uri"] == backups.ha
         co, core = kube(sandbox)
@@ -228,6 +229,18 @@ def test_restore_ha_from_rendered_file(sandbox, airflow_env, backups, tmp_path):
             core.read_namespaced_secret("ha-restored-etcd-encryption-key", "clusters").data["key"]
         )
         assert hashlib.sha256(key).hexdigest() == backups.manifest_ha["encryption_key"]["sha256"]
+        # Issue 16: service-account tokens survive. The restored control plane signs with the source's
+        # key, given through spec.serviceAccountSigningKey; the manifest names it by fingerprint only.
+        assert hc["spec"]["serviceAccountSigningKey"] == {"name": "ha-restored-sa-token-issuer-key"}
+        source_sa = core.read_namespaced_secret("sa-signing-key", "clusters-ha-one").data
+        restored_sa = core.read_namespaced_secret("sa-signing-key", "clusters-ha-restored").data
+        assert restored_sa["service-account.key"] == source_sa["service-account.key"]
+        assert restored_sa["service-account.pub"] == source_sa["service-account.pub"]
+        sa_pem = base64.b64decode(source_sa["service-account.key"])
+        recorded = backups.manifest_ha["service_account_key"]
+        assert recorded["sha256"] == hashlib.sha256(sa_pem).hexdigest()
+        sa_line = sa_pem.splitlines()[5].decode()
+        assert sa_line not in json.dumps(run.xcoms) and sa_line not in run.output
         # Neither the key nor the URL's signature went into XCom or the task output.
         dump = json.dumps(run.xcoms)
         assert base64.b64encode(key).decode() not in dump and url.split("X-Amz-Signature=")[1] not in dump
@@ -379,6 +392,7 @@ def test_drill_over_two_past_dates(sandbox, airflow_env, backups):
             "revision",
             "key_counts",
             "secret_decrypts",
+            "sa_key_is_new",  # the drill signs with a key of its own, not its source's (issue 16)
         }
         assert run.tis["drill.delete_drill_cluster[0]"] == "success"
         assert not hc_exists(sandbox, DRILL_NS, f"ha-one-drill-{day}")

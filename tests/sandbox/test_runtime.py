@@ -942,3 +942,68 @@ def test_events_expire_with_api_servers_stopped_and_etcd_is_compacted(make_sandb
         stopped = hashkv()["compact_revision"]
         time.sleep(2.5)  # two compaction intervals: nobody compacts while the API servers are stopped
         assert hashkv()["compact_revision"] == stopped
+
+
+def _rsa_public_der(pem: bytes) -> bytes:
+    """The DER SubjectPublicKeyInfo inside one PEM block, whatever its header (upstream writes PKIX
+    DER under ``RSA PUBLIC KEY``: support/certs/tls.go PublicKeyToPem)."""
+    body = b"".join(line for line in pem.strip().splitlines() if not line.startswith(b"-----"))
+    return base64.b64decode(body)
+
+
+def test_sa_signing_key_generated_or_taken_from_the_spec_as_upstream(sandbox, core, custom, snapshot_url):
+    """pki/sa.go: each control plane has sa-signing-key (RSA 2048: PKCS#1 private key, PKIX public
+    key under the header RSA PUBLIC KEY); hostedcluster_controller.go: a spec.serviceAccountSigningKey
+    Secret's `key` becomes service-account.key, its public key service-account.pub."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    def signing_key(ns: str) -> tuple[bytes, bytes]:
+        data = core.read_namespaced_secret("sa-signing-key", ns).data
+        return base64.b64decode(data["service-account.key"]), base64.b64decode(data["service-account.pub"])
+
+    generated, public = signing_key("clusters-ha-one")
+    assert generated.startswith(b"-----BEGIN RSA PRIVATE KEY-----") and public.startswith(
+        b"-----BEGIN RSA PUBLIC KEY-----"
+    )
+    key = serialization.load_pem_private_key(generated, password=None)
+    assert key.key_size == 2048
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert _rsa_public_der(public) == spki
+    assert signing_key("clusters-single-one")[0] != generated, "each control plane generates its own"
+
+    own = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    own_pem = own.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    core.create_namespaced_secret(
+        "clusters",
+        {
+            "metadata": {"name": "sa-own-sa-token-issuer-key"},
+            "data": {"key": base64.b64encode(own_pem).decode()},
+        },
+    )
+    try:
+        for obj in render.manifests("sa-own", members=1, encryption_key=encryption_key(core, "single-one")):
+            if obj["kind"] == "Secret":
+                core.create_namespaced_secret("clusters", obj)
+            elif obj["kind"] == "HostedCluster":
+                obj["spec"]["etcd"]["managed"]["storage"]["restoreSnapshotURL"] = [snapshot_url]
+                obj["spec"]["serviceAccountSigningKey"] = {"name": "sa-own-sa-token-issuer-key"}
+                custom.create_namespaced_custom_object(
+                    HC_GROUP, HC_VERSION, "clusters", "hostedclusters", obj
+                )
+        wait_for(lambda: is_true(custom, "sa-own", "Available"), 60, "sa-own Available")
+        private, public = signing_key("clusters-sa-own")
+        assert private == own_pem
+        assert _rsa_public_der(public) == own.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    finally:
+        with contextlib.suppress(Exception):
+            delete_hosted_cluster(sandbox, core, custom, "sa-own")
+        core.delete_namespaced_secret("sa-own-sa-token-issuer-key", "clusters")

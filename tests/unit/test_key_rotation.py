@@ -10,7 +10,8 @@ import os
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives import padding, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from hcp_etcd import aescbc
@@ -32,6 +33,10 @@ from hcp_etcd.operators.backup import EscrowEncryptionKeyOperator
 from hcp_etcd.restore.backups import key_entries
 from hcp_etcd.restore.verify import check_secret_decrypts
 from tests.unit.test_manifest_retention import ARGS
+
+SA_KEY_PEM = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+)
 
 # Go's hash/fnv golden values for New32 (FNV-1). FNV-1a would give 0xe40c292c for "a".
 FNV1_32_GOLDEN = {b"": 0x811C9DC5, b"a": 0x050C5D7E, b"ab": 0x70772D38, b"abc": 0x439C2F4B}
@@ -199,6 +204,8 @@ class _K8s:
         return self.hc
 
     def read_secret_data(self, namespace: str, name: str) -> dict[str, str]:
+        if (namespace, name) == ("clusters-a", "sa-signing-key"):  # the control plane's signing key
+            return {"service-account.key": base64.b64encode(SA_KEY_PEM).decode()}
         return {"key": base64.b64encode(self.secrets[name]).decode()}
 
 
@@ -230,7 +237,8 @@ def test_escrow_writes_every_referenced_key_once() -> None:
     hc = hosted_cluster(MID_ROTATION, backup="a-key")
     op, s3 = escrow_operator(hc, {"a-key": OLD, "a-key-2": NEW})
     out = op.execute({})
-    assert sorted(s3.objects.values()) == sorted([OLD, NEW])
+    aes_objects = [v for k, v in s3.objects.items() if "/sa-signing-key/" not in k]
+    assert sorted(aes_objects) == sorted([OLD, NEW])
     assert out["sha256"] == sha(NEW) and out["backup_key"]["sha256"] == sha(OLD)
     by_sha = {k["sha256"]: k for k in out["keys"]}
     assert by_sha[sha(NEW)]["roles"] == ["spec.activeKey", "status.targetKey"]

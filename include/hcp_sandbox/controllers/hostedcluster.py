@@ -3,8 +3,9 @@
 ``hypershift-operator/controllers/hostedcluster/hostedcluster_controller.go`` (read at commit
 3ee9615567), for each HostedCluster ``NAME`` in ``clusters``:
 
-- provisioning: the control-plane namespace ``clusters-NAME`` and the HostedControlPlane, then the
-  components the control-plane operator makes upstream (etcd, restored first when
+- provisioning: the control-plane namespace ``clusters-NAME``, the HostedControlPlane and the
+  service-account signing key ``sa-signing-key`` (``sasigningkey.py``), then the components the
+  control-plane operator makes upstream (etcd, restored first when
   ``restoreSnapshotURL`` is set, then the API servers), in that order. A HostedCluster created
   paused is not provisioned until unpaused.
 - pause: ``pausedUntil`` copied to the HostedControlPlane (``pauseHostedControlPlane``); outside a
@@ -40,6 +41,7 @@ from hcp_sandbox.controllers.cluster import (
 from hcp_sandbox.controllers.etcd import EtcdComponent
 from hcp_sandbox.controllers.hostedcontrolplane import HostedControlPlaneController
 from hcp_sandbox.controllers.pausereconcile import is_paused, reconciliation_active
+from hcp_sandbox.controllers.sasigningkey import reconcile_service_account_signing_key
 from hcp_sandbox.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -203,6 +205,8 @@ class HostedClusterController:
                 },
             },
         )
+        # Before the API servers: kube-apiserver signs tokens with it (sasigningkey.py).
+        reconcile_service_account_signing_key(self.ctx, rt, hc)
         urls = spec.get("etcd", {}).get("managed", {}).get("storage", {}).get("restoreSnapshotURL") or []
         self.etcd.create(rt, urls)
         if urls and not await self.etcd.restore(rt, urls[0]):

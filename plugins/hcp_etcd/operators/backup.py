@@ -11,7 +11,7 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException, TaskDeferred
 from airflow.sdk.log import mask_secret
 
-from hcp_etcd import aescbc, etcd
+from hcp_etcd import aescbc, etcd, sakey
 from hcp_etcd.encryption import EscrowedKey, data_hash_mismatch, key_references, restore_keys
 from hcp_etcd.errors import ConfigurationError, fail_fast_on_configuration_errors
 from hcp_etcd.naming import (
@@ -25,6 +25,7 @@ from hcp_etcd.naming import (
     format_backup_ts,
     parse_rfc3339,
     rfc3339,
+    service_account_key_key,
 )
 from hcp_etcd.operators.base import HostedClusterOperator, StoreOperator, deadline, utcnow
 from hcp_etcd.operators.kubernetes import ExecInEachError, KubernetesExecOperator
@@ -835,15 +836,20 @@ class EscrowEncryptionKeyOperator(StoreOperator):
     ``activeKey`` and ``backupKey``, ``status.secretEncryption`` ``activeKey`` and ``targetKey``: a
     rotation in progress has Secrets in etcd under two keys) and writes each key once to
     ``{key_prefix}/{ns}/{name}/{sha256}.key`` with SSE (content-addressed: unchanged keys share one
-    object, across backup prefixes too). First it registers the run's backup
+    object, across backup prefixes too). It escrows the service-account signing key the same way:
+    ``service-account.key`` of ``sa-signing-key`` in the control-plane namespace (the key
+    kube-apiserver signs tokens with, generated or brought by ``spec.serviceAccountSigningKey``) to
+    ``{key_prefix}/{ns}/{name}/sa-signing-key/{sha256}.key``. First it registers the run's backup
     location (bucket and prefix) in the key store, so that key garbage collection reads every location
     whose manifests may refer to a key. Returns only locations and fingerprints.
 
     :param key_bucket: bucket for keys (default: ``bucket``), separately permissionable. (templated)
     :param key_prefix: prefix for keys. (templated)
-    :return: ``{"location", "sha256", "backup_key": {...} | None, "keys": [...]}``: the keys the
-        restored cluster gets as ``activeKey`` and ``backupKey`` (:func:`hcp_etcd.encryption.restore_keys`),
-        and every escrowed key with its roles, Secrets, fingerprint and kube-apiserver key name.
+    :return: ``{"location", "sha256", "backup_key": {...} | None, "keys": [...],
+        "service_account_key": {...}}``: the keys the restored cluster gets as ``activeKey`` and
+        ``backupKey`` (:func:`hcp_etcd.encryption.restore_keys`), every escrowed key with its roles,
+        Secrets, fingerprint and kube-apiserver key name, and the service-account key's location and
+        fingerprints (never a key).
     """
 
     template_fields: tuple[str, ...] = (*StoreOperator.template_fields, "key_bucket", "key_prefix")
@@ -856,11 +862,11 @@ class EscrowEncryptionKeyOperator(StoreOperator):
         self.key_prefix = key_prefix
         self.key_bucket = key_bucket
 
-    def _escrow(self, ref: ClusterRef, raw: bytes) -> tuple[str, str]:
+    def _escrow(self, ref: ClusterRef, raw: bytes, naming: Any = encryption_key_key) -> tuple[str, str]:
         """Write one key (content-addressed, once); returns its ``s3://`` location and fingerprint."""
         fingerprint = hashlib.sha256(raw).hexdigest()
         bucket = self.store.key_bucket
-        key = encryption_key_key(self.store.key_prefix, ref, fingerprint)
+        key = naming(self.store.key_prefix, ref, fingerprint)
         if self.s3.object_size(bucket, key) != len(raw):
             self.s3.put_bytes(raw, bucket, key, self.kms)
         return f"s3://{bucket}/{key}", fingerprint
@@ -903,6 +909,46 @@ class EscrowEncryptionKeyOperator(StoreOperator):
             "sha256": active.sha256,
             "backup_key": {"location": backup.location, "sha256": backup.sha256} if backup else None,
             "keys": [e.as_dict() for e in escrowed.values()],
+            "service_account_key": self._escrow_service_account_key(ref),
+        }
+
+    def _escrow_service_account_key(self, ref: ClusterRef) -> dict[str, str]:
+        """Escrow ``service-account.key`` of the control plane's ``sa-signing-key``; raises with what
+        to fix when it cannot be read (without it, every token of the cluster dies with it)."""
+        from kubernetes.client.rest import ApiException
+
+        ns, name = ref.control_plane_namespace, sakey.CONTROL_PLANE_SECRET
+        try:
+            data = self.k8s.read_secret_data(ns, name)
+        except ApiException as err:
+            grant = " (grant get on it: include/rbac/10-backup.yaml)" if err.status == 403 else ""
+            raise RuntimeError(
+                f"service-account signing key Secret {ns}/{name} of {ref} is unreadable: "
+                f"{err.status} {err.reason}{grant}"
+            ) from err
+        for value in data.values():
+            mask_secret(value)
+        encoded = data.get(sakey.PRIVATE_KEY)
+        if not encoded:
+            raise RuntimeError(f"Secret {ns}/{name} of {ref} has no data.{sakey.PRIVATE_KEY}")
+        raw = base64.b64decode(encoded)
+        mask_secret(raw.decode("ascii", "replace"))
+        del data, encoded
+        try:
+            public_sha256 = sakey.private_key_fingerprint(raw)
+        except sakey.ServiceAccountKeyError as err:
+            raise RuntimeError(f"Secret {ns}/{name} of {ref}: {sakey.PRIVATE_KEY} is {err}") from None
+        location, sha256 = self._escrow(ref, raw, service_account_key_key)
+        del raw
+        self.log.info(
+            "service-account signing key of %s (Secret %s/%s; public key sha256 %s) escrowed to %s",
+            ref, ns, name, public_sha256, location,
+        )  # fmt: skip
+        return {
+            "location": location,
+            "sha256": sha256,
+            "public_key_sha256": public_sha256,
+            "secret": f"{ns}/{name}",
         }
 
 

@@ -28,15 +28,16 @@ from airflow.sdk.exceptions import TaskDeferred
 from airflow.sdk.log import mask_secret
 from airflow.sdk.module_loading import import_string
 
-from hcp_etcd import aescbc, etcd, params
+from hcp_etcd import aescbc, etcd, params, sakey
 from hcp_etcd.errors import RestoreInputError, describe, fail_fast_on_configuration_errors
-from hcp_etcd.manifest import escrowed_keys
+from hcp_etcd.manifest import escrowed_keys, service_account_key
 from hcp_etcd.naming import (
     ClusterRef,
     cluster_prefix,
     encryption_key_key,
     parse_rfc3339,
     rfc3339,
+    service_account_key_key,
     validate_prefix,
 )
 from hcp_etcd.operators.base import StoreOperator, utcnow
@@ -73,6 +74,7 @@ from hcp_etcd.restore.verify import (
     check_revision,
     check_samples,
     check_secret_decrypts,
+    check_service_account_key,
     compare_key_counts,
     failed,
 )
@@ -84,6 +86,14 @@ _MANIFESTS_MAX_BYTES = 4 * 1024 * 1024
 _HCP_OPTION = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _HCP_RESERVED = {"name", "namespace", "render", "render-sensitive", "render-into"}
 ERROR_XCOM_KEY = "error"
+# Which service-account signing key a restored cluster gets: the backup's, or a new one (a drill's default).
+SA_KEY_CHOICES = ("escrowed", "new")
+
+
+def _sa_key_choice(value: Any) -> str:
+    if str(value) not in SA_KEY_CHOICES:
+        raise RestoreInputError(f"service_account_key must be one of {SA_KEY_CHOICES}, got {value!r}")
+    return str(value)
 
 
 def drill_moment(context: Context) -> datetime:
@@ -177,18 +187,12 @@ class RestoreStepOperator(StoreOperator):
         """The new HostedCluster."""
         return ClusterRef.parse(self.backup["target"])
 
-    def read_key(self, entry: dict[str, str]) -> bytes:
-        """Read an escrowed key and check it against the manifest's fingerprint. The caller keeps it local.
-
-        :param entry: ``{"location", "sha256"}`` from the manifest.
-        """
+    def _read_escrowed(self, entry: dict[str, str], max_bytes: int, without: str) -> bytes:
+        """Read an escrowed object and check it against the manifest's SHA-256 (masked at once)."""
         bucket, key = parse_s3_uri(entry["location"])
-        raw = self.s3.get_small_object(bucket, key, _KEY_MAX_BYTES)
+        raw = self.s3.get_small_object(bucket, key, max_bytes)
         if raw is None:
-            raise RestoreInputError(
-                f"the escrowed key object {entry['location']} does not exist: without the "
-                "key the restored cluster cannot read its Secrets"
-            )
+            raise RestoreInputError(f"the escrowed key object {entry['location']} does not exist: {without}")
         mask_secret(base64.b64encode(raw).decode())
         digest = hashlib.sha256(raw).hexdigest()
         if digest != entry["sha256"]:
@@ -196,6 +200,38 @@ class RestoreStepOperator(StoreOperator):
                 f"the key object {entry['location']} has sha256 {digest}, the manifest says "
                 f"{entry['sha256']}: refusing a key that is not the backed-up one"
             )
+        return raw
+
+    def read_service_account_key(self, entry: dict[str, str]) -> bytes:
+        """Read the escrowed service-account signing key and check it against both of the manifest's
+        fingerprints (the object's, its public key's). The caller keeps it local.
+
+        :param entry: the manifest's ``service_account_key``.
+        """
+        raw = self._read_escrowed(
+            entry, sakey.MAX_BYTES, "without it the restored cluster signs with a new key and every "
+            "service-account token of the backed-up cluster is rejected",
+        )  # fmt: skip
+        mask_secret(raw.decode("ascii", "replace"))
+        try:
+            public_sha256 = sakey.private_key_fingerprint(raw)
+        except sakey.ServiceAccountKeyError as err:
+            raise RestoreInputError(f"the key object {entry['location']} is {err}") from None
+        if public_sha256 != entry["public_key_sha256"]:
+            raise RestoreInputError(
+                f"the key object {entry['location']} has a public key of sha256 {public_sha256}, the "
+                f"manifest says {entry['public_key_sha256']}"
+            )
+        return raw
+
+    def read_key(self, entry: dict[str, str]) -> bytes:
+        """Read an escrowed key and check it against the manifest's fingerprint. The caller keeps it local.
+
+        :param entry: ``{"location", "sha256"}`` from the manifest.
+        """
+        raw = self._read_escrowed(
+            entry, _KEY_MAX_BYTES, "without the key the restored cluster cannot read its Secrets"
+        )
         if len(raw) != 32:
             raise RestoreInputError(
                 f"the key object {entry['location']} holds {len(raw)} bytes, not a 32-byte AES-256 key"
@@ -357,6 +393,9 @@ class CheckSnapshotOperator(RestoreStepOperator):
 class CheckKeyOperator(RestoreStepOperator):
     """The escrowed key object(s) exist where the backup DAG puts them and match the manifest's fingerprint.
 
+    The service-account signing key too (``{key_prefix}/{ns}/{name}/sa-signing-key/{sha256}.key``,
+    its object's and its public key's fingerprints), when the backup escrowed one.
+
     :param key_prefix: the escrow prefix; the manifest's key must be ``{key_prefix}/{ns}/{name}/{sha256}.key``
         (a manifest cannot make a restore write an arbitrary object into a Secret). (templated)
     :return: ``{role: fingerprint}`` of the keys the restored cluster gets (``activeKey``, ``backupKey``).
@@ -394,6 +433,26 @@ class CheckKeyOperator(RestoreStepOperator):
                 )
             self.log.info(
                 "%s (%s) %s matches fingerprint %s", name, roles, entry["location"], entry["sha256"]
+            )
+        sa_key = service_account_key(self.manifest)
+        if sa_key is not None:
+            _, key = parse_s3_uri(sa_key["location"])
+            expected = service_account_key_key(key_prefix, source, sa_key["sha256"])
+            if key != expected:
+                raise RestoreInputError(
+                    f"the manifest's service-account key {sa_key['location']} is not the escrow object "
+                    f"{expected} under key_prefix {self.key_prefix!r}"
+                )
+            self.read_service_account_key(sa_key)
+            self.log.info(
+                "service-account signing key %s matches fingerprint %s (public key sha256 %s)",
+                sa_key["location"], sa_key["sha256"], sa_key["public_key_sha256"],
+            )  # fmt: skip
+        else:
+            self.log.warning(
+                "this backup has no escrowed service-account signing key (taken by an older release): "
+                "the restored cluster gets a new one and tokens of %s will not validate",
+                source,
             )
         for role, entry in key_entries(self.manifest).items():
             out[role] = entry["sha256"]
@@ -446,6 +505,9 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
     :param render_options: ``hcp create cluster aws`` flags (``{"pull-secret": path}``). (templated)
     :param clone: clone the source HostedCluster instead (control plane only).
     :param url_expiry_hours: presigned URL expiry, 1..168. (templated)
+    :param service_account_key: ``escrowed`` (the backup's service-account signing key, in the
+        ``spec.serviceAccountSigningKey`` Secret: tokens of the lost cluster still validate) or
+        ``new`` (HyperShift generates one: a drill's default). (templated)
     :return: ``{"target", "created", "created_at", "url_expires_at"}``.
     """
 
@@ -454,6 +516,7 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
         "rendered_manifests",
         "render_options",
         "url_expiry_hours",
+        "service_account_key",
     )
 
     def __init__(
@@ -463,6 +526,7 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
         render_options: dict[str, Any] | None = None,
         clone: bool = False,
         url_expiry_hours: int | str = 4,
+        service_account_key: str = "escrowed",
         **kwargs: Any,
     ) -> None:
         """See the class docstring."""
@@ -471,6 +535,7 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
         self.render_options = render_options
         self.clone = clone
         self.url_expiry_hours = url_expiry_hours
+        self.service_account_key = service_account_key
         self._render_process: subprocess.Popen[str] | None = None
 
     def on_kill(self) -> None:
@@ -489,7 +554,10 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
         url, info = self.presign(self.url_expiry_hours)
         objects, copies = self._load_objects(target)
         restored_by = f"{self.dag_id}/{context['run_id']}"
-        plan = prepare_objects(objects, target, url, self.manifest, self.backup["manifest_uri"], restored_by)
+        escrowed_sa_key = _sa_key_choice(self.service_account_key) == "escrowed"
+        plan = prepare_objects(
+            objects, target, url, self.manifest, self.backup["manifest_uri"], restored_by, escrowed_sa_key
+        )
         plan.copies = copies
         for mismatch in (
             availability_mismatch(plan.hosted_cluster, self.manifest),
@@ -503,6 +571,9 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
         for role, entry in key_entries(self.manifest).items():
             if role in plan.key_secrets and plan.key_secrets[role] not in reused:
                 plan.fill_key(role, self.read_key(entry))
+        sa_key = service_account_key(self.manifest)
+        if plan.sa_key_secret is not None and sa_key is not None and plan.sa_key_secret not in reused:
+            plan.fill_service_account_key(self.read_service_account_key(sa_key))
         self._copy_referenced(plan)
         created_at = utcnow()
         try:
@@ -636,6 +707,9 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
             for r, e in key_entries(self.manifest).items()
             if r in plan.key_secrets
         }
+        sa_key = service_account_key(self.manifest)
+        if plan.sa_key_secret is not None and sa_key is not None:
+            key_sha[plan.sa_key_secret] = sa_key["sha256"]  # data.key is the escrowed object's bytes
         for o in list(plan.objects):
             if o["kind"] == "Namespace":
                 continue
@@ -807,19 +881,40 @@ class VerifyRestoreOperator(RestoreStepOperator, KubernetesExecOperator):
     member in one cluster of the expected size (``member list`` on each: the split-brain guard),
     revision >= the manifest's, the backup's keys per resource are all there (but those an etcd lease
     or the control plane may have dropped since), the manifest's sampled keys hold the backup's
-    values unless rewritten since, the key in the new cluster's Secret is the escrowed one, and
-    Secrets of the backup decrypt with it. Older manifests without samples get the checks they allow.
+    values unless rewritten since, the key in the new cluster's Secret is the escrowed one,
+    Secrets of the backup decrypt with it, and the control plane's service-account signing key
+    (``sa-signing-key`` in its namespace) is the escrowed one (or, for ``service_account_key="new"``,
+    not it). Older manifests without samples or a service-account key get the checks they allow.
 
     :param fail_on_check_failure: raise when a check fails (the restore DAG); the drill reports instead.
     :param secret_samples: Secrets to try the key on when the manifest samples none.
+    :param service_account_key: what the create task gave the cluster: ``escrowed`` or ``new``. (templated)
     :return: ``{"checks": [...], "passed": bool}``.
     """
 
-    def __init__(self, *, fail_on_check_failure: bool = True, secret_samples: int = 3, **kwargs: Any) -> None:
+    template_fields: tuple[str, ...] = tuple(
+        dict.fromkeys(
+            (
+                *RestoreStepOperator.template_fields,
+                *KubernetesExecOperator.template_fields,
+                "service_account_key",
+            )
+        )
+    )
+
+    def __init__(
+        self,
+        *,
+        fail_on_check_failure: bool = True,
+        secret_samples: int = 3,
+        service_account_key: str = "escrowed",
+        **kwargs: Any,
+    ) -> None:
         """See the class docstring."""
         super().__init__(**kwargs)
         self.fail_on_check_failure = fail_on_check_failure
         self.secret_samples = secret_samples
+        self.service_account_key = service_account_key
 
     def run(self, context: Context) -> dict[str, Any]:
         """Run every check, then judge."""
@@ -849,6 +944,9 @@ class VerifyRestoreOperator(RestoreStepOperator, KubernetesExecOperator):
         if samples:
             checks.append(check_samples(samples, found, revision))
         checks += self._secrets(ns, pods[0], revision, hc, found)
+        sa_check = self._service_account_key(ns)
+        if sa_check is not None:
+            checks.append(sa_check)
         for c in checks:
             self.log.info("check %-20s %s  %s", c.name, "PASS" if c.passed else "FAIL", c.detail)
         result = {"checks": [c.as_dict() for c in checks], "passed": not failed(checks)}
@@ -858,6 +956,32 @@ class VerifyRestoreOperator(RestoreStepOperator, KubernetesExecOperator):
                 "(see the log for each check)"
             )
         return result
+
+    def _service_account_key(self, ns: str) -> Check | None:
+        """The restored control plane's signing key against the backup's (None: the backup has none)."""
+        from kubernetes.client.rest import ApiException
+
+        sa_key = service_account_key(self.manifest)
+        escrowed = _sa_key_choice(self.service_account_key) == "escrowed"
+        if sa_key is None:
+            self.log.warning("the backup escrowed no service-account signing key: not compared")
+            return None
+        name = sakey.CONTROL_PLANE_SECRET
+        try:
+            data = self.k8s.read_secret_data(ns, name)
+        except ApiException as err:
+            return Check("sa_key_matches_manifest" if escrowed else "sa_key_is_new", False,
+                         f"Secret {ns}/{name} is unreadable: {err.status} {err.reason}")  # fmt: skip
+        for value in data.values():
+            mask_secret(value)
+        private: str | None = None
+        publics: list[str] = []
+        with contextlib.suppress(sakey.ServiceAccountKeyError, ValueError):
+            private = sakey.private_key_fingerprint(base64.b64decode(data.get(sakey.PRIVATE_KEY) or ""))
+        with contextlib.suppress(sakey.ServiceAccountKeyError, ValueError):
+            publics = sakey.public_key_fingerprints(base64.b64decode(data.get(sakey.PUBLIC_KEY) or ""))
+        del data
+        return check_service_account_key(sa_key["public_key_sha256"], private, publics, escrowed)
 
     def _key_counts(self, ns: str, pod: str, revision: int) -> Check:
         from hcp_etcd.hooks.hosted_cluster import ExecError

@@ -12,7 +12,9 @@ from typing import Any
 
 import yaml
 
+from hcp_etcd import sakey
 from hcp_etcd.errors import RestoreInputError, describe
+from hcp_etcd.manifest import service_account_key
 from hcp_etcd.naming import (
     ANNOTATION_PREFIX,
     ClusterRef,
@@ -140,6 +142,8 @@ class RestorePlan:
     :param replicas: etcd members the new cluster will have.
     :param copies: ``(kind, target name)`` -> source name of the Secrets and ConfigMaps whose data the
         create task copies from the source's namespace (clone only).
+    :param sa_key_secret: the ``spec.serviceAccountSigningKey`` Secret that takes the escrowed
+        service-account signing key (None: the cluster gets a new one from HyperShift).
     """
 
     objects: list[dict[str, Any]]
@@ -147,6 +151,7 @@ class RestorePlan:
     key_secrets: dict[str, str]
     replicas: int
     copies: dict[tuple[str, str], str] = field(default_factory=dict)
+    sa_key_secret: str | None = None
 
     @property
     def hosted_cluster(self) -> dict[str, Any]:
@@ -169,6 +174,18 @@ class RestorePlan:
         name = self.key_secrets[role]
         secret = next(o for o in self.objects if o["kind"] == "Secret" and o["metadata"]["name"] == name)
         secret["data"] = {**(secret.get("data") or {}), "key": base64.b64encode(key).decode()}
+        secret.pop("stringData", None)
+
+    def fill_service_account_key(self, pem: bytes) -> None:
+        """Put the escrowed service-account signing key into its Secret (``data.key``, as
+        ``spec.serviceAccountSigningKey`` wants it). Only ever done inside the create task.
+
+        :param pem: the PEM private key.
+        """
+        secret = next(
+            o for o in self.objects if o["kind"] == "Secret" and o["metadata"]["name"] == self.sa_key_secret
+        )
+        secret["data"] = {**(secret.get("data") or {}), sakey.SPEC_SECRET_KEY: base64.b64encode(pem).decode()}
         secret.pop("stringData", None)
 
 
@@ -210,6 +227,7 @@ def prepare_objects(
     manifest: dict[str, Any],
     manifest_uri: str,
     restored_by: str,
+    escrowed_service_account_key: bool = True,
 ) -> RestorePlan:
     """Edit rendered manifests into a restore of ``manifest`` as ``target``: applied as rendered.
 
@@ -220,8 +238,10 @@ def prepare_objects(
     is renamed or regenerated here. What changes: etcd becomes Managed/PersistentVolume with
     ``restoreSnapshotURL``; ``pausedUntil`` goes (a paused cluster never restores); the aescbc key
     Secrets lose the rendered NEW key (the create task puts the escrowed one in); a backup key
-    escrowed by the backup gets a Secret and ``backupKey`` too; server-set metadata and ``status``
-    go, and the run is recorded in annotations.
+    escrowed by the backup gets a Secret and ``backupKey`` too; the service-account signing key the
+    backup escrowed goes into the ``spec.serviceAccountSigningKey`` Secret (the spec's, else
+    ``<name>-sa-token-issuer-key``), so tokens the lost cluster issued still validate; server-set
+    metadata and ``status`` go, and the run is recorded in annotations.
 
     :param objects: the rendered objects (not modified).
     :param target: the new HostedCluster; it must be the rendered one.
@@ -229,6 +249,9 @@ def prepare_objects(
     :param manifest: the backup manifest.
     :param manifest_uri: where the manifest is (recorded as an annotation).
     :param restored_by: the Airflow run (recorded as an annotation).
+    :param escrowed_service_account_key: give the cluster the escrowed service-account signing key
+        (when the backup has one); False keeps the spec's and lets HyperShift generate a new key
+        without one (a drill: it must not sign tokens its source's clients accept).
     """
     objs = copy.deepcopy(objects)
     hcs = [o for o in objs if o["kind"] == "HostedCluster"]
@@ -290,8 +313,37 @@ def prepare_objects(
         # Never create the cluster with the freshly rendered key: it could not read the restored Secrets.
         secret["data"] = {k: v for k, v in (secret.get("data") or {}).items() if k != "key"}
         secret.pop("stringData", None)
+    sa_key_secret = None
+    if escrowed_service_account_key and service_account_key(manifest) is not None:
+        sa_key_secret = _service_account_key_secret(hc, objs, target, restored_by)
     objs.sort(key=lambda o: SUPPORTED_KINDS[(o["apiVersion"], o["kind"])])
-    return RestorePlan(objs, target, names, replicas_of(hc))
+    return RestorePlan(objs, target, names, replicas_of(hc), sa_key_secret=sa_key_secret)
+
+
+def _service_account_key_secret(
+    hc: dict[str, Any], objs: list[dict[str, Any]], target: ClusterRef, restored_by: str
+) -> str:
+    """Point ``spec.serviceAccountSigningKey`` at a Secret for the escrowed key (planned, emptied of
+    any other ``key``: a rendered one holds another key); its ``old-key.pub`` stays."""
+    ref = hc["spec"].get("serviceAccountSigningKey") or {}
+    name = ref.get("name") or sakey.restore_secret_name(target.name)
+    hc["spec"]["serviceAccountSigningKey"] = {"name": name}
+    secret = next((o for o in objs if o["kind"] == "Secret" and o["metadata"]["name"] == name), None)
+    if secret is None:
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {
+                "name": name,
+                "namespace": target.namespace,
+                "annotations": {RESTORED_BY_ANNOTATION: restored_by},
+            },
+        }
+        objs.append(secret)
+    secret["data"] = {k: v for k, v in (secret.get("data") or {}).items() if k != sakey.SPEC_SECRET_KEY}
+    secret.pop("stringData", None)
+    return name
 
 
 def check_identity_not_shared(rendered_hc: dict[str, Any], source_hc: dict[str, Any] | None) -> None:

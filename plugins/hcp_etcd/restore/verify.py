@@ -207,3 +207,33 @@ def failed(checks: Iterable[Check | dict[str, Any]]) -> list[str]:
         if not d.get("passed"):
             out.append(str(d.get("name")))
     return out
+
+
+def check_service_account_key(
+    backup_public_sha256: str, private_sha256: str | None, public_sha256s: list[str], escrowed: bool
+) -> Check:
+    """The restored control plane signs tokens with the backup's key (``escrowed``), or, for a drill
+    that keeps a key of its own, with any other key (it must not sign tokens its source's clients accept).
+
+    Compared by the SHA-256 of the public key's DER SubjectPublicKeyInfo (``hcp_etcd.sakey``) of
+    ``service-account.key`` and of the first key of ``service-account.pub`` (the signing one; keys
+    after it only validate).
+
+    :param backup_public_sha256: the manifest's ``service_account_key.public_key_sha256``.
+    :param private_sha256: the fingerprint of the restored ``service-account.key`` (None: unreadable).
+    :param public_sha256s: the fingerprints of the restored ``service-account.pub``, in order.
+    :param escrowed: whether the restore gave the cluster the escrowed key.
+    """
+    signing = [private_sha256, public_sha256s[0] if public_sha256s else None]
+    if escrowed:
+        passed = all(s == backup_public_sha256 for s in signing)
+        want = "the backup's"
+    else:
+        passed = all(s is not None and s != backup_public_sha256 for s in signing)
+        want = "a new one, not the backup's"
+    return Check(
+        "sa_key_matches_manifest" if escrowed else "sa_key_is_new",
+        passed,
+        f"the restored sa-signing-key's public key has sha256 {signing[0]} (service-account.key) and "
+        f"{signing[1]} (service-account.pub); the backup's is {backup_public_sha256}; wanted {want}",
+    )
