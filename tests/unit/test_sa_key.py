@@ -158,3 +158,23 @@ def test_verify_check_compares_both_fields_with_the_backup() -> None:
     same = check_service_account_key(SA_PUBLIC_SHA, SA_PUBLIC_SHA, [SA_PUBLIC_SHA], False)
     assert not same.passed and same.name == "sa_key_is_new"
     assert not check_service_account_key(SA_PUBLIC_SHA, None, [], False).passed
+
+
+def test_escrow_without_access_to_the_signing_key_still_backs_up_and_says_what_to_grant(capsys) -> None:
+    """An installation whose RBAC predates the rule must not lose its nightly backups over the tokens."""
+    from kubernetes.client.rest import ApiException
+
+    op, s3 = escrow_operator(hosted_cluster(), {"a-key-2": b"k" * 32})
+    read = op.k8s.read_secret_data
+
+    def forbidden(namespace: str, name: str) -> dict[str, str]:
+        if name == sakey.CONTROL_PLANE_SECRET:
+            raise ApiException(status=403, reason="Forbidden")
+        return read(namespace, name)
+
+    op.k8s.read_secret_data = forbidden
+    out = op.execute({})
+    assert out["service_account_key"] is None and out["sha256"], out
+    assert not [k for k in s3.objects if "/sa-signing-key/" in k]
+    logged = capsys.readouterr()
+    assert "grant get on it: include/rbac/10-backup.yaml" in logged.out + logged.err

@@ -912,20 +912,29 @@ class EscrowEncryptionKeyOperator(StoreOperator):
             "service_account_key": self._escrow_service_account_key(ref),
         }
 
-    def _escrow_service_account_key(self, ref: ClusterRef) -> dict[str, str]:
-        """Escrow ``service-account.key`` of the control plane's ``sa-signing-key``; raises with what
-        to fix when it cannot be read (without it, every token of the cluster dies with it)."""
+    def _escrow_service_account_key(self, ref: ClusterRef) -> dict[str, str] | None:
+        """Escrow ``service-account.key`` of the control plane's ``sa-signing-key``.
+
+        Forbidden or missing, the backup goes on without it (None; the manifest then has none and a
+        restore gets a new signing key, as before): etcd's data and the AES keys are worth more than
+        the tokens, and an installation whose RBAC predates this rule must not lose its nightly
+        backups. The log says what to grant.
+        """
         from kubernetes.client.rest import ApiException
 
         ns, name = ref.control_plane_namespace, sakey.CONTROL_PLANE_SECRET
         try:
             data = self.k8s.read_secret_data(ns, name)
         except ApiException as err:
-            grant = " (grant get on it: include/rbac/10-backup.yaml)" if err.status == 403 else ""
-            raise RuntimeError(
-                f"service-account signing key Secret {ns}/{name} of {ref} is unreadable: "
-                f"{err.status} {err.reason}{grant}"
-            ) from err
+            if err.status not in (403, 404):
+                raise
+            fix = "grant get on it: include/rbac/10-backup.yaml" if err.status == 403 else "it does not exist"
+            self.log.warning(
+                "service-account signing key Secret %s/%s of %s not escrowed (%s %s: %s): a restore of this "
+                "backup gets a new signing key, and the tokens the cluster issued stop validating",
+                ns, name, ref, err.status, err.reason, fix,
+            )  # fmt: skip
+            return None
         for value in data.values():
             mask_secret(value)
         encoded = data.get(sakey.PRIVATE_KEY)
