@@ -11,3 +11,13 @@ COPY --chown=airflow:root dags/ /opt/airflow/dags/
 COPY --chown=airflow:root plugins/ /opt/airflow/plugins/
 COPY --chown=airflow:root include/ /opt/airflow/include/
 ENV PYTHONPATH=/opt/airflow/include
+
+# `hcp` (restores given render_options) is not in the image: no package registry serves it, and it
+# must match the management cluster's HyperShift. It is provided at run time in /opt/hcp-etcd/bin,
+# first on PATH: a mount in docker-compose.yaml (./hcp-bin), an init container copying it from the
+# HyperShift operator's image in include/deploy/values-common.yaml. Building it in instead:
+#   COPY --from=<your HyperShift operator image> /usr/bin/hcp /opt/hcp-etcd/bin/hcp
+USER root
+RUN install -d -o airflow -g root /opt/hcp-etcd/bin
+USER airflow
+ENV PATH=/opt/hcp-etcd/bin:${PATH}

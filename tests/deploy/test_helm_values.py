@@ -8,7 +8,6 @@ Airflow 3), not against the chart itself. With ``AIRFLOW_CHART_SCHEMA`` pointing
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
@@ -16,14 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-DEPLOY = REPO / "include" / "deploy"
-VARIANTS = {
-    "KubernetesExecutor": "values-kubernetes-executor.yaml",
-    "CeleryExecutor": "values-celery-executor.yaml",
-}
+from tests.support.deploy_files import DEPLOY, EXECUTOR_VALUES, REPO, load_values, merged_values
 
 # Keys of the chart's values.yaml that these files may use, as nested sets (None: any value below).
 CHART_KEYS: dict[str, Any] = {
@@ -31,33 +24,22 @@ CHART_KEYS: dict[str, Any] = {
     "images": {"airflow": {"repository": None, "tag": None, "digest": None, "pullPolicy": None}},
     "dags": {"persistence": {"enabled": None}, "gitSync": {"enabled": None, "repo": None, "branch": None,
                                                            "subPath": None}},
-    "triggerer": {"enabled": None, "replicas": None, "resources": None, "serviceAccount": None},
-    "dagProcessor": {"enabled": None, "replicas": None, "resources": None},
+    "triggerer": {"enabled": None, "replicas": None, "resources": None,
+                  "serviceAccount": {"create": None, "name": None, "annotations": None}},
+    "dagProcessor": {"enabled": None, "replicas": None, "resources": None,
+                     "serviceAccount": {"create": None, "name": None, "annotations": None}},
     "secret": None, "env": None, "extraEnv": None, "extraEnvFrom": None,
     "volumes": None, "volumeMounts": None,
     "config": None, "statsd": {"enabled": None}, "redis": {"enabled": None},
     "postgresql": {"enabled": None}, "data": {"metadataSecretName": None},
     "fernetKeySecretName": None,
     "workers": {"replicas": None, "resources": None, "persistence": {"enabled": None, "size": None},
-                "serviceAccount": {"create": None, "name": None, "annotations": None}},
+                "serviceAccount": {"create": None, "name": None, "annotations": None},
+                # Also taken by the KubernetesExecutor's pod template (chart/files/pod-template-file).
+                "extraInitContainers": None, "extraVolumes": None, "extraVolumeMounts": None},
     "scheduler": {"replicas": None, "serviceAccount": {"create": None, "name": None, "annotations": None}},
     "apiServer": {"replicas": None, "serviceAccount": {"create": None, "name": None, "annotations": None}},
 }  # fmt: skip
-
-
-def load(name: str) -> dict[str, Any]:
-    data = yaml.safe_load((DEPLOY / name).read_text())
-    assert isinstance(data, dict), f"{name} is not a YAML mapping"
-    return data
-
-
-def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """Helm's merge of -f files: maps merge key by key, everything else (lists too) is replaced."""
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        both_maps = isinstance(value, dict) and isinstance(out.get(key), dict)
-        out[key] = merge(out[key], value) if both_maps else value
-    return out
 
 
 def unknown_keys(values: dict[str, Any], known: dict[str, Any], path: str = "") -> list[str]:
@@ -70,14 +52,15 @@ def unknown_keys(values: dict[str, Any], known: dict[str, Any], path: str = "") 
     return bad
 
 
-@pytest.fixture(params=sorted(VARIANTS))
+@pytest.fixture(params=sorted(EXECUTOR_VALUES))
 def merged(request) -> tuple[str, dict[str, Any]]:
-    return request.param, merge(load("values-common.yaml"), load(VARIANTS[request.param]))
+    return request.param, merged_values(request.param)
 
 
 def test_every_file_is_yaml_with_chart_keys_only():
     for path in sorted(DEPLOY.glob("*.yaml")):
-        assert unknown_keys(load(path.name), CHART_KEYS) == [], f"{path.name}: keys the chart does not know"
+        unknown = unknown_keys(load_values(path.name), CHART_KEYS)
+        assert unknown == [], f"{path.name}: keys the chart does not know"
 
 
 def test_executor_image_and_triggerer(merged):

@@ -641,8 +641,15 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
     def _render_with_hcp(self, target: ClusterRef) -> str:
         hcp = shutil.which("hcp")
         if not hcp:
+            # The image ships none (no package registry serves it, and it must match the management
+            # cluster's HyperShift): the deployment files provide it in /opt/hcp-etcd/bin.
             raise RestoreInputError(
-                "render_options need the `hcp` CLI on the worker's PATH; or give rendered_manifests instead"
+                "render_options need the `hcp` CLI on the worker's PATH, and this worker has none. "
+                "Provide it in /opt/hcp-etcd/bin (first on the image's PATH): with docker compose, put "
+                "the binary at ./hcp-bin/hcp; on Kubernetes, the init container `hcp-cli` of "
+                "include/deploy/values-common.yaml copies /usr/bin/hcp from the HyperShift operator's "
+                "image (use the image the management cluster's operator runs). Or give "
+                "rendered_manifests instead"
             )
         argv = [
             hcp,
