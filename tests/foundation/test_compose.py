@@ -13,6 +13,8 @@ import jsonschema
 import pytest
 import yaml
 
+from tests.support.deploy_files import compose_mounts, dockerfile_path_entries
+
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = Path(__file__).parent / "data" / "compose-spec.json"
 AIRFLOW_SERVICES = {
@@ -88,3 +90,18 @@ def test_docker_compose_config_accepts_the_file() -> None:
             assert result.returncode == 0, result.stderr
             return
     pytest.skip("neither `docker compose` nor `docker-compose` is installed; the schema test covers the file")
+
+
+def test_kubeconfig_and_hcp_are_mounted_into_every_airflow_service(compose: dict[str, Any]) -> None:
+    """Each service that runs the project's code sees the kubeconfig folder and the `hcp` folder."""
+    (bin_dir,) = dockerfile_path_entries()
+    for name in AIRFLOW_SERVICES:
+        mounts = compose_mounts(compose["services"][name])
+        assert mounts.get("/opt/airflow/secrets") == "./secrets", name
+        assert mounts.get(bin_dir) == "./hcp-bin", name
+    ignored = (ROOT / ".gitignore").read_text().split()
+    for host in ("./secrets", "./hcp-bin", "./airflow.env"):
+        assert host[1:] in ignored or f"{host[1:]}/" in ignored, f"{host} holds credentials or a binary"
+    volumes = compose["x-airflow-common"]["volumes"]
+    read_only = [v for v in volumes if v.split(":")[1] in ("/opt/airflow/secrets", bin_dir)]
+    assert len(read_only) == 2 and all(v.endswith(":ro") for v in read_only)
