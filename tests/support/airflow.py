@@ -194,7 +194,9 @@ def make_airflow_env(home: Path, sandbox_env: dict[str, str], db: MetadataDb) ->
             # Keep the provider's API retries short so a fault costs seconds, not minutes (the
             # workers shorten the back-off of the client libraries too: tests.support.waits).
             "AIRFLOW__WORKERS__API_RETRY_WAIT_MAX": "2",
-            "HCP_ETCD_RETRY_DELAY_SECONDS": "1",
+            # A task retry starts at once (as the retries of the client libraries above back off briefly):
+            # dag.test() runs the same tries, without idling one retry delay and one loop tick for each.
+            "HCP_ETCD_RETRY_DELAY_SECONDS": "0",
             "HCP_REPO": str(REPO),
         }
     )
