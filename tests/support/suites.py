@@ -32,6 +32,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.airflow import SHARED_DB_ENV
+
 REPO = Path(__file__).resolve().parents[2]
 NO_TESTS = 5  # pytest's exit code when the arguments (e.g. -k) select no test of a suite
 FAULT_MATRIX = "tests/reliability/test_faults.py"
@@ -91,8 +93,12 @@ def start(name: str, args: list[str], extra: list[str], scratch: Path) -> Runnin
     slug = name.replace(" ", "-")
     log = scratch / f"{slug}.log"
     cmd = [sys.executable, "-m", "pytest", *pytest_args(args, extra), f"--basetemp={scratch / slug}"]
+    # One migrated metadata DB for every suite (tests.support.airflow.session_metadata_db).
+    env = {**os.environ, SHARED_DB_ENV: str(scratch / "metadata-db")}
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     return Running(name, proc, log, time.monotonic())
 
 
