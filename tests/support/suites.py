@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -131,7 +132,13 @@ def main(extra: list[str]) -> int:
         print(f"\n{'=' * 30} suite: {run.name} ({' '.join(SUITES[run.name])}) {'=' * 30}", flush=True)
         sys.stdout.buffer.write(run.log.read_bytes())
         sys.stdout.flush()
-    print(f"\n{'=' * 30} suites, {time.monotonic() - started:.0f}s wall in all {'=' * 30}")
+    # CPU: what the suites' processes used and waited for (sandbox servers run detached: not in it).
+    # On a shared machine it is the figure to compare runs by; wall time depends on the load.
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(
+        f"\n{'=' * 30} suites, {time.monotonic() - started:.0f}s wall in all, "
+        f"{used.ru_utime + used.ru_stime:.0f}s CPU {'=' * 30}"
+    )
     # A suite that selects no test passes only when the caller narrowed the run (-k, a path): the
     # whole suite always has tests, and "no tests" there means something is broken (pytest's exit 5).
     allowed = (0, NO_TESTS) if extra else (0,)
