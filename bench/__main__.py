@@ -22,6 +22,8 @@ from bench import figures as fig
 from bench.airflow_run import Airflow
 from bench.common import GiB, MiB, Sandbox, log
 
+HA = "dha"  # the three-member cluster of figure 1's HA ratio (issue 15)
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -29,6 +31,7 @@ class Plan:
 
     downtime_sizes: tuple[tuple[str, int], ...]  # (label, bytes added on top of the 4 MiB seed)
     downtime_reps: dict[str, int]
+    ha_pairs: int  # quiesced backups of a 3-member and a 1-member cluster with the first size's data
     upload_size: int
     upload_reps: int
     memory_sizes: tuple[int, ...]
@@ -43,6 +46,7 @@ FULL = Plan(
     # Issue 7: median of 5 where one repetition takes under a minute. A 1 GiB quiesced backup run
     # takes longer (snapshot, verify, upload of 1 GiB): 1.
     downtime_reps={"64MiB": 5, "1GiB": 1},
+    ha_pairs=3,
     upload_size=1 * GiB,
     upload_reps=5,
     memory_sizes=(256 * MiB, 2 * GiB),
@@ -54,6 +58,7 @@ FULL = Plan(
 QUICK = Plan(
     downtime_sizes=(("4MiB", 0),),
     downtime_reps={"4MiB": 1},
+    ha_pairs=1,
     upload_size=8 * MiB,
     upload_reps=1,
     memory_sizes=(8 * MiB, 16 * MiB),
@@ -110,15 +115,21 @@ def main(argv: list[str] | None = None) -> int:
         sizes = [label for label, _ in plan.downtime_sizes]
         fleet = [f"f{i:02d}" for i in range(1, plan.fleet_clusters + 1)]
         clusters = [f"d{s.lower()}" for s in sizes] + ["xfer"] + (fleet if 4 in only else [])
-        log(f"sandbox up: {len(clusters)} one-member hosted clusters in {work}")
-        box.up(*[a for c in clusters for a in ("--cluster", f"{c}:1")], "--seed-mb", "4")
+        members = {c: 1 for c in clusters}
+        if 1 in only:
+            members[HA] = 3
+        log(f"sandbox up: hosted clusters {members} (name: members) in {work}")
+        box.up(*[a for c, n in members.items() for a in ("--cluster", f"{c}:{n}")], "--seed-mb", "4")
         box.export()
+        fills = [(f"d{label.lower()}", extra) for label, extra in plan.downtime_sizes]
+        if 1 in only:
+            fills.append((HA, plan.downtime_sizes[0][1]))  # the same data as the first size's
         if 1 in only or 5 in only:
-            for label, extra in plan.downtime_sizes:
+            for cluster, extra in fills:
                 if extra:
                     t = time.monotonic()
-                    box.fill(f"d{label.lower()}", extra)
-                    log(f"filled d{label.lower()} with {extra // MiB} MiB in {time.monotonic() - t:.0f}s")
+                    box.fill(cluster, extra)
+                    log(f"filled {cluster} with {extra // MiB} MiB in {time.monotonic() - t:.0f}s")
         if 6 in only:
             emit(fig.dag_parse(work, plan.parse_reps, box.env))
         if 2 in only:
@@ -133,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
             for label in sizes:
                 cluster = f"d{label.lower()}"
                 emit([fig.downtime(airflow, box, cluster, label, plan.downtime_reps[label], work, tag)])
-            emit([fig.downtime_online(airflow, f"d{sizes[0].lower()}", tag)])
+            lone = f"d{sizes[0].lower()}"
+            emit([fig.downtime_ha(airflow, lone, HA, sizes[0], plan.ha_pairs, tag)])
+            emit([fig.downtime_online(airflow, lone, tag)])
         if 5 in only and airflow and 1 in only:
             emit(
                 [
@@ -143,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                 ]
             )
         if 4 in only and airflow:
-            emit([fig.fleet(airflow, fleet, plan.pool, tag)])
+            emit(fig.fleet(airflow, fleet, plan.pool, tag))
     finally:
         if airflow:
             airflow.stop()

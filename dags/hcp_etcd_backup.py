@@ -162,9 +162,13 @@ def hcp_etcd_backup() -> None:
             **STARTING,
         )
         quiesce = QuiesceApiServersOperator(task_id="quiesce", **hc, **K8S, **MODE, **STARTING)
-        snapshot = SnapshotMembersOperator(task_id="snapshot", **hc, **K8S, **DOWNTIME_WINDOW)
+        snapshot = SnapshotMembersOperator(
+            task_id="snapshot", quiesce=quiesce.output, **hc, **K8S, **DOWNTIME_WINDOW
+        )
         verify = VerifySnapshotsOperator(task_id="verify", **hc, **K8S, **MODE, **IN_FLIGHT)
-        resume = ResumeApiServersOperator(task_id="resume", **hc, **K8S, **MODE, **DOWNTIME_WINDOW)
+        resume = ResumeApiServersOperator(
+            task_id="resume", snapshot=snapshot.output, **hc, **K8S, **MODE, **DOWNTIME_WINDOW
+        )
         upload = SnapshotToS3Operator(
             task_id="upload",
             snapshot=snapshot.output,
@@ -192,8 +196,9 @@ def hcp_etcd_backup() -> None:
         wait = WaitHostedClusterAvailableOperator(task_id="wait_available", **hc, **K8S, **MODE, **IN_FLIGHT)
 
         chain(preflight, pause.as_setup(), quiesce.as_setup(), snapshot, verify)
-        # The API servers come back as soon as the snapshot files exist: verify reads only those files
-        # (and etcd's current revision), so it runs after the downtime, not inside it.
+        # The snapshot task scales the API servers back as soon as the snapshot files exist; resume (the
+        # teardown) waits until they are ready, and scales back whatever a failed snapshot left at 0.
+        # Verify reads only the files (and etcd's current revision): it runs after the downtime.
         snapshot >> resume.as_teardown(setups=quiesce, on_failure_fail_dagrun=True)
         chain([resume, verify], upload)
         chain(upload, escrow, publish, cleanup.as_teardown(setups=pause))

@@ -12,6 +12,7 @@ from airflow.sdk import Param, chain, dag
 
 from hcp_etcd import params
 from hcp_etcd.naming import DNS1123_LABEL_RE, DNS1123_SUBDOMAIN_RE
+from hcp_etcd.operators.membership import CheckEtcdClusterOperator
 from hcp_etcd.operators.restore import (
     CheckKeyOperator,
     CheckSnapshotOperator,
@@ -39,11 +40,20 @@ A restore only happens when a HostedCluster is **created** (HyperShift's `etcd-i
 3. `check_key` — the escrowed key object exists and its SHA-256 equals the manifest's fingerprint.
 4. `presign` — SigV4 GET URL, at most 1024 characters (STS session tokens make it longer), not expiring soon.
 5. `create` — rendered manifests (`hcp create cluster aws --render --render-sensitive` output as an
-   S3 URI or file, or `render_options` when `hcp` is on the worker) edited: target name/namespace,
-   Managed/PersistentVolume etcd with `restoreSnapshotURL`, the escrowed key in the
-   `secretEncryption.aescbc.activeKey` Secret (read and written in this task only). Refuses existing objects.
+   S3 URI or file, or `render_options` when `hcp` is on the worker) applied as rendered: they must be
+   rendered for the target namespace/name (their infraID, issuerURL, IAM roles, instance profile and
+   hostnames stay); only Managed/PersistentVolume etcd with `restoreSnapshotURL` and the escrowed key
+   in the `secretEncryption.aescbc.activeKey` Secret (read and written in this task only) change.
+   Neither given: the cluster as its backup recorded it (HostedCluster and NodePools), brought back
+   under its own name. Warns when the availability policy or the release differs from the backed-up
+   cluster's. Refuses existing objects, except Secrets a deleted HostedCluster of the same name left
+   that hold what the restore needs (the key Secret: the backup's key); refuses a spec naming a
+   Secret or ConfigMap that does not exist.
 6. `wait_restored` — deferrable until `Available` and `EtcdSnapshotRestored` (etcd-init's message on failure).
-7. `verify` — `member list` on every member (split-brain guard), revision, key counts per resource,
+7. `check_etcd_cluster` — `member list` on every member: one cluster of the expected size, else it
+   fails at once; a split brain (released HyperShift's etcd-init makes three one-member clusters of
+   an HA restore) is named with the `docs/RUNBOOK.md` section that repairs it (Part C).
+8. `verify` — `member list` on every member (split-brain guard), revision, key counts per resource,
    the key, a Secret from etcd decrypts.
 
 Nothing is created before steps 1-4 and the checks of step 5 pass. Docs: `docs/RESTORE.md`.
@@ -85,14 +95,16 @@ PARAMS = {
         maxLength=2048,
         description="S3 URI (s3://…) or worker file path of `hcp create cluster aws --render "
         "--render-sensitive` "
-        "output. Its names are changed to the target's; its new encryption key is replaced by the saved one.",
+        "output, rendered for target_namespace/target_name (applied as rendered: only restoreSnapshotURL "
+        "and the saved encryption key, in place of its new one, change).",
     ),
     "render_options": Param(
         {},
         type="object",
         description="When rendered_manifests is empty: flags for `hcp create cluster aws --render "
         '--render-sensitive` run on the worker (needs `hcp` on PATH), e.g. {"pull-secret": "/path", '
-        '"base-domain": "example.com"}. --name/--namespace come from the target.',
+        '"base-domain": "example.com"}. --name/--namespace come from the target. Both empty: the '
+        "cluster as its backup recorded it, under its own name (a lost cluster brought back).",
     ),
     **params.restore_limits(MAX_URL_EXPIRY_HOURS, "the new cluster"),
     **params.storage(
@@ -143,8 +155,9 @@ def hcp_etcd_restore() -> None:
         retries=0,
         **backup,
     )
+    members = CheckEtcdClusterOperator(task_id="check_etcd_cluster", **backup)
     verify = VerifyRestoreOperator(task_id="verify", **backup)
-    chain(resolve, snapshot, key, presign, create, wait, verify)
+    chain(resolve, snapshot, key, presign, create, wait, members, verify)
 
 
 hcp_etcd_restore()

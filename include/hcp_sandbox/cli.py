@@ -24,7 +24,13 @@ from typing import Any
 
 from hcp_sandbox import render
 from hcp_sandbox.client import SandboxClient
-from hcp_sandbox.layout import DEFAULT_BUCKET, HOSTED_CLUSTER_NAMESPACE, SandboxPaths, read_info
+from hcp_sandbox.layout import (
+    DEFAULT_BUCKET,
+    ETCD_INIT_VARIANTS,
+    HOSTED_CLUSTER_NAMESPACE,
+    SandboxPaths,
+    read_info,
+)
 
 _LOG_TAIL_LINES = 40
 
@@ -145,6 +151,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         str(args.compaction_interval),
         "--event-ttl",
         str(args.event_ttl),
+        "--etcd-init",
+        args.etcd_init,
     ]
     for spec in cluster_specs(args):
         argv += ["--cluster", f"{spec.name}:{spec.members}"]
@@ -263,7 +271,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    sys.stdout.write(render.to_yaml(render.manifests(args.name, args.namespace, args.members)))
+    objects = render.manifests(
+        args.name,
+        args.namespace,
+        args.members,
+        infra_id=args.infra_id,
+        external_dns_domain=args.external_dns_domain,
+    )
+    sys.stdout.write(render.to_yaml(objects))
     return 0
 
 
@@ -298,6 +313,11 @@ def fault_spec(args: argparse.Namespace) -> dict[str, Any]:
         return {"kind": kind, "namespace": args.namespace, "pod": args.pod, "free_bytes": args.free_bytes}
     if kind == "clock":
         return {"kind": kind, "ahead_seconds": args.ahead_seconds}
+    if kind == "key-rotation":
+        spec = {"kind": kind, "namespace": args.namespace, "name": args.name}
+        if args.complete:
+            return {**spec, "complete": True}
+        return {**spec, "migrated": args.migrated, **({"secret": args.secret} if args.secret else {})}
     raise ValueError(kind)
 
 
@@ -324,6 +344,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         pod_termination_delay=args.pod_ready_delay,
         compaction_interval=args.compaction_interval,
         event_ttl=args.event_ttl,
+        etcd_init=args.etcd_init,
     )
     from hcp_sandbox.rbac import RbacAuthorizer
 
@@ -379,6 +400,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--event-ttl", type=float, default=10800.0, help="kube-apiserver's --event-ttl, seconds (3h)"
     )
     up.add_argument(
+        "--etcd-init",
+        choices=ETCD_INIT_VARIANTS,
+        default="fixed",
+        help="HyperShift's etcd-init of restores: fixed (PR 9048: one cluster) or legacy (released: "
+        "each member of an HA restore its own one-member cluster, EtcdAvailable still True)",
+    )
+    up.add_argument(
         "--rbac",
         action="append",
         default=[],
@@ -402,6 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     rend.add_argument("--name", required=True)
     rend.add_argument("--namespace", default=HOSTED_CLUSTER_NAMESPACE)
     rend.add_argument("--members", type=_positive_members, default=3)
+    rend.add_argument("--infra-id", help="the infra id of pre-created infrastructure (as --infra-json gives)")
+    rend.add_argument("--external-dns-domain", help="services get <service>-<name>.<domain> hostnames")
     rend.set_defaults(func=cmd_render)
 
     fault = sub.add_parser("fault", help="inject a fault")
@@ -427,7 +457,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = kinds.add_parser(name, help=f"{name.split('-')[1]} the etcd member of a pod")
         p.add_argument("--namespace", required=True)
         p.add_argument("--pod", required=True)
-    split = kinds.add_parser("restore-split-brain", help="the next N restores give one-member clusters")
+    split = kinds.add_parser(
+        "restore-split-brain",
+        help="the next N restores run the legacy etcd-init (as up --etcd-init legacy): one-member clusters",
+    )
     split.add_argument("--count", type=int, default=1)
     vol = kinds.add_parser("volume", help="what `df` reports as free in a pod (-1 resets)")
     vol.add_argument("--namespace", required=True)
@@ -437,6 +470,15 @@ def build_parser() -> argparse.ArgumentParser:
         "clock", help="run the HyperShift stand-in's clock S seconds ahead for pausedUntil (0 resets)"
     )
     clock.add_argument("--ahead-seconds", type=float, required=True)
+    rotation = kinds.add_parser(
+        "key-rotation",
+        help="start an AES-CBC key rotation of a hosted cluster, partly migrated (or --complete it)",
+    )
+    rotation.add_argument("--namespace", default=HOSTED_CLUSTER_NAMESPACE)
+    rotation.add_argument("--name", required=True)
+    rotation.add_argument("--secret", help="the Secret of the new key (default: a new one, random key)")
+    rotation.add_argument("--migrated", type=float, default=0.5, help="fraction of Secrets rewritten")
+    rotation.add_argument("--complete", action="store_true", help="finish the rotation in progress")
     fault.set_defaults(func=cmd_fault)
 
     srv = sub.add_parser("serve", help=argparse.SUPPRESS)
@@ -447,6 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--pod-ready-delay", type=float, default=1.0)
     srv.add_argument("--compaction-interval", type=float, default=300.0)
     srv.add_argument("--event-ttl", type=float, default=10800.0)
+    srv.add_argument("--etcd-init", choices=ETCD_INIT_VARIANTS, default="fixed")
     srv.add_argument("--rbac", action="append", default=[])
     srv.set_defaults(func=cmd_serve)
     return parser

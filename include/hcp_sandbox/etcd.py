@@ -139,8 +139,8 @@ class EtcdCluster:
         self.name = name
         self.members = list(members)
         self.log_dir = log_dir
-        # Set by a split-brain restore: each member then believes it is alone.
-        self.split_brain = False
+        # Restored by the released etcd-init (``--etcd-init legacy``): each member is its own cluster.
+        self.legacy_restore = False
         # Restored with an etcdutl too old for --mark-compacted: EtcdClient.mark_compacted emulates it.
         self.needs_mark_compacted = False
 
@@ -150,9 +150,6 @@ class EtcdCluster:
     @property
     def token(self) -> str:
         return f"{self.name}-etcd"
-
-    def _member_cluster(self, member: Member) -> str:
-        return self.initial_cluster([member] if self.split_brain else self.members)
 
     def start_member(self, member: Member) -> None:
         """Start (or restart) one member; a no-op when it runs."""
@@ -169,7 +166,9 @@ class EtcdCluster:
             f"--advertise-client-urls={member.client_url}",
             f"--listen-peer-urls={member.peer_url}",
             f"--initial-advertise-peer-urls={member.peer_url}",
-            f"--initial-cluster={self._member_cluster(member)}",
+            # Always every member, as the StatefulSet's ETCD_INITIAL_CLUSTER (statefulset.go); etcd
+            # reads it only to bootstrap an empty data dir.
+            f"--initial-cluster={self.initial_cluster()}",
             "--initial-cluster-state=new",
             f"--initial-cluster-token={self.token}",
             f"--cert-file={tls / 'server/server.crt'}",
@@ -230,26 +229,39 @@ class EtcdCluster:
         return [m.pid for m in self.members if m.pid is not None]
 
     async def restore_member(self, member: Member, snapshot: Path) -> None:
-        """``etcdutl snapshot restore`` into the member's empty data dir.
+        """``etcdutl snapshot restore`` into the member's empty data dir, as etcd-init runs it.
+
+        Fixed etcd-init (PR 9048): the member's name, the full ``--initial-cluster``, the token and
+        its peer URL, so the members form ONE cluster, and ``--bump-revision --mark-compacted``.
+        Released etcd-init (``legacy_restore``; ``main`` 3ee9615567, release-4.20 to 5.2): no flag
+        at all, so etcdutl's defaults (name ``default``, peer ``http://localhost:2380``, token
+        ``etcd-cluster``) make every member its own one-member cluster, all with the same member
+        and cluster id (control-plane-operator/controllers/hostedcontrolplane/v2/etcd/etcd-init.sh).
 
         Raises ``RuntimeError`` with etcdutl's output when it fails.
         """
         if member.data_dir.exists():
             member.data_dir.rmdir()  # etcdutl refuses an existing data dir; callers check emptiness
-        members = [member] if self.split_brain else self.members
-        bump = await asyncio.to_thread(restore_supports_bump)
-        self.needs_mark_compacted = not bump
+        if self.legacy_restore:
+            flags: list[str] = []
+            self.needs_mark_compacted = False
+        else:
+            bump = await asyncio.to_thread(restore_supports_bump)
+            self.needs_mark_compacted = not bump
+            flags = [
+                f"--name={member.name}",
+                f"--initial-cluster={self.initial_cluster()}",
+                f"--initial-cluster-token={self.token}",
+                f"--initial-advertise-peer-urls={member.peer_url}",
+                *(["--bump-revision", str(BUMP_REVISION), "--mark-compacted"] if bump else []),
+            ]
         proc = await asyncio.create_subprocess_exec(
             binary("etcdutl"),
             "snapshot",
             "restore",
             str(snapshot),
-            f"--name={member.name}",
             f"--data-dir={member.data_dir}",
-            f"--initial-cluster={self.initial_cluster(members)}",
-            f"--initial-cluster-token={self.token}",
-            f"--initial-advertise-peer-urls={member.peer_url}",
-            *(["--bump-revision", str(BUMP_REVISION), "--mark-compacted"] if bump else []),
+            *flags,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
@@ -340,6 +352,18 @@ class EtcdClient:
         revision = int((await self._post(url, "/v3/kv/put", body, timeout))["header"]["revision"])
         await self.compact(url, revision, timeout)
         return revision
+
+    async def range_prefix(self, url: str, prefix: str, timeout: float = 30.0) -> list[tuple[str, bytes]]:
+        """Every key under ``prefix`` with its value, in key order."""
+        start = prefix.encode()
+        end = start[:-1] + bytes([start[-1] + 1])
+        answer = await self._post(
+            url, "/v3/kv/range", {"key": _b64(start), "range_end": _b64(end)}, timeout
+        )
+        return [
+            (base64.b64decode(kv["key"]).decode(), base64.b64decode(kv.get("value", "")))
+            for kv in answer.get("kvs") or []
+        ]
 
     async def get(self, url: str, key: str, timeout: float = 10.0) -> bytes | None:
         answer = await self._post(url, "/v3/kv/range", {"key": _b64(key.encode())}, timeout)

@@ -10,9 +10,13 @@
   :class:`S3FaultMiddleware` answers an error or drops the connection.
 - ``etcd-stop`` / ``etcd-start``: :class:`RuntimeFaults` stops / starts that member's process.
 - ``restore-split-brain``: counted in :class:`RuntimeFaults`; the etcd room's next restores take it
-  (:meth:`RuntimeFaults.take_split_brain`) and make one-member clusters.
+  (:meth:`RuntimeFaults.take_legacy_etcd_init`) and run the released etcd-init, as ``up --etcd-init
+  legacy`` does for every restore: one-member clusters.
 - ``volume``: kept in :class:`RuntimeFaults`; an exec into that pod gets it, so ``df`` reports it.
 - ``clock``: kept in :class:`RuntimeFaults`; HyperShift's "now" (the ``pausedUntil`` check) runs ahead.
+- ``key-rotation``: not a fault but a state to meet, an AES-CBC key rotation caught midway; it needs
+  the hosted clusters' etcd and objects, so the runtime applies it itself
+  (:mod:`hcp_sandbox.controllers.reencryption`).
 
 The API server handles ``api`` and ``exec-drop`` itself and hands every other kind to the runtime's
 fault handler, :meth:`RuntimeFaults.inject`. Nothing here imports the runtime: the etcd members are
@@ -283,13 +287,13 @@ class RuntimeFaults:
         self._changed = changed
         # The `clock` fault: how far HyperShift's "now" runs ahead of real time (pause check only).
         self.clock_ahead_seconds = 0.0
-        # The `restore-split-brain` fault: how many of the next restores make one-member clusters.
+        # The `restore-split-brain` fault: how many of the next restores run the legacy etcd-init.
         self.split_brain_restores = 0
         # The `volume` fault: what `df` reports as free in a pod, by (namespace, pod).
         self._volume_free: dict[tuple[str, str], int] = {}
 
-    def take_split_brain(self) -> bool:
-        """Whether the restore starting now is split-brained (consumes one pending fault)."""
+    def take_legacy_etcd_init(self) -> bool:
+        """Whether the restore starting now runs the legacy etcd-init (consumes one pending fault)."""
         if self.split_brain_restores <= 0:
             return False
         self.split_brain_restores -= 1

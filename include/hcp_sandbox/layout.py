@@ -11,6 +11,10 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_BUCKET = "hcp-etcd-backups"
+# The etcd-init scripts a restore can run (control-plane-operator/controllers/hostedcontrolplane/
+# v2/etcd/etcd-init.sh): ``fixed`` as PR 9048 (commits 55d36748ec, f02544c929), ``legacy`` as on
+# ``main`` 3ee9615567 and release-4.20 to 5.2.
+ETCD_INIT_VARIANTS = ("fixed", "legacy")
 HOSTED_CLUSTER_NAMESPACE = "clusters"
 # What the pod's `df` reports as the size of the etcd volume (HyperShift's default PVC is 8Gi).
 VOLUME_CAPACITY_BYTES = 8 * 1024**3

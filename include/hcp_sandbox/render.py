@@ -19,6 +19,44 @@ from hcp_sandbox.layout import HOSTED_CLUSTER_NAMESPACE
 RELEASE_IMAGE = "quay.io/openshift-release-dev/ocp-release:4.19.0-multi"
 BASE_DOMAIN = "sandbox.example.com"
 REGION = "us-east-1"
+# The AWS identity `hcp create iam aws` makes (cmd/infra/aws/create_iam.go, iam.go at 3ee96155): an
+# OIDC issuer in the operator's OIDC bucket under the infraID, IAM roles and the workers' instance
+# profile named after the infraID. Nothing in the sandbox calls AWS with them; a restore must keep them.
+OIDC_BUCKET = "sandbox-oidc"
+ACCOUNT = "123456789012"
+ROLES = {
+    "ingressARN": "openshift-ingress",
+    "imageRegistryARN": "openshift-image-registry",
+    "storageARN": "aws-ebs-csi-driver-controller",
+    "networkARN": "cloud-network-config-controller",
+    "kubeCloudControllerARN": "cloud-controller",
+    "nodePoolManagementARN": "node-pool",
+    "controlPlaneOperatorARN": "control-plane-operator",
+}
+
+
+def issuer_url(infra_id: str) -> str:
+    """``oidcDiscoveryURL`` of ``cmd/infra/aws/create_iam.go``."""
+    return f"https://{OIDC_BUCKET}.s3.{REGION}.amazonaws.com/{infra_id}"
+
+
+def _services(name: str, external_dns_domain: str | None) -> list[dict[str, Any]]:
+    """``GetIngressServicePublishingStrategyMapping`` (``cmd/cluster/core/create.go``) and, with
+    ``--external-dns-domain``, the Route hostnames ``<service>-<name>.<domain>`` of
+    ``cmd/cluster/aws/create.go: ApplyPlatformSpecifics`` (public endpoint access)."""
+    api = "Route" if external_dns_domain else "LoadBalancer"
+    services = []
+    for service, kind, prefix in (
+        ("APIServer", api, "api"),
+        ("Ignition", "Route", "ignition"),
+        ("Konnectivity", "Route", "konnectivity"),
+        ("OAuthServer", "Route", "oauth"),
+    ):
+        strategy: dict[str, Any] = {"type": kind}
+        if external_dns_domain:
+            strategy["route"] = {"hostname": f"{prefix}-{name}.{external_dns_domain}"}
+        services.append({"service": service, "servicePublishingStrategy": strategy})
+    return services
 
 
 def encryption_key_secret_name(name: str) -> str:
@@ -46,17 +84,21 @@ def manifests(
     members: int = 3,
     *,
     encryption_key: bytes | None = None,
+    infra_id: str | None = None,
+    external_dns_domain: str | None = None,
 ) -> list[dict[str, Any]]:
     """Namespace, pull-secret and SSH-key Secrets, a new encryption-key Secret, HostedCluster, NodePool.
 
     :param encryption_key: the 32-byte aescbc key; a NEW random one when ``None`` (what
         ``--render-sensitive`` does: a restore must put the saved key in its place).
+    :param infra_id: the infra id (``--infra-json``'s); ``<name>-<5 random>`` when ``None``, as hcp's.
+    :param external_dns_domain: ``--external-dns-domain``: services get hostnames under it.
     """
     if members not in (1, 3):
         raise ValueError("members must be 3 (HighlyAvailable) or 1 (SingleReplica)")
     policy = "HighlyAvailable" if members == 3 else "SingleReplica"
     key = encryption_key if encryption_key is not None else os.urandom(32)
-    infra_id = f"{name}-{secrets.token_hex(3)[:5]}"
+    infra_id = infra_id or f"{name}-{secrets.token_hex(3)[:5]}"
     pull_secret = json.dumps({"auths": {"quay.io": {"auth": base64.b64encode(b"sandbox:sandbox").decode()}}})
     ssh_key = f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{secrets.token_urlsafe(32)} sandbox"
     aws_platform = {
@@ -69,6 +111,7 @@ def manifests(
                 "zone": f"{REGION}a",
                 "subnet": {"id": "subnet-0sandbox"},
             },
+            "rolesRef": {k: f"arn:aws:iam::{ACCOUNT}:role/{infra_id}-{v}" for k, v in ROLES.items()},
         },
     }
     hosted_cluster = {
@@ -80,6 +123,7 @@ def manifests(
             "pullSecret": {"name": f"{name}-pull-secret"},
             "sshKey": {"name": f"{name}-ssh-key"},
             "infraID": infra_id,
+            "issuerURL": issuer_url(infra_id),
             "dns": {"baseDomain": BASE_DOMAIN},
             "networking": {
                 "clusterNetwork": [{"cidr": "10.132.0.0/14"}],
@@ -103,15 +147,7 @@ def manifests(
                 "type": "aescbc",
                 "aescbc": {"activeKey": {"name": encryption_key_secret_name(name)}},
             },
-            "services": [
-                {"service": s, "servicePublishingStrategy": {"type": t}}
-                for s, t in (
-                    ("APIServer", "LoadBalancer"),
-                    ("OAuthServer", "Route"),
-                    ("Konnectivity", "Route"),
-                    ("Ignition", "Route"),
-                )
-            ],
+            "services": _services(name, external_dns_domain),
             "fips": False,
             "olmCatalogPlacement": "management",
         },
@@ -128,7 +164,11 @@ def manifests(
             "release": {"image": RELEASE_IMAGE},
             "platform": {
                 "type": "AWS",
-                "aws": {"instanceType": "m6i.xlarge", "subnet": {"id": "subnet-0sandbox"}},
+                "aws": {
+                    "instanceType": "m6i.xlarge",
+                    "instanceProfile": f"{infra_id}-worker",  # iam.go: DefaultProfileName
+                    "subnet": {"id": "subnet-0sandbox"},
+                },
             },
         },
         "status": {"replicas": 0},

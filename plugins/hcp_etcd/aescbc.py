@@ -1,8 +1,10 @@
 """kube-apiserver's ``aescbc`` encryption-at-rest format, read side only (restore verification).
 
 A stored value is ``k8s:enc:aescbc:v1:<key name>:`` + 16-byte IV + AES-256-CBC ciphertext of the
-PKCS#7-padded object. A restore proves that the restored cluster's key opens its Secrets by
-decrypting one value read straight from etcd.
+PKCS#7-padded object. HyperShift names each key ``key-<FNV-1 32 of the key bytes>``
+(:func:`kas_key_name`), so a value says which key encrypted it: during a key rotation some Secrets
+are under the old key and some under the new one. A restore proves that the restored cluster's keys
+open its Secrets by decrypting values read straight from etcd, each with the key it names.
 """
 
 from __future__ import annotations
@@ -15,10 +17,29 @@ KEY_SIZE = 32
 _IV_SIZE = 16
 # What a decrypted Kubernetes object starts with: protobuf (kube-apiserver's default) or JSON.
 _OBJECT_MAGICS = (b"k8s\x00", b"{")
+# Go's hash/fnv New32: FNV-1 (multiply, then xor), not FNV-1a.
+_FNV32_OFFSET = 0x811C9DC5
+_FNV32_PRIME = 0x01000193
 
 
 class DecryptError(ValueError):
     """A value that is not aescbc, or that the key does not open."""
+
+
+def kas_key_name(key: bytes) -> str:
+    """The name of a key in kube-apiserver's EncryptionConfiguration as HyperShift writes it.
+
+    openshift/hypershift ``control-plane-operator/controllers/hostedcontrolplane/v2/kas/aescbc.go:
+    AESCBCKeyName``: ``fmt.Sprintf("key-%d", fnv.New32().Sum32())`` of the raw key bytes. Not secret
+    (32 bits of a hash of a 256-bit key), and what :func:`key_name_of` reads from a stored value.
+
+    :param key: the raw key bytes.
+    """
+    h = _FNV32_OFFSET
+    for byte in key:
+        h = (h * _FNV32_PRIME) & 0xFFFFFFFF
+        h ^= byte
+    return f"key-{h}"
 
 
 def is_aescbc(value: bytes) -> bool:

@@ -171,3 +171,7 @@ def fail_fast_on_configuration_errors(method: F) -> F:
             ) from err
 
     return wrapper  # type: ignore[return-value]
+
+
+class SplitBrainError(AirflowFailException):
+    """A restore made several etcd clusters instead of one: no retry joins them (the runbook does)."""

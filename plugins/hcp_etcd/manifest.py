@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any
+
+from hcp_etcd.encryption import ROLES, SPEC_ACTIVE, SPEC_BACKUP
 
 SCHEMA_VERSION = 1
 MODES = ("quiesced", "online")
@@ -77,6 +80,8 @@ def build_manifest(
     leased_key_counts: dict[str, int] | None = None,
     samples: list[dict[str, Any]] | None = None,
     listed_at_revision: int | None = None,
+    keys: list[dict[str, Any]] | None = None,
+    source: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble a manifest and validate it.
 
@@ -96,9 +101,9 @@ def build_manifest(
     :param etcd_version: etcd server version.
     :param members: per member: pod, revision, hash.
     :param key_counts: keys per ``/kubernetes.io/<resource>/`` at ``revision``.
-    :param key_location: ``s3://`` URL of the escrowed key.
-    :param key_sha256: fingerprint of the key (never the key).
-    :param backup_key_location: location of ``aescbc.backupKey`` if one is set.
+    :param key_location: ``s3://`` URL of the escrowed key a restore makes ``activeKey``.
+    :param key_sha256: fingerprint of that key (never the key).
+    :param backup_key_location: location of the key a restore makes ``backupKey``, if any.
     :param backup_key_sha256: its fingerprint.
     :param api_downtime_seconds: scale-down start to API servers available (None in online mode).
     :param dag_id: Airflow DAG id.
@@ -109,6 +114,9 @@ def build_manifest(
     :param leased_key_counts: of ``key_counts``, the keys bound to an etcd lease (they may vanish).
     :param samples: sampled keys of the snapshot: key, SHA-256 of the value, mod_revision.
     :param listed_at_revision: the revision the keys were listed at (the snapshot's or later).
+    :param keys: every escrowed key: ``sha256``, ``kas_key_name``, ``location``, ``roles`` (which
+        spec and status references named it) and ``secrets`` (``hcp_etcd.encryption.EscrowedKey``).
+    :param source: :func:`source_record` of the cluster (optional in schema 1: older manifests lack it).
     """
     manifest: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -139,6 +147,8 @@ def build_manifest(
         "api_downtime_seconds": api_downtime_seconds,
         "airflow": {"dag_id": dag_id, "run_id": run_id},
     }
+    if source is not None:
+        manifest["source"] = source
     # Optional in schema 1 (older manifests lack them): what a restore verifies at its current revision.
     for name, value in (
         ("leased_key_counts", leased_key_counts),
@@ -152,8 +162,70 @@ def build_manifest(
             "location": backup_key_location,
             "sha256": backup_key_sha256,
         }
+    if keys is not None:
+        # Optional in schema 1: manifests before key rotation support list the two above only.
+        manifest["encryption_key"]["keys"] = keys
     validate_manifest(manifest)
     return manifest
+
+
+# Annotations of a HostedCluster or NodePool that change what HyperShift runs (image overrides, resource
+# requests, ...) are HyperShift's own; everything else (ours, kubectl's last-applied copy, which holds
+# the whole spec and so a restore's presigned URL) stays out of the record.
+_RECORDED_ANNOTATION_PREFIX = "hypershift.openshift.io/"
+
+
+def _recorded(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj.get("metadata") or {}
+    annotations = {
+        k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith(_RECORDED_ANNOTATION_PREFIX)
+    }
+    recorded_meta = {"name": meta.get("name"), "namespace": meta.get("namespace")}
+    if meta.get("labels"):
+        recorded_meta["labels"] = dict(meta["labels"])
+    if annotations:
+        recorded_meta["annotations"] = annotations
+    return {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": obj.get("kind"),
+        "metadata": recorded_meta,
+        "spec": copy.deepcopy(obj.get("spec") or {}),
+    }
+
+
+def source_record(hosted_cluster: dict[str, Any], node_pools: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """What rebuilding the cluster needs once it is gone: its HostedCluster's and NodePools' specs.
+
+    References only (Secrets are named, never read); no status. Left out: ``spec.pausedUntil`` (the
+    backup's own pause) and ``restoreSnapshotURL`` (a cluster that was itself restored carries the
+    presigned URL it was restored from: a credential).
+
+    :param hosted_cluster: the HostedCluster as read from the API.
+    :param node_pools: its NodePools (``spec.clusterName`` = its name); None when they could not be
+        read (recorded as unknown, not as none).
+    """
+    hc = _recorded(hosted_cluster)
+    hc["spec"].pop("pausedUntil", None)
+    storage = ((hc["spec"].get("etcd") or {}).get("managed") or {}).get("storage") or {}
+    storage.pop("restoreSnapshotURL", None)
+    release = (hc["spec"].get("release") or {}).get("image")
+    return {
+        "hosted_cluster": hc,
+        "node_pools": None if node_pools is None else [_recorded(np) for np in node_pools],
+        "release_image": release if isinstance(release, str) else None,
+    }
+
+
+def _validate_source(source: Any) -> None:
+    if not isinstance(source, dict) or not isinstance(source.get("hosted_cluster"), dict):
+        raise ManifestError("manifest field source has no hosted_cluster")
+    if not isinstance(source["hosted_cluster"].get("spec"), dict):
+        raise ManifestError("manifest field source.hosted_cluster has no spec")
+    pools = source.get("node_pools")
+    if pools is not None and not (isinstance(pools, list) and all(isinstance(p, dict) for p in pools)):
+        raise ManifestError("manifest field source.node_pools is not a list of objects")
+    if not isinstance(source.get("release_image"), str | type(None)):
+        raise ManifestError("manifest field source.release_image is not a string")
 
 
 def validate_manifest(data: Any) -> dict[str, Any]:
@@ -181,6 +253,9 @@ def validate_manifest(data: Any) -> dict[str, Any]:
     if not data["snapshot"]["key"].endswith("/snapshot.db"):
         raise ManifestError("manifest snapshot.key does not name a snapshot.db")
     _validate_verification_fields(data["etcd"])
+    _validate_keys(data["encryption_key"])
+    if data.get("source") is not None:
+        _validate_source(data["source"])
     for member in data["etcd"]["members"]:
         if not isinstance(member, dict) or not {"pod", "revision", "hash"} <= member.keys():
             raise ManifestError("manifest etcd.members entries need pod, revision and hash")
@@ -211,13 +286,58 @@ def _validate_verification_fields(etcd: dict[str, Any]) -> None:
         raise ManifestError("manifest field etcd.listed_at_revision is not an integer")
 
 
+def _validate_keys(enc: dict[str, Any]) -> None:
+    keys = enc.get("keys")
+    if keys is None:
+        return
+    ok = isinstance(keys, list) and bool(keys)
+    for k in keys if ok else []:
+        ok = ok and (
+            isinstance(k, dict)
+            and isinstance(k.get("sha256"), str)
+            and re.fullmatch(r"[0-9a-f]{64}", k["sha256"]) is not None
+            and isinstance(k.get("kas_key_name"), str)
+            and re.fullmatch(r"key-[0-9]+", k["kas_key_name"]) is not None
+            and isinstance(k.get("location"), str)
+            and k["location"].startswith("s3://")
+            and isinstance(k.get("roles"), list)
+            and all(r in ROLES for r in k["roles"])
+            and isinstance(k.get("secrets"), list)
+            and all(isinstance(x, str) for x in k["secrets"])
+        )
+    if not ok:
+        raise ManifestError(
+            "manifest field encryption_key.keys needs sha256, kas_key_name (key-<n>), an s3:// location, "
+            "roles and secrets entries"
+        )
+    listed = {k["sha256"] for k in keys}
+    backup = enc.get("backup_key") or {}
+    if enc["sha256"] not in listed or (backup.get("sha256") and backup["sha256"] not in listed):
+        raise ManifestError("manifest encryption_key names a key that encryption_key.keys does not list")
+
+
+def escrowed_keys(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every escrowed key of a manifest; an older manifest's (no ``keys``) with what it recorded.
+
+    Entries of older manifests have ``kas_key_name`` None and the restore role as their only role.
+
+    :param manifest: a valid manifest.
+    """
+    enc = manifest["encryption_key"]
+    if enc.get("keys") is not None:
+        return [dict(k) for k in enc["keys"]]
+    out = [{"sha256": enc["sha256"], "kas_key_name": None, "location": enc["location"],
+            "roles": [SPEC_ACTIVE], "secrets": []}]  # fmt: skip
+    backup = enc.get("backup_key")
+    if isinstance(backup, dict) and backup.get("location") and backup.get("sha256"):
+        out.append({"sha256": backup["sha256"], "kas_key_name": None, "location": backup["location"],
+                    "roles": [SPEC_BACKUP], "secrets": []})  # fmt: skip
+    return out
+
+
 def referenced_key_objects(manifest: dict[str, Any]) -> set[str]:
     """``s3://`` locations of key objects a manifest refers to.
 
     :param manifest: a valid manifest.
     """
-    refs = {manifest["encryption_key"]["location"]}
-    backup = manifest["encryption_key"].get("backup_key")
-    if isinstance(backup, dict) and backup.get("location"):
-        refs.add(backup["location"])
-    return refs
+    return {k["location"] for k in escrowed_keys(manifest)}

@@ -23,6 +23,8 @@ LOCK_ANNOTATION = f"{ANNOTATION_PREFIX}/backup-lock"
 PREVIOUS_PAUSE_ANNOTATION = f"{ANNOTATION_PREFIX}/previous-paused-until"
 ORIGINAL_REPLICAS_ANNOTATION = f"{ANNOTATION_PREFIX}/original-replicas"
 
+# The container of HyperShift's etcd pods that runs etcd (and etcdctl): where the in-pod steps exec.
+ETCD_CONTAINER = "etcd"
 API_SERVER_DEPLOYMENTS: tuple[str, ...] = (
     "kube-apiserver",
     "openshift-apiserver",
@@ -118,12 +120,17 @@ def parse_backup_ts(value: str) -> datetime:
     return datetime.strptime(value, BACKUP_TS_FORMAT).replace(tzinfo=UTC)
 
 
-def rfc3339(moment: datetime) -> str:
-    """RFC3339 in UTC with a ``Z`` and whole seconds, as Kubernetes writes times.
+def rfc3339(moment: datetime, *, milliseconds: bool = False) -> str:
+    """RFC3339 in UTC with a ``Z``: whole seconds, as Kubernetes writes times, or milliseconds.
 
     :param moment: an aware datetime.
+    :param milliseconds: keep milliseconds (the ends of the API downtime: a window of a few seconds
+        measured in whole seconds would be off by up to one).
     """
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    moment = moment.astimezone(UTC)
+    if milliseconds:
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_rfc3339(value: str) -> datetime:

@@ -137,7 +137,7 @@ class OriginalReplicas:
             {
                 "run_id": self.run_id,
                 "replicas": self.replicas,
-                "scaled_down_at": rfc3339(self.scaled_down_at),
+                "scaled_down_at": rfc3339(self.scaled_down_at, milliseconds=True),
             },
             sort_keys=True,
         )

@@ -90,6 +90,8 @@ class ClusterStatus:
     :param revision: etcd revision of that backup.
     :param api_downtime_seconds: API downtime of that backup (None in online mode).
     :param mode: ``quiesced`` or ``online``.
+    :param release_image: the OpenShift release the cluster ran at that backup (recorded since the
+        backups carry the cluster's spec; None for older ones).
     :param manifest_uri: ``s3://`` URI of that manifest (what a restore takes as ``source``).
     :param backups: number of complete backups.
     :param last_drill_at: ``ran_at`` of the newest drill report.
@@ -115,6 +117,7 @@ class ClusterStatus:
     revision: int | None = None
     api_downtime_seconds: float | None = None
     mode: str | None = None
+    release_image: str | None = None
     manifest_uri: str | None = None
     backups: int = 0
     last_drill_at: datetime | None = None
@@ -322,6 +325,7 @@ def collect_status(
             row.revision = manifest["etcd"]["revision"]
             row.api_downtime_seconds = manifest["api_downtime_seconds"]
             row.mode = manifest["mode"]
+            row.release_image = (manifest.get("source") or {}).get("release_image")
         drill = latest_drill(store, bucket, prefix, ref, keys, now)
         if drill:
             row.drill_report_uri, report = drill

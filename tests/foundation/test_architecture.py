@@ -16,8 +16,8 @@ PLUGINS = REPO / "plugins" / "hcp_etcd"
 
 # The domain: pure decisions about names, state, manifests, retention, etcd output, restores.
 DOMAIN = [
-    "aescbc.py", "conditions.py", "etcd.py", "manifest.py", "naming.py", "patches.py", "retention.py",
-    "state.py", "status.py", "restore",
+    "aescbc.py", "conditions.py", "encryption.py", "etcd.py", "manifest.py", "naming.py", "patches.py",
+    "retention.py", "state.py", "status.py", "restore",
 ]  # fmt: skip
 # What the domain must never touch: I/O clients, the hooks, the operators and triggers above it.
 IO_AND_ABOVE = (
@@ -73,3 +73,19 @@ def test_the_product_and_the_sandbox_share_no_code() -> None:
     product = [p for p in files(REPO / "plugins", REPO / "dags") if touches(p, ("hcp_sandbox",))]
     sandbox = [p for p in files(REPO / "include" / "hcp_sandbox") if touches(p, ("hcp_etcd",))]
     assert product == [] and sandbox == [], (product, sandbox)
+
+
+def test_no_step_execs_or_patches_around_its_kind() -> None:
+    """Only the kinds' base classes call the hook's exec and HostedCluster patch methods."""
+    owners = {
+        "exec_command": {"kubernetes.py"},
+        "open_exec": {"kubernetes.py"},
+        "patch_hosted_cluster": {"patch.py"},
+        "patch_hosted_cluster_if_unchanged": {"patch.py"},
+    }
+    found: dict[str, set[str]] = {name: set() for name in owners}
+    for path in files(PLUGINS / "operators"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in owners:
+                found[node.attr].add(path.name)
+    assert found == owners

@@ -81,8 +81,26 @@ def check_manifest_against_object(box, key, tmp_path, mode):
     return m
 
 
+def ensure_node_pool(box, cluster, name, ns="clusters"):
+    """A NodePool of ``cluster`` (``hcp create cluster`` makes one with every HostedCluster)."""
+    co, _, _ = kube(box)
+    body = {
+        "apiVersion": "hypershift.openshift.io/v1beta1",
+        "kind": "NodePool",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"clusterName": cluster, "replicas": 2, "management": {"upgradeType": "Replace"},
+                 "platform": {"type": "AWS", "aws": {"instanceType": "m6i.xlarge"}}},
+    }  # fmt: skip
+    try:
+        co.create_namespaced_custom_object("hypershift.openshift.io", "v1beta1", ns, "nodepools", body)
+    except client.ApiException as err:
+        if err.status != 409:
+            raise
+
+
 def test_quiesced_ha_and_single_replica(sandbox, airflow_env, tmp_path):
     before = {n: len(manifests(sandbox, n)) for n in EXPECTED_REPLICAS}
+    ensure_node_pool(sandbox, "ha-one", "ha-one-workers")
     run = airflow_env.run({"hosted_clusters": ["clusters/ha-one", "clusters/single-one"]})
     assert run.state == "success", run.tis
     for name, replicas in EXPECTED_REPLICAS.items():
@@ -94,6 +112,14 @@ def test_quiesced_ha_and_single_replica(sandbox, airflow_env, tmp_path):
         assert len({(x["revision"], x["hash"]) for x in m["etcd"]["members"]}) == 1
         assert m["api_downtime_seconds"] and m["api_downtime_seconds"] > 0
         assert m["airflow"]["run_id"] == run.run_id
+        # What a restore rebuilds the cluster from, read with Airflow's own (RBAC-restricted) token.
+        live = hosted_cluster(sandbox, name)
+        source = m["source"]
+        assert source["release_image"] == live["spec"]["release"]["image"]
+        assert source["hosted_cluster"]["spec"]["infraID"] == live["spec"]["infraID"]
+        assert "pausedUntil" not in source["hosted_cluster"]["spec"], "the backup's own pause is not recorded"
+        pools = [p["metadata"]["name"] for p in source["node_pools"]]
+        assert pools == (["ha-one-workers"] if name == "ha-one" else []), pools
 
 
 def test_retry_after_partial_failure_records_true_replicas(sandbox, airflow_env, tmp_path):

@@ -18,6 +18,7 @@ from typing import Any
 
 import boto3
 import pytest
+import yaml
 from botocore.config import Config
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
@@ -30,6 +31,7 @@ DRILL_NS = "hcp-etcd-drills"
 PREFIX = "hcp-etcd/backups"
 KEY_PREFIX = "hcp-etcd/keys"
 HS = ("hypershift.openshift.io", "v1beta1")
+
 
 def run_dags(
     airflow_env: AirflowEnv,
@@ -186,13 +188,19 @@ def restore_conf(source: str, name: str, manifests: str, **extra: Any) -> dict[s
 
 
 def test_restore_ha_from_rendered_file(sandbox, airflow_env, backups, tmp_path):
-    """namespace/name -> newest backup; rendered YAML from a file; every check passes on 3 members."""
-    path = render(sandbox, tmp_path / "ha.yaml", "rendered-ha", 3)
+    """namespace/name -> newest backup; rendered YAML from a file; every check passes on 3 members.
+    The file is applied as rendered: its AWS identity (infraID, issuerURL, IAM roles, the NodePool's
+    instance profile) is the new cluster's (issue 14 item 4)."""
+    path = render(sandbox, tmp_path / "ha.yaml", "ha-restored", 3)
     try:
         run = run_dag(
             airflow_env, "hcp_etcd_restore", restore_conf("clusters/ha-one", "ha-restored", str(path))
         )
         assert run.state == "success", run.output[-6000:]
+        # The membership step between wait and verify found one cluster and changed nothing.
+        members = run.xcom("check_etcd_cluster")["members"]
+        assert members == {f"etcd-{i}": ["etcd-0", "etcd-1", "etcd-2"] for i in range(3)}
+        assert "no split brain" in run.output
         verify = run.xcom("verify")
         assert verify["passed"] and {c["name"] for c in verify["checks"]} == {
             "members",
@@ -207,6 +215,15 @@ def test_restore_ha_from_rendered_file(sandbox, airflow_env, backups, tmp_path):
         hc = co.get_namespaced_custom_object(*HS, "clusters", "hostedclusters", "ha-restored")
         url = hc["spec"]["etcd"]["managed"]["storage"]["restoreSnapshotURL"][0]
         assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in url and len(url) <= 1024
+        docs = {d["kind"]: d for d in yaml.safe_load_all(path.read_text()) if d}
+        rendered_spec = docs["HostedCluster"]["spec"]
+        for field in ("infraID", "issuerURL", "platform", "services"):
+            assert hc["spec"][field] == rendered_spec[field], field
+        assert hc["spec"]["issuerURL"].endswith("/" + rendered_spec["infraID"])
+        pool = co.get_namespaced_custom_object(
+            *HS, "clusters", "nodepools", docs["NodePool"]["metadata"]["name"]
+        )
+        assert pool["spec"]["platform"]["aws"]["instanceProfile"] == f"{rendered_spec['infraID']}-worker"
         key = base64.b64decode(
             core.read_namespaced_secret("ha-restored-etcd-encryption-key", "clusters").data["key"]
         )
@@ -224,7 +241,7 @@ def test_restore_single_replica_from_manifest_uri_and_s3_render(sandbox, airflow
     """A manifest URI as source; rendered YAML from S3; one member. In the recommended AWS setup
     (issue 18): the AWS connection is a role (a session token, which alone would make the URL too
     long) and ``presign_aws_conn_id`` names an IAM user's long-term keys, which sign the URL."""
-    path = render(sandbox, tmp_path / "single.yaml", "rendered-single", 1)
+    path = render(sandbox, tmp_path / "single.yaml", "single-restored", 1)
     s3(sandbox).put_object(Bucket=sandbox.bucket, Key="renders/single.yaml", Body=path.read_bytes())
     user = airflow_env.env["AIRFLOW_CONN_AWS_DEFAULT"]
     role = json.loads(user)
@@ -276,6 +293,12 @@ def test_bad_inputs_refused_before_any_write(sandbox, airflow_env, backups, tmp_
     cases = {
         "corrupt": (restore_conf(corrupt, "bad-one", str(path)), "check_snapshot", "sha256"),
         "broken_yaml": (restore_conf(backups.ha, "bad-four", str(broken)), "create", "is not valid YAML"),
+        # A file rendered for another cluster: its identity is not the target's (issue 14 item 4).
+        "other_cluster": (
+            restore_conf(backups.ha, "bad-five", str(path)),
+            "create",
+            "rendered for clusters/rendered-ha but the restore's target is clusters/bad-five",
+        ),
         "missing_key": (restore_conf(missing_key, "bad-two", str(path)), "check_key", "does not exist"),
         "existing": (restore_conf(backups.ha, "single-one", str(path)), "resolve_backup", "already exists"),
         "foreign": (
@@ -317,7 +340,7 @@ def test_over_long_url_refused_with_sts_reason(sandbox, airflow_env, backups, tm
 
 def test_wrong_key_fails_verification(sandbox, airflow_env, backups, tmp_path):
     """A backup whose escrowed key is not the one that encrypted its Secrets: restored, then refused."""
-    path = render(sandbox, tmp_path / "ha.yaml", "rendered-ha", 3)
+    path = render(sandbox, tmp_path / "ha.yaml", "wrong-key", 3)
     wrong = copy_backup(sandbox, backups.manifest_ha, "20240604T000000Z", key=os.urandom(32))
     try:
         run = run_dag(airflow_env, "hcp_etcd_restore", restore_conf(wrong, "wrong-key", str(path)))
@@ -359,6 +382,9 @@ def test_drill_over_two_past_dates(sandbox, airflow_env, backups):
         }
         assert run.tis["drill.delete_drill_cluster[0]"] == "success"
         assert not hc_exists(sandbox, DRILL_NS, f"ha-one-drill-{day}")
+        # The clone took none of the source's cloud identity (issue 14 item 4).
+        assert "drill clone of clusters/ha-one: issuerURL dropped" in run.output
+        assert "drill clone of clusters/ha-one: infraID ha-one-" in run.output
     events = [r for r in sqlite_rows(airflow_env, "SELECT extra FROM asset_event") if "drills" in r[0]]
     assert len(events) >= 2 and all("key" not in json.loads(e[0]) for e in events)
 
@@ -391,3 +417,197 @@ def test_split_brain_fails_the_drill(sandbox, airflow_env, backups):
     assert run.tis["drill.verdict[0]"] == "failed"
     assert run.tis["drill.delete_drill_cluster[0]"] == "success"
     assert not hc_exists(sandbox, DRILL_NS, rep["drill_cluster"].split("/")[1])
+    assert "docs/RUNBOOK.md, Part C" in members["detail"], "the report says where the repair is"
+
+
+def test_ha_restore_on_legacy_etcd_init_fails_at_once_naming_the_split_brain(
+    sandbox, airflow_env, backups, tmp_path
+):
+    """Released HyperShift's etcd-init splits an HA restore while the cluster turns Available: the
+    restore fails at the membership step, not retried, with what each member reports and the runbook
+    section (no repair from outside fits HyperShift's init containers: docs/RUNBOOK.md, Part C)."""
+    path = render(sandbox, tmp_path / "ha.yaml", "legacy-ha", 3)
+    sandbox.fault("restore-split-brain", "--count", "1")  # the next restore runs the legacy etcd-init
+    try:
+        run = run_dag(
+            airflow_env, "hcp_etcd_restore", restore_conf("clusters/ha-one", "legacy-ha", str(path))
+        )
+        assert run.state == "failed"
+        assert run.state_of("wait_restored") == "success", "HyperShift reports the split restore as done"
+        assert run.state_of("check_etcd_cluster") == "failed"
+        assert run.tries_of("check_etcd_cluster") == 1, "a split brain is not retried"
+        assert run.state_of("verify") == "upstream_failed"
+        error = run.xcom("check_etcd_cluster", "error")
+        assert "split brain" in error and "one-member cluster" in error, error
+        assert "docs/RUNBOOK.md, Part C" in error, error
+        for pod in ("etcd-0", "etcd-1", "etcd-2"):
+            assert f"{pod}: 1 member(s) {pod}" in error, error
+    finally:
+        delete_cluster(sandbox, "clusters", "legacy-ha")
+
+
+def secrets_in_etcd(box, cp_namespace: str) -> dict[str, bytes]:
+    """Every Secret value in a hosted cluster's etcd, read in its etcd-0 (the tests' admin client)."""
+    from kubernetes.stream import stream
+
+    _, core = kube(box)
+    command = [
+        "env", "ETCDCTL_API=3", "/usr/bin/etcdctl", "--cacert", "/etc/etcd/tls/etcd-ca/ca.crt",
+        "--cert", "/etc/etcd/tls/client/etcd-client.crt", "--key", "/etc/etcd/tls/client/etcd-client.key",
+        "--endpoints=localhost:2379", "-w", "json", "get", "--prefix", "/kubernetes.io/secrets/",
+    ]  # fmt: skip
+    resp = stream(
+        core.connect_get_namespaced_pod_exec, "etcd-0", cp_namespace, command=command, container="etcd",
+        stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False,
+    )  # fmt: skip
+    out = []
+    while resp.is_open():
+        resp.update(timeout=1)
+        if resp.peek_stdout():
+            out.append(resp.read_stdout())
+    resp.close()
+    assert resp.returncode == 0
+    kvs = json.loads("".join(out)).get("kvs") or []
+    return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv["value"]) for kv in kvs}
+
+
+def test_a_backup_taken_mid_rotation_restores_every_secret(sandbox, airflow_env, tmp_path):
+    """Issue 14 item 7: single-one mid-rotation (status activeKey old, targetKey new, half its Secrets
+    rewritten under the new key). The backup escrows both keys and says which is which; the restore
+    gives the new cluster both (target as activeKey, old as backupKey); every Secret decrypts with the
+    key its value names. The rotation is completed and undone afterwards (single-one keeps its key)."""
+    from hcp_sandbox import aescbc as sandbox_aescbc
+
+    co, core = kube(sandbox)
+    original = "single-one-etcd-encryption-key"
+    rotation = sandbox.fault("key-rotation", "--name", "single-one", "--migrated", "0.5")
+    target = rotation["target_secret"]
+    try:
+        assert rotation["active_secret"] == original and 0 < rotation["rewritten"] < rotation["secrets"]
+        hc = co.get_namespaced_custom_object(*HS, "clusters", "hostedclusters", "single-one")
+        status = hc["status"]["secretEncryption"]
+        assert status["activeKey"]["aescbc"]["secret"]["name"] == original
+        assert status["targetKey"]["aescbc"]["secret"]["name"] == target
+        stored = secrets_in_etcd(sandbox, "clusters-single-one").values()
+        names = {sandbox_aescbc.stored_key_name(v) for v in stored}
+        assert names == set(rotation["key_names"].values()), "etcd holds Secrets under both keys"
+
+        run = airflow_env.run({"hosted_clusters": ["clusters/single-one"], "mode": "online"})
+        assert run.state == "success", run.output[-5000:]
+        c = s3(sandbox)
+        listed = c.list_objects_v2(Bucket=sandbox.bucket, Prefix=f"{PREFIX}/clusters/single-one/")["Contents"]
+        manifest_key = sorted(o["Key"] for o in listed if o["Key"].endswith("/manifest.json"))[-1]
+        manifest_uri = f"s3://{sandbox.bucket}/{manifest_key}"
+        manifest = json.loads(c.get_object(Bucket=sandbox.bucket, Key=manifest_key)["Body"].read())
+        enc = manifest["encryption_key"]
+        roles = {k["kas_key_name"]: k["roles"] for k in enc["keys"]}
+        assert roles == {
+            rotation["key_names"]["target"]: ["spec.activeKey", "status.targetKey"],
+            rotation["key_names"]["active"]: ["status.activeKey"],
+        }
+        old_key = base64.b64decode(core.read_namespaced_secret(original, "clusters").data["key"])
+        new_key = base64.b64decode(core.read_namespaced_secret(target, "clusters").data["key"])
+        assert enc["sha256"] == hashlib.sha256(new_key).hexdigest()
+        assert enc["backup_key"]["sha256"] == hashlib.sha256(old_key).hexdigest()
+        recorded = json.dumps(manifest) + run.output + json.dumps(run.xcoms)
+        for raw in (old_key, new_key):  # fingerprints and names only
+            assert base64.b64encode(raw).decode() not in recorded
+
+        path = render(sandbox, tmp_path / "single.yaml", "rendered-rot", 1)
+        conf = restore_conf(manifest_uri, "rot-restored", str(path))
+        restore = run_dag(airflow_env, "hcp_etcd_restore", conf)
+        assert restore.state == "success", restore.output[-6000:]
+        checks = {c["name"]: c for c in restore.xcom("verify")["checks"]}
+        assert checks["secret_decrypts"]["passed"] and checks["key_matches_manifest"]["passed"]
+        hc = co.get_namespaced_custom_object(*HS, "clusters", "hostedclusters", "rot-restored")
+        aes = hc["spec"]["secretEncryption"]["aescbc"]
+        restored = {
+            role: base64.b64decode(core.read_namespaced_secret(aes[role]["name"], "clusters").data["key"])
+            for role in ("activeKey", "backupKey")
+        }
+        assert restored == {"activeKey": new_key, "backupKey": old_key}
+        # Every Secret of the restored etcd, not only the sampled ones, opens with the key it names.
+        by_name = {sandbox_aescbc.key_name(k): k for k in restored.values()}
+        values = secrets_in_etcd(sandbox, "clusters-rot-restored")
+        assert {sandbox_aescbc.stored_key_name(v) for v in values.values()} == set(by_name)
+        for key, value in values.items():
+            secret = json.loads(sandbox_aescbc.decrypt(value, by_name[sandbox_aescbc.stored_key_name(value)]))
+            assert secret["kind"] == "Secret", key
+    finally:
+        delete_cluster(sandbox, "clusters", "rot-restored")
+        # Put single-one back: finish this rotation, rotate back to its own key, drop the new Secret.
+        sandbox.fault("key-rotation", "--name", "single-one", "--complete")
+        sandbox.fault("key-rotation", "--name", "single-one", "--secret", original, "--migrated", "1")
+        sandbox.fault("key-rotation", "--name", "single-one", "--complete")
+        core.delete_namespaced_secret(target, "clusters")
+
+
+def create_rendered(box, path: Path) -> None:
+    """Create what ``render`` printed, as ``oc apply -f`` would (the Namespace exists already)."""
+    co, core = kube(box)
+    for doc in yaml.safe_load_all(path.read_text()):
+        if not doc or doc["kind"] == "Namespace":
+            continue
+        ns = doc["metadata"]["namespace"]
+        if doc["kind"] == "Secret":
+            core.create_namespaced_secret(ns, doc)
+        else:
+            plural = {"HostedCluster": "hostedclusters", "NodePool": "nodepools"}[doc["kind"]]
+            co.create_namespaced_custom_object(*HS, ns, plural, doc)
+
+
+def wait_available(box, ns: str, name: str, seconds: float = 120) -> dict:
+    co, _ = kube(box)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        hc = co.get_namespaced_custom_object(*HS, ns, "hostedclusters", name)
+        conditions = {c["type"]: c["status"] for c in (hc.get("status") or {}).get("conditions") or []}
+        if conditions.get("Available") == "True":
+            return hc
+        time.sleep(0.5)
+    raise AssertionError(f"{ns}/{name} not Available within {seconds:.0f}s")
+
+
+def test_a_deleted_cluster_comes_back_under_its_name_from_its_backup(sandbox, airflow_env, tmp_path):
+    """The 3 a.m. path (issue 18): the HostedCluster was deleted (``oc delete hostedcluster``: its
+    pull secret, SSH key and key Secret stay), nobody kept a rendered file. The restore, given only
+    ``namespace/name``, rebuilds it from the specs its backup recorded, under its own name and
+    identity, over the Secrets it left, and every check passes."""
+    name = "lost-one"
+    create_rendered(sandbox, render(sandbox, tmp_path / "lost.yaml", name, 1))
+    try:
+        original = wait_available(sandbox, "clusters", name)
+        backup = airflow_env.run({"hosted_clusters": [f"clusters/{name}"], "mode": "online"})
+        assert backup.state == "success", backup.output[-5000:]
+        co, core = kube(sandbox)
+        co.delete_namespaced_custom_object(*HS, "clusters", "hostedclusters", name)
+        for pool in co.list_namespaced_custom_object(*HS, "clusters", "nodepools")["items"]:
+            if pool["spec"].get("clusterName") == name:
+                co.delete_namespaced_custom_object(*HS, "clusters", "nodepools", pool["metadata"]["name"])
+        deadline = time.monotonic() + 60
+        while hc_exists(sandbox, "clusters", name) or f"clusters-{name}" in {
+            n.metadata.name for n in core.list_namespace().items
+        }:
+            assert time.monotonic() < deadline, "the deleted cluster's control plane is still there"
+            time.sleep(0.5)
+        left = {s.metadata.name for s in core.list_namespaced_secret("clusters").items}
+        assert {f"{name}-pull-secret", f"{name}-ssh-key", f"{name}-etcd-encryption-key"} <= left
+
+        run = run_dag(
+            airflow_env,
+            "hcp_etcd_restore",
+            {"source": f"clusters/{name}", "target_namespace": "clusters", "target_name": name},
+        )
+        assert run.state == "success", run.output[-6000:]
+        assert run.xcom("verify")["passed"], run.xcom("verify")
+        assert "from the HostedCluster and NodePool specs its backup recorded" in run.output
+        assert "left by the deleted HostedCluster" in run.output
+        assert f"{name}-etcd-encryption-key" in run.output
+        restored = co.get_namespaced_custom_object(*HS, "clusters", "hostedclusters", name)
+        for field in ("infraID", "issuerURL", "platform", "release", "pullSecret"):
+            assert restored["spec"][field] == original["spec"][field], field
+        pools = [p for p in co.list_namespaced_custom_object(*HS, "clusters", "nodepools")["items"]
+                 if p["spec"].get("clusterName") == name]  # fmt: skip
+        assert len(pools) == 1
+    finally:
+        delete_cluster(sandbox, "clusters", name)

@@ -224,6 +224,7 @@ def test_snapshot_sigkilled_midway_then_retried(harness: Harness) -> None:
 
 
 OPS = {
+    "snapshot": ("hcp_etcd.operators.backup", "SnapshotMembersOperator"),
     "resume": ("hcp_etcd.operators.backup", "ResumeApiServersOperator"),
     "upload": ("hcp_etcd.operators.transfer", "SnapshotToS3Operator"),
     "escrow_key": ("hcp_etcd.operators.backup", "EscrowEncryptionKeyOperator"),
@@ -243,11 +244,19 @@ class KillCase:
     kill_point: tuple[str, int]  # ("module:attr.path", nth call): the worker stops right after it
     method: str | None = None  # upload method
     midway: Callable[[Harness, dict[str, Any]], None] | None = None  # what must hold at the kill
+    prepare: Callable[[Harness], None] | None = None  # the state the task starts from, if not the run's
 
 
-def _resume_midway(harness: Harness, results: dict[str, Any]) -> None:
+def _scaled_back_halfway(harness: Harness, results: dict[str, Any]) -> None:
     # One API server is back at its original replicas, the others still at 0: killed halfway.
     assert sorted(replicas(harness, ONE).values()) == [0, 0, 1], replicas(harness, ONE)
+
+
+def _api_servers_left_at_zero(harness: Harness) -> None:
+    # As a snapshot task that died before it scaled them back leaves them: resume is the safety net.
+    ns = ClusterRef("clusters", ONE).control_plane_namespace
+    for dep in API_SERVER_DEPLOYMENTS:
+        harness.k8s.scale_deployment(ns, dep, 0)
 
 
 def _publish_midway(harness: Harness, results: dict[str, Any]) -> None:
@@ -262,7 +271,9 @@ def _unpause_midway(harness: Harness, results: dict[str, Any]) -> None:
 
 
 KILL_CASES = [
-    KillCase("resume-after-first-scale-up", "resume", (f"{HOOKS}.scale_deployment", 1), midway=_resume_midway),
+    KillCase("snapshot-after-first-scale-back", "snapshot", (f"{HOOKS}.scale_deployment", 1), midway=_scaled_back_halfway),
+    KillCase("resume-after-first-scale-up", "resume", (f"{HOOKS}.scale_deployment", 1), midway=_scaled_back_halfway,
+             prepare=_api_servers_left_at_zero),
     KillCase("upload-stream-mid-stream", "upload", ("hcp_etcd.hooks.snapshot_store:HashingReader.read", 1), method="stream"),
     KillCase("upload-presigned-curl-put-in-flight", "upload", ("hcp_etcd.hooks.hosted_cluster:ExecStream.write_stdin", 1), method="presigned-curl"),
     KillCase("escrow-holding-the-key", "escrow_key", (f"{HOOKS}.read_secret_data", 1)),
@@ -279,6 +290,8 @@ def replicas(harness: Harness, cluster: str) -> dict[str, int]:
 def kill_task_kwargs(harness: Harness, case: KillCase, results: dict[str, Any]) -> dict[str, Any]:
     """The operator arguments ``Harness.backup`` gives the task, from the results of its upstream."""
     common, store = harness.common(ONE, case.task), harness.store(ONE, case.task)
+    if case.task == "snapshot":
+        return {**common, "quiesce": results["quiesce"]}
     if case.task in ("resume", "unpause"):
         return {**common, "mode": "quiesced"}
     if case.task == "upload":
@@ -298,6 +311,8 @@ def test_sigkilled_midway_then_retried(harness: Harness, task_server: TaskServer
     first = harness.backup(ONE, stop_before=case.task, upload_method=case.method)
     assert first.tasks and all(o.ok for o in first.tasks.values()), first.errors()
     results = {t: o.result for t, o in first.tasks.items()}
+    if case.prepare:
+        case.prepare(harness)
     module, cls = OPS[case.task]
     worker = task_server.start(
         first.run_id, [(module, cls, kill_task_kwargs(harness, case, results))], case.kill_point
@@ -314,6 +329,9 @@ def test_sigkilled_midway_then_retried(harness: Harness, task_server: TaskServer
     )
     assert trace.succeeded, trace.errors()
     assert trace.tasks[case.task].tries == 1, trace.errors()
+    if case.task == "snapshot":
+        # The API servers its killed try had scaled back were stopped again before the snapshot.
+        assert trace.tasks["snapshot"].result["stopped_again"] is True, trace.tasks["snapshot"].result
     harness.assert_invariants(ONE, before, trace)
 
 
@@ -469,3 +487,16 @@ def test_sandbox_s3_error_fault_reaches_chunked_puts(tmp_path: Path) -> None:
     answer = b"".join(app(environ, lambda status, headers: seen.append(status)))
     assert seen == ["403 Forbidden"] and b"<Code>AccessDenied</Code>" in answer
     assert body.read() == b"", "the chunked body was drained"
+
+
+def test_snapshot_gives_the_api_servers_back_before_resume(harness: Harness) -> None:
+    """The downtime window ends in the snapshot task: when resume starts, the API servers are already
+    scaled back to the recorded replicas (resume only waits for them, and is the safety net)."""
+    before = harness.objects(ONE)
+    seen: dict[str, int] = {}
+    trace = harness.backup(ONE, inject={"resume": lambda: seen.update(replicas(harness, ONE))})
+    assert trace.succeeded, trace.errors()
+    recorded = trace.tasks["quiesce"].result["replicas"]
+    assert seen == recorded and all(n > 0 for n in seen.values()), (seen, recorded)
+    assert trace.tasks["snapshot"].result["stopped_again"] is False
+    harness.assert_invariants(ONE, before, trace)

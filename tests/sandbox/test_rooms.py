@@ -96,7 +96,7 @@ def test_runtime_faults_keep_their_state_per_pod_and_forget_a_namespace(tmp_path
     assert faults.volume_free_bytes("cp", "etcd-0") is None, "a deleted cluster's faults go with it"
 
     asyncio.run(faults.inject({"kind": "restore-split-brain", "count": 2}))
-    assert [faults.take_split_brain() for _ in range(3)] == [True, True, False]
+    assert [faults.take_legacy_etcd_init() for _ in range(3)] == [True, True, False]
     with pytest.raises(ApiError) as err:
         asyncio.run(faults.inject({"kind": "s3", "count": 1}))
     assert err.value.code == 400, "an s3 fault needs a code or drop"

@@ -694,6 +694,13 @@ def test_restore_at_creation_gives_one_cluster(sandbox, core, custom, snapshot_u
     create_hosted_cluster(core, custom, "restored-ha", 3, snapshot_url, key)
     try:
         wait_for(lambda: is_true(custom, "restored-ha", "Available"), 60, "restored cluster Available")
+        # Upstream computes Available without EtcdSnapshotRestored (hostedcontrolplane_controller.go):
+        # the two are written in separate reconciles, so either may come first.
+        wait_for(
+            lambda: "EtcdSnapshotRestored" in hcp_conditions(custom, "restored-ha"),
+            30,
+            "EtcdSnapshotRestored on the HostedControlPlane",
+        )
         restored = hcp_conditions(custom, "restored-ha")["EtcdSnapshotRestored"]
         # hostedcontrolplane_controller.go: etcdRestoredCondition: no message, HostedControlPlane only.
         assert (restored["status"], restored["reason"], restored["message"]) == ("True", "AsExpected", ""), (
@@ -703,6 +710,8 @@ def test_restore_at_creation_gives_one_cluster(sandbox, core, custom, snapshot_u
         pod = core.read_namespaced_pod("etcd-1", "clusters-restored-ha")
         [init] = pod.status.init_container_statuses
         assert (init.name, init.ready, init.state.terminated.exit_code) == ("etcd-init", True, 0)
+        # The fixed etcd-init (PR 9048) runs before reset-member.
+        assert [c.name for c in pod.spec.init_containers] == ["ensure-dns", "etcd-init", "reset-member"]
         ns = "clusters-restored-ha"
         for pod in ("etcd-0", "etcd-1", "etcd-2"):
             members = etcdctl_json(core, ns, pod, "member", "list")["members"]
@@ -726,8 +735,57 @@ def test_split_brain_fault(sandbox, core, custom, snapshot_url):
         assert is_true(custom, "split-ha", "EtcdAvailable"), "the bug: EtcdAvailable stays True"
         for pod in ("etcd-0", "etcd-1", "etcd-2"):
             assert len(etcdctl_json(core, "clusters-split-ha", pod, "member", "list")["members"]) == 1
+        assert_legacy_split(core, "clusters-split-ha")
     finally:
         delete_hosted_cluster(sandbox, core, custom, "split-ha")
+
+
+def assert_legacy_split(core, namespace: str) -> None:
+    """What the released etcd-init leaves: each member alone, on etcdutl's default peer URL and ids."""
+    pod = core.read_namespaced_pod("etcd-0", namespace)
+    assert [c.name for c in pod.spec.init_containers] == ["ensure-dns", "reset-member", "etcd-init"]
+    views = [etcdctl_json(core, namespace, p, "member", "list") for p in ("etcd-0", "etcd-1", "etcd-2")]
+    for i, view in enumerate(views):
+        [member] = view["members"]
+        assert member["name"] == f"etcd-{i}" and member["peerURLs"] == ["http://localhost:2380"]
+    # etcdutl's defaults give every member the same member and cluster id.
+    assert len({v["header"]["cluster_id"] for v in views}) == 1
+    assert len({v["members"][0]["ID"] for v in views}) == 1
+
+
+def test_up_etcd_init_legacy_splits_every_ha_restore(make_sandbox):
+    """``up --etcd-init legacy``: released HyperShift's etcd-init, without a fault."""
+    box = make_sandbox("--cluster", "src:1", "--seed-mb", "1", "--etcd-init", "legacy")
+    with client.ApiClient(box_configuration(box)) as api_client:
+        core, custom = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
+        ns = "clusters-src"
+        code, _, err = pod_exec(core, ns, "etcd-0", [*ETCDCTL, "snapshot", "save", "/var/lib/data/s.db"])
+        assert code == 0, err
+        aws = json.loads(box.env["AIRFLOW_CONN_AWS_DEFAULT"])
+        own_s3 = boto3.client(
+            "s3",
+            endpoint_url=aws["extra"]["endpoint_url"],
+            region_name="us-east-1",
+            verify=str(box.ca),
+            aws_access_key_id=aws["login"],
+            aws_secret_access_key=aws["password"],
+            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+        )
+        own_s3.upload_file(str(box.dir / "pods" / ns / "etcd-0" / "var/lib/data/s.db"), box.bucket, "s.db")
+        url = own_s3.generate_presigned_url("get_object", Params={"Bucket": box.bucket, "Key": "s.db"})
+        create_hosted_cluster(core, custom, "legacy-ha", 3, url, encryption_key(core, "src"))
+        wait_for(lambda: is_true(custom, "legacy-ha", "Available"), 60, "legacy restore Available")
+        assert is_true(custom, "legacy-ha", "EtcdAvailable"), "the bug: EtcdAvailable stays True"
+        assert_legacy_split(core, "clusters-legacy-ha")
+        code, out, err = pod_exec(core, "clusters-legacy-ha", "etcd-2", [*ETCDCTL, "get", "--prefix",
+                                  "/kubernetes.io/secrets/", "--limit", "1", "--keys-only"])  # fmt: skip
+        assert code == 0 and out.startswith("/kubernetes.io/secrets/"), "each member holds the backup's data"
+
+
+def box_configuration(box) -> client.Configuration:
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=str(box.kubeconfig), client_configuration=configuration)
+    return configuration
 
 
 def failed_etcd_init(core, namespace: str, pod: str = "etcd-0") -> Any:

@@ -91,13 +91,24 @@ def test_aescbc_values_are_read_by_the_product_and_only_with_their_key():
     """The sandbox writes as kube-apiserver does; the product's reader (restore verification) opens it."""
     key = os.urandom(32)
     value = aescbc.encrypt(b'{"kind":"Secret"}', key)
-    assert value.startswith(b"k8s:enc:aescbc:v1:activeKey:")
-    assert product_aescbc.key_name_of(value) == "activeKey"
+    # HyperShift names a key key-<FNV-1 32 of its bytes> (v2/kas/aescbc.go: AESCBCKeyName).
+    assert value.startswith(f"k8s:enc:aescbc:v1:{aescbc.key_name(key)}:".encode())
+    assert product_aescbc.key_name_of(value) == aescbc.key_name(key) == product_aescbc.kas_key_name(key)
+    assert aescbc.decrypt(value, key) == b'{"kind":"Secret"}'
     assert product_aescbc.decrypt(value, key) == b'{"kind":"Secret"}'
     with pytest.raises(ValueError):
         product_aescbc.decrypt(value, os.urandom(32))
     with pytest.raises(ValueError):
         product_aescbc.decrypt(b"plain", key)
+
+
+# Go's hash/fnv golden values for New32 (FNV-1; FNV-1a of "a" would be 0xe40c292c).
+FNV1_32_GOLDEN = {b"": 0x811C9DC5, b"a": 0x050C5D7E, b"ab": 0x70772D38, b"abc": 0x439C2F4B}
+
+
+def test_key_names_are_fnv1_32_as_hypershift_names_them():
+    for data, value in FNV1_32_GOLDEN.items():
+        assert aescbc.key_name(data) == f"key-{value}"
 
 
 def test_seed_generates_kubernetes_keys_of_the_asked_size():
@@ -118,6 +129,20 @@ def test_render_uses_the_given_key():
     assert docs[3]["data"]["key"] == __import__("base64").b64encode(key).decode()
     with pytest.raises(ValueError):
         render.manifests("x", members=2)
+
+
+def test_render_binds_the_aws_identity_to_the_infra_id():
+    """As hcp does (cmd/infra/aws/create_iam.go, cmd/cluster/aws/create.go): issuer, roles and the
+    instance profile are named after the infraID; --external-dns-domain gives <service>-<name> hosts."""
+    docs = render.manifests("x", members=1, infra_id="x-ab12c", external_dns_domain="hcp.example.com")
+    hc, pool = docs[4]["spec"], docs[5]["spec"]
+    assert hc["infraID"] == "x-ab12c" and hc["issuerURL"].endswith(".amazonaws.com/x-ab12c")
+    roles = hc["platform"]["aws"]["rolesRef"]
+    assert len(roles) == 7 and all(":role/x-ab12c-" in arn for arn in roles.values())
+    assert pool["platform"]["aws"]["instanceProfile"] == "x-ab12c-worker"
+    hosts = {s["service"]: s["servicePublishingStrategy"] for s in hc["services"]}
+    assert hosts["APIServer"] == {"type": "Route", "route": {"hostname": "api-x.hcp.example.com"}}
+    assert render.manifests("x", members=1)[4]["spec"]["infraID"].startswith("x-")
 
 
 def test_df_shim_reports_the_volume(tmp_path):

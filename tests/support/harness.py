@@ -119,10 +119,13 @@ class TaskInstanceStub:
 
     map_index = -1
 
-    def __init__(self, store: dict[tuple[str, str], Any] | None = None, task_id: str = "task") -> None:
+    def __init__(
+        self, store: dict[tuple[str, str], Any] | None = None, task_id: str = "task", try_number: int = 1
+    ) -> None:
         self.xcom: dict[str, Any] = {}
         self._store = store if store is not None else {}
         self._task_id = task_id
+        self.try_number = try_number
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcom[key] = value
@@ -252,13 +255,17 @@ class Harness:
         self._runs += 1
         return f"reliability__{label}__{self._runs}__{time.time_ns()}"
 
-    def context(self, run_id: str, task_id: str = "task") -> dict[str, Any]:
+    def context(self, run_id: str, task_id: str = "task", try_number: int = 1) -> dict[str, Any]:
         """The task context: run id, a ``ti`` that shares the run's XComs, outlet events."""
         store = self.xcoms.setdefault(run_id, {})
-        return {"run_id": run_id, "ti": TaskInstanceStub(store, task_id), "outlet_events": OutletEvents()}
+        ti = TaskInstanceStub(store, task_id, try_number)
+        return {"run_id": run_id, "ti": ti, "outlet_events": OutletEvents()}
 
-    def attempt(self, task_id: str, make: Callable[[], Any], run_id: str, tries: int = TRIES) -> Outcome:
-        """Execute a fresh operator up to ``tries`` times (Airflow's retries), like a new worker each try."""
+    def attempt(
+        self, task_id: str, make: Callable[[], Any], run_id: str, tries: int = TRIES, first_try: int = 1
+    ) -> Outcome:
+        """Execute a fresh operator up to ``tries`` times (Airflow's retries), like a new worker each try
+        (``first_try``: the try number of the first, 2 for the retry of a killed try)."""
         outcome = Outcome(ok=False)
         started = time.monotonic()
         for _ in range(tries):
@@ -269,7 +276,7 @@ class Harness:
             for k in [k for k in store if k[0] == task_id]:
                 del store[k]
             try:
-                outcome.result = op.execute(self.context(run_id, task_id))
+                outcome.result = op.execute(self.context(run_id, task_id, first_try + outcome.tries - 1))
             except AirflowFailException as err:  # Airflow does not retry these
                 outcome.errors.append(f"{type(err).__name__}: {str(err)[:300]}")
                 break
@@ -338,7 +345,8 @@ class Harness:
                 inject[name]()
             tries = task.retries + 1 - (name == retried)
             make = functools.partial(self._operator, task, cluster, params, rid)
-            trace.tasks[name] = self.attempt(task.task_id, make, rid, tries=tries)
+            first_try = 2 if name == retried else 1
+            trace.tasks[name] = self.attempt(task.task_id, make, rid, tries=tries, first_try=first_try)
             return trace.tasks[name].ok
 
         with contextlib.suppress(_StopRun):
@@ -620,7 +628,6 @@ def record_exec(harness: Harness, original: Callable[..., Any]) -> Callable[...,
     return connect
 
 
-
 def start_task_process(
     box: Sandbox, run_id: str, steps: list[tuple[str, dict[str, Any]]], hang: bool
 ) -> subprocess.Popen[str]:
@@ -637,8 +644,6 @@ def sigkill(proc: subprocess.Popen[str]) -> str:
     os.killpg(proc.pid, signal.SIGKILL)
     out, _ = proc.communicate(timeout=60)
     return out
-
-
 
 
 @dataclass

@@ -91,3 +91,38 @@ def test_a_quiesced_cluster_never_waits_behind_another_clusters_work(dag):
     in_flight.add("backup.wait_available")
     starting = {f"backup.{t}" for t in ("preflight", "pause", "quiesce")}
     assert min(weights[t] for t in in_flight) > max(weights[t] for t in starting), weights
+
+
+# The kind of each step of the backup DAG (docs/ARCHITECTURE.md, "How a backup flows").
+BACKUP_STEP_KINDS = {
+    "preflight": ("KubernetesExecOperator", "StoreOperator"),
+    "pause": ("HostedClusterPatchOperator",),
+    "quiesce": ("HostedClusterPatchOperator",),
+    "snapshot": ("KubernetesExecOperator",),
+    "resume": ("HostedClusterPatchOperator",),
+    "verify": ("KubernetesExecOperator",),
+    "upload": ("StoreOperator", "KubernetesExecOperator"),
+    "escrow_key": ("StoreOperator",),
+    "publish_manifest": ("StoreOperator",),
+    "cleanup": ("KubernetesExecOperator",),
+    "unpause": ("HostedClusterPatchOperator",),
+}
+
+
+def test_each_backup_step_is_of_its_kind(dag) -> None:
+    """Each step specialises the operator of its kind, so the one exec, patch and S3 path serve it."""
+    from airflow.sdk import BaseOperator
+
+    from hcp_etcd.operators.base import StoreOperator
+    from hcp_etcd.operators.kubernetes import KubernetesExecOperator
+    from hcp_etcd.operators.patch import HostedClusterPatchOperator
+
+    kinds: dict[str, type[BaseOperator]] = {
+        k.__name__: k for k in (KubernetesExecOperator, HostedClusterPatchOperator, StoreOperator)
+    }
+    seen = {}
+    for task in dag.tasks:
+        step = task.task_id.rsplit(".", 1)[-1]
+        if step in BACKUP_STEP_KINDS:
+            seen[step] = sorted(name for name, kind in kinds.items() if isinstance(task, kind))
+    assert seen == {step: sorted(names) for step, names in BACKUP_STEP_KINDS.items()}

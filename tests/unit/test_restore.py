@@ -29,11 +29,14 @@ from hcp_etcd.restore.plan import (
     DRILL_LABEL,
     RESTORED_BY_ANNOTATION,
     RESTORED_FROM_ANNOTATION,
+    availability_mismatch,
+    check_identity_not_shared,
     check_target,
     clone_objects,
     drill_target_name,
     load_objects,
     prepare_objects,
+    release_mismatch,
 )
 from hcp_etcd.restore.presign import check_presigned_url, check_url_expiry_hours
 from hcp_etcd.restore.report import build_drill_report, drill_report_key
@@ -44,6 +47,7 @@ from hcp_etcd.restore.verify import (
     check_samples,
     check_secret_decrypts,
     compare_key_counts,
+    is_split_brain,
 )
 from hcp_etcd.triggers.restore import restore_state
 
@@ -239,8 +243,8 @@ def rendered(name: str = "new1", ns: str = "clusters", members: int = 3) -> list
     return yaml.safe_load_all(render.to_yaml(render.manifests(name, ns, members)))  # type: ignore[return-value]
 
 
-def test_prepare_objects_renames_and_sets_restore_fields() -> None:
-    objs = list(rendered("rendered-as"))
+def test_prepare_objects_sets_restore_fields() -> None:
+    objs = list(rendered("prod1-restored", "restore-ns"))
     target = ClusterRef("restore-ns", "prod1-restored")
     m = manifest()
     plan = prepare_objects(objs, target, "https://s3/x?sig", m, uri(m), "dag/run")
@@ -274,7 +278,7 @@ def test_prepare_objects_renames_and_sets_restore_fields() -> None:
 
 def test_prepare_objects_adds_backup_key_secret() -> None:
     m = manifest(backup_key={"location": "s3://bk/k/old.key", "sha256": "c" * 64})
-    plan = prepare_objects(list(rendered(members=1)), ClusterRef("clusters", "x1"), "", m, uri(m), "r")
+    plan = prepare_objects(list(rendered("x1", members=1)), ClusterRef("clusters", "x1"), "", m, uri(m), "r")
     assert plan.key_secrets["backupKey"] == "x1-etcd-encryption-backup-key"
     assert plan.hosted_cluster["spec"]["secretEncryption"]["aescbc"]["backupKey"] == {
         "name": "x1-etcd-encryption-backup-key"
@@ -287,13 +291,18 @@ def test_prepare_objects_refusals() -> None:
     objs = list(rendered())
     with pytest.raises(RestoreInputError, match="exactly one"):
         prepare_objects(
-            [o for o in objs if o["kind"] != "HostedCluster"], ClusterRef("a", "b"), "", m, uri(m), "r"
+            [o for o in objs if o["kind"] != "HostedCluster"],
+            ClusterRef("clusters", "new1"),
+            "",
+            m,
+            uri(m),
+            "r",
         )
     no_key = [dict(o) for o in objs]
     hc = next(o for o in no_key if o["kind"] == "HostedCluster")
     hc["spec"] = {**hc["spec"], "secretEncryption": {"type": "kms", "kms": {}}}
     with pytest.raises(RestoreInputError, match="aescbc"):
-        prepare_objects(no_key, ClusterRef("a", "b"), "", m, uri(m), "r")
+        prepare_objects(no_key, ClusterRef("clusters", "new1"), "", m, uri(m), "r")
 
 
 def test_load_objects_refuses_unknown_kinds_and_bad_yaml() -> None:
@@ -328,13 +337,13 @@ def test_clone_objects_then_prepare() -> None:
     src["spec"]["pausedUntil"] = "true"
     src["spec"]["clusterID"] = "id"
     target = ClusterRef("drills", "prod1-drill-20250309")
-    objs, copies = clone_objects(src, target)
-    assert copies == {
-        "prod1-drill-20250309-pull-secret": "prod1-pull-secret",
-        "prod1-drill-20250309-ssh-key": "prod1-ssh-key",
+    clone = clone_objects(src, target)
+    assert clone.copies == {
+        ("Secret", "prod1-drill-20250309-pull-secret"): "prod1-pull-secret",
+        ("Secret", "prod1-drill-20250309-ssh-key"): "prod1-ssh-key",
     }
     m = manifest()
-    plan = prepare_objects(objs, target, "https://u", m, uri(m), "r")
+    plan = prepare_objects(clone.objects, target, "https://u", m, uri(m), "r")
     hc = plan.hosted_cluster
     assert "pausedUntil" not in hc["spec"] and "clusterID" not in hc["spec"]
     assert hc["metadata"]["labels"] == {DRILL_LABEL: "true"}
@@ -346,6 +355,241 @@ def test_clone_objects_then_prepare() -> None:
         "prod1-drill-20250309-pull-secret",
         "prod1-drill-20250309-ssh-key",
         "prod1-drill-20250309-etcd-encryption-key",
+    }
+
+
+# ---- a realistic AWS render (issue 14 item 4) -------------------------------------------------------
+
+AWS_RENDER = os.path.join(os.path.dirname(__file__), "data", "hcp-render-aws.yaml")
+INFRA_ID = "prod1-restored-x7k2p"
+
+
+def aws_render() -> list[dict]:
+    """``hcp create cluster aws --render`` with pre-created infra/IAM, external DNS, an SA signing key."""
+    with open(AWS_RENDER, encoding="utf-8") as f:
+        return load_objects(f.read(), AWS_RENDER)
+
+
+def of_kind(objects: list[dict], kind: str) -> list[dict]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def test_a_rendered_aws_file_is_applied_as_rendered() -> None:
+    """Only restoreSnapshotURL (with its storage) and the key change: the AWS identity stays."""
+    objects = aws_render()
+    m = manifest(name="prod1")
+    m["etcd"]["members"] = [{"pod": f"etcd-{i}", "revision": 100, "hash": 1} for i in range(3)]
+    plan = prepare_objects(
+        objects, ClusterRef("clusters", "prod1-restored"), "https://s3/x?sig", m, uri(m), "r"
+    )
+    rendered_hc, hc = of_kind(objects, "HostedCluster")[0], plan.hosted_cluster
+    assert hc["spec"]["infraID"] == INFRA_ID
+    assert hc["spec"]["issuerURL"] == f"https://hcp-oidc-example.s3.us-east-2.amazonaws.com/{INFRA_ID}"
+    assert hc["spec"]["platform"] == rendered_hc["spec"]["platform"]
+    assert all(f"role/{INFRA_ID}-" in arn for arn in hc["spec"]["platform"]["aws"]["rolesRef"].values())
+    assert hc["spec"]["services"] == rendered_hc["spec"]["services"]
+    assert hc["spec"]["serviceAccountSigningKey"] == {"name": "prod1-restored-sa-token-issuer-key"}
+    assert hc["spec"]["additionalTrustBundle"] == {"name": "user-ca-bundle"}
+    (pool,) = of_kind(plan.objects, "NodePool")
+    assert pool["metadata"]["name"] == "prod1-restored-us-east-2a"
+    assert pool["spec"] == of_kind(objects, "NodePool")[0]["spec"]
+    assert pool["spec"]["platform"]["aws"]["instanceProfile"] == f"{INFRA_ID}-worker"
+    # Everything but etcd's storage is the rendered spec.
+    changed = {k for k in rendered_hc["spec"] if hc["spec"].get(k) != rendered_hc["spec"][k]}
+    assert changed == {"etcd"}
+    assert hc["spec"]["etcd"]["managed"]["storage"]["restoreSnapshotURL"] == ["https://s3/x?sig"]
+    assert hc["spec"]["etcd"]["managed"]["storage"]["persistentVolume"]["storageClassName"] == "gp3-csi"
+    by_name = {(o["kind"], o["metadata"]["name"]): o for o in plan.objects}
+    assert set(by_name) == {(o["kind"], o["metadata"]["name"]) for o in objects}
+    for o in objects:
+        if (
+            o["kind"] in ("Secret", "ConfigMap")
+            and o["metadata"]["name"] != "prod1-restored-etcd-encryption-key"
+        ):
+            assert by_name[(o["kind"], o["metadata"]["name"])]["data"] == o["data"]
+    assert "key" not in by_name[("Secret", "prod1-restored-etcd-encryption-key")]["data"]
+    assert availability_mismatch(hc, m) is None
+
+
+def test_a_render_for_another_cluster_is_refused_naming_both() -> None:
+    m = manifest(name="prod1")
+    with pytest.raises(RestoreInputError) as err:
+        prepare_objects(aws_render(), ClusterRef("clusters", "prod1-dr"), "", m, uri(m), "r")
+    message = str(err.value)
+    assert "rendered for clusters/prod1-restored" in message and "target is clusters/prod1-dr" in message
+    assert "--namespace clusters --name prod1-dr" in message
+    with pytest.raises(RestoreInputError, match="rendered for clusters/prod1-restored"):
+        prepare_objects(aws_render(), ClusterRef("restore-ns", "prod1-restored"), "", m, uri(m), "r")
+    stray = aws_render()
+    of_kind(stray, "NodePool")[0]["spec"]["clusterName"] = "prod1"
+    with pytest.raises(
+        RestoreInputError, match="NodePool prod1-restored-us-east-2a belongs to cluster 'prod1'"
+    ):
+        prepare_objects(stray, ClusterRef("clusters", "prod1-restored"), "", m, uri(m), "r")
+
+
+def test_a_render_sharing_the_live_sources_infra_id_is_refused() -> None:
+    hc = of_kind(aws_render(), "HostedCluster")[0]
+    source = {"metadata": {"namespace": "clusters", "name": "prod1"}, "spec": {"infraID": INFRA_ID}}
+    with pytest.raises(RestoreInputError, match="infraID of the live source clusters/prod1"):
+        check_identity_not_shared(hc, source)
+    check_identity_not_shared(hc, None)  # the source is gone: the usual disaster recovery
+    check_identity_not_shared(hc, {**source, "spec": {"infraID": "prod1-abcde"}})
+
+
+def test_availability_policy_differing_from_the_backup_is_named() -> None:
+    hc = of_kind(aws_render(), "HostedCluster")[0]
+    m = manifest(name="prod1")  # one member: a SingleReplica source
+    message = availability_mismatch(hc, m)
+    assert message is not None and "1-member etcd (SingleReplica)" in message
+    assert "HighlyAvailable" in message and "will have 3 member(s)" in message
+    assert "--control-plane-availability-policy SingleReplica" in message
+
+
+def live_source() -> dict:
+    """The AWS render's HostedCluster as a live source: named prod1, with identity providers etc."""
+    hc = of_kind(aws_render(), "HostedCluster")[0]
+    text = yaml.safe_dump(hc).replace("prod1-restored", "prod1")
+    hc = yaml.safe_load(text)
+    hc["metadata"].update(uid="u", resourceVersion="7")
+    hc["spec"]["clusterID"] = "id"
+    hc["spec"]["kubeAPIServerDNSName"] = "api.prod1.example.com"
+    hc["spec"]["dns"]["baseDomainPrefix"] = "prod"
+    hc["spec"]["auditWebhook"] = {"name": "audit-webhook"}
+    hc["spec"]["configuration"] = {
+        "oauth": {
+            "identityProviders": [
+                {
+                    "name": "github",
+                    "type": "GitHub",
+                    "github": {
+                        "clientID": "x",
+                        "clientSecret": {"name": "github-client"},
+                        "ca": {"name": "gh-ca"},
+                    },
+                },
+                {"name": "local", "type": "HTPasswd", "htpasswd": {"fileData": {"name": "prod1-htpasswd"}}},
+            ],
+            "templates": {"login": {"name": "login-template"}},
+        },
+        "proxy": {"trustedCA": {"name": "user-ca-bundle"}},
+        "apiServer": {
+            "clientCA": {"name": "client-ca"},
+            "servingCerts": {
+                "namedCertificates": [
+                    {"names": ["api.prod1.example.com"], "servingCertificate": {"name": "api-cert"}}
+                ]
+            },
+        },
+        "authentication": {
+            "type": "OIDC",
+            "oidcProviders": [
+                {
+                    "name": "sso",
+                    "issuer": {
+                        "issuerURL": "https://sso.example.com",
+                        "issuerCertificateAuthority": {"name": "sso-ca"},
+                    },
+                    "oidcClients": [{"componentName": "console", "clientSecret": {"name": "console-client"}}],
+                }
+            ],
+        },
+    }
+    return hc
+
+
+def test_a_drill_clone_never_collides_with_its_source() -> None:
+    source = live_source()
+    target = ClusterRef("hcp-etcd-drills", "prod1-drill-20250309")
+    drill = target.name
+    clone = clone_objects(source, target)
+    m = manifest(name="prod1")
+    plan = prepare_objects(clone.objects, target, "https://u", m, uri(m), "r")
+    spec = plan.hosted_cluster["spec"]
+    # Cloud identity: a new infraID; no OIDC issuer or signing key of the source's.
+    assert spec["infraID"] != source["spec"]["infraID"] and spec["infraID"].startswith(
+        "prod1-drill-20250309-"
+    )
+    assert "issuerURL" not in spec and "serviceAccountSigningKey" not in spec
+    assert "kubeAPIServerDNSName" not in spec and "auditWebhook" not in spec
+    assert "baseDomainPrefix" not in spec["dns"] and spec["dns"]["baseDomain"] == "example.com"
+    # Hostnames: the drill's own.
+    hostnames = [s["servicePublishingStrategy"]["route"]["hostname"] for s in spec["services"]]
+    assert hostnames == [
+        f"{svc}-{drill}.hcp.example.com" for svc in ("api", "ignition", "konnectivity", "oauth")
+    ]
+    # Every Secret/ConfigMap the spec names is a drill-named copy in the drill's namespace.
+    config = spec["configuration"]
+    idps = config["oauth"]["identityProviders"]
+    refs = {
+        ("Secret", spec["pullSecret"]["name"]): "prod1-pull-secret",
+        ("Secret", spec["sshKey"]["name"]): "prod1-ssh-key",
+        ("ConfigMap", spec["additionalTrustBundle"]["name"]): "user-ca-bundle",
+        ("Secret", idps[0]["github"]["clientSecret"]["name"]): "github-client",
+        ("ConfigMap", idps[0]["github"]["ca"]["name"]): "gh-ca",
+        ("Secret", idps[1]["htpasswd"]["fileData"]["name"]): "prod1-htpasswd",
+        ("Secret", config["oauth"]["templates"]["login"]["name"]): "login-template",
+        ("ConfigMap", config["proxy"]["trustedCA"]["name"]): "user-ca-bundle",
+        ("ConfigMap", config["apiServer"]["clientCA"]["name"]): "client-ca",
+        (
+            "ConfigMap",
+            config["authentication"]["oidcProviders"][0]["issuer"]["issuerCertificateAuthority"]["name"],
+        ): "sso-ca",
+        (
+            "Secret",
+            config["authentication"]["oidcProviders"][0]["oidcClients"][0]["clientSecret"]["name"],
+        ): "console-client",
+    }
+    assert plan.copies == {} and clone.copies == refs
+    assert all(name.startswith(f"{drill}-") for _, name in refs)
+    assert ("Secret", f"{drill}-htpasswd") in refs and ("ConfigMap", f"{drill}-user-ca-bundle") in refs
+    assert "namedCertificates" not in config["apiServer"]["servingCerts"]
+    made = {(o["kind"], o["metadata"]["name"]) for o in plan.objects if o["kind"] in ("Secret", "ConfigMap")}
+    assert made == set(refs) | {("Secret", f"{drill}-etcd-encryption-key")}
+    assert {o["metadata"].get("namespace") for o in plan.objects if o["kind"] != "Namespace"} == {
+        target.namespace
+    }
+    # No name of the source's objects is left anywhere in the drill's spec.
+    source_names = {
+        "prod1-pull-secret",
+        "prod1-ssh-key",
+        "prod1-sa-token-issuer-key",
+        "github-client",
+        "api-cert",
+    }
+    text = json.dumps(spec)
+    assert not [n for n in source_names if f'"{n}"' in text]
+    assert any("issuerURL dropped" in c for c in clone.changes)
+    assert any(
+        "hostname api-prod1.hcp.example.com -> api-prod1-drill-20250309.hcp.example.com" in c
+        for c in clone.changes
+    )
+
+
+def test_a_drill_drops_hostnames_and_ports_it_cannot_make_its_own() -> None:
+    source = live_source()
+    source["spec"]["services"] = [
+        {
+            "service": "APIServer",
+            "servicePublishingStrategy": {
+                "type": "LoadBalancer",
+                "loadBalancer": {"hostname": "api.corp.example.com"},
+            },
+        },
+        {
+            "service": "OAuthServer",
+            "servicePublishingStrategy": {
+                "type": "NodePort",
+                "nodePort": {"address": "10.0.0.5", "port": 30443},
+            },
+        },
+    ]
+    clone = clone_objects(source, ClusterRef("hcp-etcd-drills", "prod1-drill-20250309"))
+    spec = next(o for o in clone.objects if o["kind"] == "HostedCluster")["spec"]
+    assert spec["services"][0]["servicePublishingStrategy"] == {"type": "LoadBalancer", "loadBalancer": {}}
+    assert spec["services"][1]["servicePublishingStrategy"] == {
+        "type": "NodePort",
+        "nodePort": {"address": "10.0.0.5"},
     }
 
 
@@ -365,6 +609,17 @@ def test_member_checks_catch_split_brain() -> None:
     split = check_members({"etcd-0": ["etcd-0"], "etcd-1": ["etcd-1"], "etcd-2": ["etcd-2"]}, 3)
     assert not split.passed and "split brain" in split.detail
     assert check_members({"etcd-0": ["etcd-0"]}, 1).passed
+    # Released HyperShift's split (each member alone) is named with the runbook's repair.
+    assert "one-member cluster" in split.detail and "docs/RUNBOOK.md, Part C" in split.detail
+    one_short = check_members({"etcd-0": ["etcd-0", "etcd-1"], "etcd-1": ["etcd-0", "etcd-1"]}, 3)
+    assert not one_short.passed and "Part C" not in one_short.detail, "not every disagreement is the split"
+
+
+def test_split_brain_is_every_member_alone() -> None:
+    alone = {"etcd-0": ["etcd-0"], "etcd-1": ["etcd-1"], "etcd-2": ["etcd-2"]}
+    assert is_split_brain(alone, 3)
+    assert not is_split_brain({"etcd-0": ["etcd-0"]}, 1), "a SingleReplica cluster is one member"
+    assert not is_split_brain({p: ["etcd-0", "etcd-1", "etcd-2"] for p in alone}, 3)
 
 
 def test_parse_member_list_and_get_values() -> None:
@@ -415,11 +670,11 @@ def test_aescbc_decrypts_and_refuses_wrong_key() -> None:
 def test_check_secret_decrypts() -> None:
     key = os.urandom(32)
     samples = [("/kubernetes.io/secrets/ns/a", encrypt(b"k8s\x00proto", key))]
-    assert check_secret_decrypts(samples, key).passed
-    assert not check_secret_decrypts(samples, os.urandom(32)).passed
-    assert not check_secret_decrypts([("/k/s", b"plaintext")], key).passed
-    assert not check_secret_decrypts([], key).passed
-    assert not check_secret_decrypts(samples, None).passed
+    assert check_secret_decrypts(samples, {"key1": key}).passed
+    assert not check_secret_decrypts(samples, {"key1": os.urandom(32)}).passed
+    assert not check_secret_decrypts([("/k/s", b"plaintext")], {"key1": key}).passed
+    assert not check_secret_decrypts([], {"key1": key}).passed
+    assert not check_secret_decrypts(samples, {}).passed
 
 
 # ---- report and trigger state -----------------------------------------------------------------------
@@ -533,3 +788,17 @@ def test_samples_checked_at_the_current_revision():
     )
     assert not missing.passed and "configmaps/a/y: missing" in missing.detail
     assert "--rev" not in " ".join(secret_sample_command(3))
+
+
+def test_a_release_other_than_the_backups_is_named() -> None:
+    hc = of_kind(aws_render(), "HostedCluster")[0]
+    rendered = hc["spec"]["release"]["image"]
+    assert release_mismatch(hc, manifest()) is None  # an older manifest records no release
+    same = {**manifest(), "source": {"hosted_cluster": {"spec": {}}, "release_image": rendered}}
+    assert release_mismatch(hc, same) is None
+    older = "quay.io/openshift-release-dev/ocp-release:4.19.9-x86_64"
+    message = release_mismatch(
+        hc, {**manifest(), "source": {"hosted_cluster": {"spec": {}}, "release_image": older}}
+    )
+    assert message is not None and older in message and rendered in message
+    assert f"--release-image {older}" in message

@@ -79,6 +79,9 @@ class Options:
     # kube-apiserver's --event-ttl: HyperShift sets 3h (control-plane-operator/controllers/
     # hostedcontrolplane/v2/kas/config.go).
     event_ttl: float = 10800.0
+    # Which etcd-init restores (``up --etcd-init``): ``fixed`` (PR 9048: one cluster) or ``legacy``
+    # (released HyperShift: one one-member cluster per member). See layout.ETCD_INIT_VARIANTS.
+    etcd_init: str = "fixed"
 
 
 @dataclass
@@ -92,6 +95,7 @@ class ClusterRuntime:
     client: etcd.EtcdClient | None = None
     phase: str = "pending"  # pending -> provisioning -> running | failed
     restore: tuple[bool, str, str] | None = None  # etcd-init's outcome (ok, reason, its log)
+    etcd_init: str = "fixed"  # the etcd-init variant of its restore (ETCD_INIT_VARIANTS)
     init_failed_at: float | None = None  # monotonic time etcd-init first failed (the kubelet's back-off)
     health: list[bool] = field(default_factory=list)
     pod_state: dict[str, Any] = field(default_factory=dict)  # last written state per pod

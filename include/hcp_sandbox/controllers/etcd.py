@@ -69,6 +69,11 @@ class EtcdComponent:
             (root / "tmp").mkdir(parents=True, exist_ok=True)
             members.append(etcd.Member(i, free_port(), free_port(), root))
         rt.etcd = etcd.EtcdCluster(ns, members, self.ctx.paths.logs)
+        if urls:
+            # The variant is fixed at creation: it decides the pods' init containers and the restore.
+            legacy = self.ctx.faults.take_legacy_etcd_init()
+            rt.etcd_init = "legacy" if legacy else self.ctx.options.etcd_init
+            rt.etcd.legacy_restore = rt.etcd_init == "legacy"
         rt.health = [False] * rt.members
         assert self.ctx.session is not None
         rt.client = etcd.EtcdClient(self.ctx.session, etcd.client_ssl_context(members[0].tls_dir))
@@ -87,9 +92,10 @@ class EtcdComponent:
                 },
             },
         )
-        self.ctx.ensure("statefulsets", etcd_statefulset(ns, rt.members, restore=bool(urls)))
+        etcd_init = rt.etcd_init if urls else None
+        self.ctx.ensure("statefulsets", etcd_statefulset(ns, rt.members, etcd_init=etcd_init))
         for member in members:
-            pod = self.ctx.ensure("pods", etcd_pod(ns, member.name, restore=bool(urls)))
+            pod = self.ctx.ensure("pods", etcd_pod(ns, member.name, etcd_init=etcd_init))
             init = {"init": "running"} if urls else {}
             self.kubelet.write_pod_status(rt, pod, ready=False, initializing=True, **init)
 
@@ -97,7 +103,6 @@ class EtcdComponent:
         """etcd-init in every member's pod; False (``rt`` failed, pods in CrashLoopBackOff) when it fails."""
         assert rt.etcd is not None
         members = rt.etcd.members
-        rt.etcd.split_brain = self.ctx.faults.take_split_brain()
         try:
             for member in members:
                 await self._etcd_init(rt.etcd, member, url)
@@ -131,7 +136,7 @@ class EtcdComponent:
             await asyncio.sleep(0.1)
         if restored and rt.etcd.needs_mark_compacted and rt.etcd_available:
             # etcd-init's `--mark-compacted`, emulated before any API server reads the restored etcd.
-            for member in members if rt.etcd.split_brain else members[:1]:
+            for member in members if rt.etcd.legacy_restore else members[:1]:
                 revision = await rt.client.mark_compacted(member.client_url)
                 log.info("%s/%s: restored history compacted at revision %s", rt.name, member.name, revision)
 
@@ -239,8 +244,34 @@ def _etcd_container(name: str) -> dict[str, Any]:
     }
 
 
-def etcd_pod(namespace: str, name: str, *, restore: bool) -> dict[str, Any]:
-    """Pod ``name`` of the StatefulSet ``etcd`` (with the ``etcd-init`` init container for a restore)."""
+def init_containers(etcd_init: str | None) -> list[dict[str, Any]]:
+    """The etcd pods' init containers, in upstream's order.
+
+    As ``control-plane-operator/controllers/hostedcontrolplane/v2/assets/etcd/statefulset.yaml`` and
+    ``v2/etcd/statefulset.go`` (``adaptStatefulSet``) at ``main`` 3ee9615567: ``ensure-dns``, then
+    ``reset-member``; a restore appends ``etcd-init`` (released HyperShift, ``legacy``); PR 9048
+    (commit 55d36748ec, ``fixed``) inserts it before ``reset-member`` instead, so that
+    ``reset-member`` finds the restored data and leaves the member alone. The sandbox runs only
+    etcd-init's work (``EtcdComponent.restore``); the other two are there for their place.
+
+    :param etcd_init: the etcd-init variant of a restore, None without one.
+    """
+    data = [{"name": "data", "mountPath": "/var/lib"}]
+    containers = [
+        {"name": "ensure-dns", "image": "controlplane-operator", "command": ["/bin/bash"]},
+        {"name": "reset-member", "image": ETCD_IMAGE, "command": ["/bin/bash"], "volumeMounts": data},
+    ]
+    if etcd_init is not None:
+        init = {"name": "etcd-init", "image": ETCD_IMAGE, "command": ["/bin/sh", "-ce"], "volumeMounts": data}
+        containers.insert(len(containers) if etcd_init == "legacy" else 1, init)
+    return containers
+
+
+def etcd_pod(namespace: str, name: str, *, etcd_init: str | None) -> dict[str, Any]:
+    """Pod ``name`` of the StatefulSet ``etcd``.
+
+    :param etcd_init: the etcd-init variant of a restore (``fixed``, ``legacy``), None without one.
+    """
     index = name.rsplit("-", 1)[1]
     spec: dict[str, Any] = {
         "hostname": name,
@@ -253,16 +284,8 @@ def etcd_pod(namespace: str, name: str, *, restore: bool) -> dict[str, Any]:
             {"name": "server-tls", "secret": {"secretName": "etcd-server-tls", "defaultMode": 416}},
             {"name": "etcd-ca", "configMap": {"name": "etcd-ca", "defaultMode": 420}},
         ],
+        "initContainers": init_containers(etcd_init),
     }
-    if restore:
-        spec["initContainers"] = [
-            {
-                "name": "etcd-init",
-                "image": ETCD_IMAGE,
-                "command": ["/bin/sh", "-ce"],
-                "volumeMounts": [{"name": "data", "mountPath": "/var/lib"}],
-            }
-        ]
     return {
         "metadata": {
             "name": name,
@@ -288,9 +311,12 @@ def etcd_pod(namespace: str, name: str, *, restore: bool) -> dict[str, Any]:
     }
 
 
-def etcd_statefulset(namespace: str, members: int, *, restore: bool) -> dict[str, Any]:
-    """The StatefulSet ``etcd`` of a control-plane namespace."""
-    pod = etcd_pod(namespace, "etcd-0", restore=restore)
+def etcd_statefulset(namespace: str, members: int, *, etcd_init: str | None) -> dict[str, Any]:
+    """The StatefulSet ``etcd`` of a control-plane namespace.
+
+    :param etcd_init: the etcd-init variant of a restore, None without one.
+    """
+    pod = etcd_pod(namespace, "etcd-0", etcd_init=etcd_init)
     template_labels = {"app": "etcd", "hypershift.openshift.io/control-plane-component": "etcd"}
     return {
         "metadata": {"name": "etcd", "namespace": namespace, "labels": {"app": "etcd"}},

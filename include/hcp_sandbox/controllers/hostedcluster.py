@@ -11,8 +11,8 @@
   pause, the API server Deployments get their default replicas back. "Future" is judged by
   HyperShift's clock, which the ``clock`` fault can run ahead.
 - status: its own ``ReconciliationActive``, ``HCP_CONDITIONS`` copied from the HostedControlPlane,
-  ``Available`` from the HostedControlPlane's (``computeHostedClusterAvailability``); written while
-  paused too.
+  ``Available`` from the HostedControlPlane's (``computeHostedClusterAvailability``), and its
+  ``status.secretEncryption`` (key rotation state); written while paused too.
 - teardown: when the HostedCluster goes, its members stop and the control-plane namespace (and
   everything in it) and the pod roots (the volumes) are deleted.
 
@@ -153,6 +153,10 @@ class HostedClusterController:
         conditions.insert(0, hosted_cluster_available(hcp, gen))
         status = dict(hc.get("status") or {})
         status["conditions"] = merge_conditions(status.get("conditions"), conditions)
+        # hostedcluster_controller.go copies the HostedControlPlane's key rotation state.
+        encryption = ((hcp or {}).get("status") or {}).get("secretEncryption")
+        if encryption:
+            status["secretEncryption"] = encryption
         status.setdefault("version", {"desired": {"image": RELEASE_IMAGE}, "history": []})
         if status != hc.get("status"):
             with contextlib.suppress(ApiError):

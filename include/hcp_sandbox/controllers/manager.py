@@ -25,6 +25,7 @@ from hcp_sandbox.controllers.etcd import EtcdComponent
 from hcp_sandbox.controllers.hostedcluster import HostedClusterController
 from hcp_sandbox.controllers.hostedcontrolplane import HostedControlPlaneController
 from hcp_sandbox.controllers.kubelet import Kubelet
+from hcp_sandbox.controllers.reencryption import KeyRotation
 from hcp_sandbox.faults import RuntimeFaults
 from hcp_sandbox.layout import SandboxPaths
 from hcp_sandbox.podexec import PodTarget
@@ -64,6 +65,7 @@ class ControlPlane:
         self.hostedclusters = HostedClusterController(
             self.ctx, self.clusters, self.etcd, self.apiservers, self.hostedcontrolplanes
         )
+        self.rotation = KeyRotation(self.ctx, self.clusters)
 
     def _changed(self) -> None:
         """A fault changed the runtime: ``sandbox.json`` again, and reconcile now."""
@@ -196,5 +198,10 @@ class ControlPlane:
 
     async def handle_fault(self, spec: dict[str, Any]) -> dict[str, Any]:
         """The API server's fault handler: every kind but ``api`` and ``exec-drop``
-        (:meth:`hcp_sandbox.faults.RuntimeFaults.inject`)."""
+        (:meth:`hcp_sandbox.faults.RuntimeFaults.inject`; ``key-rotation``:
+        :meth:`hcp_sandbox.controllers.reencryption.KeyRotation.inject`, it needs the runtime)."""
+        if spec.get("kind") == "key-rotation":
+            result = await self.rotation.inject(spec)
+            self._changed()
+            return result
         return await self.faults.inject(spec)

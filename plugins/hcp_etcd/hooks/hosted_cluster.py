@@ -25,13 +25,12 @@ from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream as kubernetes_stream
 from kubernetes.stream.ws_client import ERROR_CHANNEL, STDERR_CHANNEL, STDOUT_CHANNEL, _IgnoredIO
 
-from hcp_etcd.naming import ClusterRef
+from hcp_etcd.naming import ETCD_CONTAINER, ClusterRef
 
 HC_GROUP = "hypershift.openshift.io"
 HC_VERSION = "v1beta1"
 HC_PLURAL = "hostedclusters"
 ETCD_POD_SELECTOR = "app=etcd"
-ETCD_CONTAINER = "etcd"
 PatchType = Literal["merge", "json"]
 _PATCH_CONTENT_TYPES = {"merge": "application/merge-patch+json", "json": "application/json-patch+json"}
 _STDERR_TAIL = 4096
@@ -53,6 +52,8 @@ def stop_command(exec_id: str) -> list[str]:
     :param exec_id: the value of ``EXEC_ID_VARIABLE`` the exec was started with.
     """
     return ["sh", "-c", _STOP_SCRIPT, "sh", f"{EXEC_ID_VARIABLE}={exec_id}"]
+
+
 T = TypeVar("T")
 M = TypeVar("M")
 
@@ -293,6 +294,18 @@ class HostedClusterHook(KubernetesHook):
             HC_GROUP, HC_VERSION, ref.namespace, HC_PLURAL, ref.name
         )
 
+    @generic_api_retry
+    def list_node_pools(self, ref: ClusterRef) -> list[dict[str, Any]]:
+        """The NodePools of a HostedCluster (those in its namespace whose ``spec.clusterName`` is it).
+
+        :param ref: the cluster.
+        """
+        result = self.custom_object_client.list_namespaced_custom_object(
+            HC_GROUP, HC_VERSION, ref.namespace, "nodepools"
+        )
+        items = result.get("items") or []
+        return [np for np in items if (np.get("spec") or {}).get("clusterName") == ref.name]
+
     def find_hosted_cluster(self, ref: ClusterRef) -> dict[str, Any] | None:
         """Read a HostedCluster, or None when it does not exist.
 
@@ -368,6 +381,16 @@ class HostedClusterHook(KubernetesHook):
         """
         secret = self.core_v1_client.read_namespaced_secret(name, namespace)
         return dict(secret.data or {})
+
+    @generic_api_retry
+    def read_config_map_data(self, namespace: str, name: str) -> dict[str, str]:
+        """The ``data`` of a ConfigMap (a drill copies the ones its source's spec references).
+
+        :param namespace: the ConfigMap's namespace.
+        :param name: the ConfigMap's name.
+        """
+        config_map = self.core_v1_client.read_namespaced_config_map(name, namespace)
+        return dict(config_map.data or {})
 
     # ---- objects of a restore (added for the restore DAG) ------------------------------------------
     # Only the kinds ``hcp create cluster aws --render`` prints: a fixed table, no discovery, so the

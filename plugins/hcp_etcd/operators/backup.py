@@ -5,25 +5,29 @@ from __future__ import annotations
 import base64
 import hashlib
 import shlex
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException, TaskDeferred
 from airflow.sdk.log import mask_secret
 
-from hcp_etcd import etcd
+from hcp_etcd import aescbc, etcd
+from hcp_etcd.encryption import EscrowedKey, data_hash_mismatch, key_references, restore_keys
 from hcp_etcd.errors import ConfigurationError, fail_fast_on_configuration_errors
 from hcp_etcd.naming import (
     API_SERVER_DEPLOYMENTS,
+    ETCD_CONTAINER,
     LOCK_ANNOTATION,
     ORIGINAL_REPLICAS_ANNOTATION,
     PREVIOUS_PAUSE_ANNOTATION,
     ClusterRef,
     encryption_key_key,
     format_backup_ts,
+    parse_rfc3339,
     rfc3339,
 )
 from hcp_etcd.operators.base import HostedClusterOperator, StoreOperator, deadline, utcnow
+from hcp_etcd.operators.kubernetes import ExecInEachError, KubernetesExecOperator
 from hcp_etcd.operators.patch import HostedClusterPatchOperator
 from hcp_etcd.state import (
     BackupLock,
@@ -33,6 +37,9 @@ from hcp_etcd.state import (
     previous_pause_annotation,
     read_previous_pause,
 )
+
+if TYPE_CHECKING:
+    from hcp_etcd.hooks.hosted_cluster import HostedClusterHook
 
 MODES = ("quiesced", "online")
 # Replica counts HyperShift uses per availability policy: the fallback when a retry finds 0.
@@ -45,22 +52,41 @@ def _mode(value: str) -> str:
     return value
 
 
-def encryption_secret_names(hc: dict[str, Any]) -> tuple[str, str | None]:
-    """Names of the active (and backup) AES-CBC key Secrets of a HostedCluster.
+def read_escrow_keys(k8s: HostedClusterHook, ref: ClusterRef, hc: dict[str, Any]) -> dict[str, bytes]:
+    """The raw key of every Secret the HostedCluster's AES-CBC references name, by Secret name.
 
-    :param hc: the HostedCluster.
+    Each is masked in the task log at once; the caller keeps them local. Raises with what to fix on
+    an unreadable Secret, a Secret without ``data.key``, or a status reference whose Secret no longer
+    holds the key the status recorded (``dataHash``).
+
+    :param k8s: the Kubernetes hook.
+    :param ref: the HostedCluster.
+    :param hc: the HostedCluster as read.
     """
-    enc = (hc.get("spec") or {}).get("secretEncryption") or {}
-    aescbc = enc.get("aescbc") or {}
-    active = (aescbc.get("activeKey") or {}).get("name")
-    if enc.get("type", "aescbc") != "aescbc" or not active:
-        raise RuntimeError(
-            f"HostedCluster {hc['metadata']['namespace']}/{hc['metadata']['name']} has no "
-            f"spec.secretEncryption.aescbc.activeKey (type {enc.get('type')!r}); only AES-CBC key "
-            "escrow is supported: a restore without the key cannot read the secrets in etcd"
-        )
-    backup = (aescbc.get("backupKey") or {}).get("name")
-    return active, backup
+    from kubernetes.client.rest import ApiException
+
+    keys: dict[str, bytes] = {}
+    for kref in key_references(hc):
+        if kref.secret not in keys:
+            try:
+                data = k8s.read_secret_data(ref.namespace, kref.secret)
+            except ApiException as err:
+                raise RuntimeError(
+                    f"encryption key Secret {ref.namespace}/{kref.secret} ({kref.role}) of {ref} is "
+                    f"unreadable: {err.status} {err.reason}"
+                ) from err
+            encoded = data.get("key")
+            if not encoded:
+                raise RuntimeError(
+                    f"Secret {ref.namespace}/{kref.secret} ({kref.role}) of {ref} has no data.key"
+                )
+            mask_secret(encoded)
+            keys[kref.secret] = base64.b64decode(encoded)
+            del data, encoded
+        problem = data_hash_mismatch(kref, hashlib.sha256(keys[kref.secret]).hexdigest())
+        if problem:
+            raise RuntimeError(f"{ref}: {problem}")
+    return keys
 
 
 def _annotations(hc: dict[str, Any]) -> dict[str, str]:
@@ -73,10 +99,11 @@ INLINE_WAIT_SECONDS = 60
 INLINE_POLL_SECONDS = 0.25
 
 
-class BackupPreflightOperator(StoreOperator):
-    """Check that a backup can run, before anything changes.
+class BackupPreflightOperator(KubernetesExecOperator, StoreOperator):
+    """Check that a backup can run, before anything changes (the member checks run in the pods).
 
-    Checks: the cluster exists; its encryption key Secret has ``key``; no other run holds the lock;
+    Checks: the cluster exists; every encryption key Secret its spec and status reference has ``key``
+    (and a status reference's Secret still the key the status recorded); no other run holds the lock;
     (quiesced) nobody else paused it and the API-server Deployments exist; every etcd member is
     running, has a leader, reports no alarm, and has room on its volume for a snapshot; the backup
     bucket and the key bucket take writes with the server-side encryption the run will use (a probe
@@ -146,19 +173,9 @@ class BackupPreflightOperator(StoreOperator):
                 "someone else: a quiesced backup would unpause it at the end. Unpause it first, or run "
                 "with mode=online."
             )
-        active, backup = encryption_secret_names(hc)
-        for secret in filter(None, (active, backup)):
-            try:
-                data = self.k8s.read_secret_data(ref.namespace, secret)
-            except ApiException as err:
-                raise RuntimeError(
-                    f"encryption key Secret {ref.namespace}/{secret} of {ref} is unreadable: "
-                    f"{err.status} {err.reason}"
-                ) from err
-            if not data.get("key"):
-                raise RuntimeError(f"Secret {ref.namespace}/{secret} of {ref} has no data.key")
-            mask_secret(data["key"])
-            del data
+        # Every key spec and status reference (a rotation in progress references two).
+        keys = read_escrow_keys(self.k8s, ref, hc)
+        del keys
         ns = ref.control_plane_namespace
         if mode == "quiesced":
             for dep in API_SERVER_DEPLOYMENTS:
@@ -191,12 +208,10 @@ class BackupPreflightOperator(StoreOperator):
         return {"cluster": str(ref), "control_plane_namespace": ns, "members": members, "mode": mode}
 
     def _check_member(self, ns: str, pod: str, ref: ClusterRef) -> None:
-        from hcp_etcd.hooks.hosted_cluster import ETCD_CONTAINER
-
         if not self.k8s.pod_is_running(ns, pod, ETCD_CONTAINER):
             raise RuntimeError(f"etcd member {ns}/{pod} of {ref} is not running: fix etcd before backing up")
         status = etcd.parse_endpoint_status(
-            self.k8s.exec_command(ns, pod, etcd.endpoint_status_command(), timeout=60).stdout
+            self.exec_in_pod(ns, pod, etcd.endpoint_status_command(), timeout=60).stdout
         )
         if not status.has_leader or status.errors:
             raise RuntimeError(
@@ -204,7 +219,7 @@ class BackupPreflightOperator(StoreOperator):
                 f"(leader={status.leader}, errors={status.errors})"
             )
         free = etcd.parse_df_available_bytes(
-            self.k8s.exec_command(ns, pod, etcd.free_bytes_command(), timeout=60).stdout
+            self.exec_in_pod(ns, pod, etcd.free_bytes_command(), timeout=60).stdout
         )
         need = int(status.db_size * self.space_factor) + 16 * 1024 * 1024
         if free < need:
@@ -472,21 +487,29 @@ class QuiesceApiServersOperator(HostedClusterPatchOperator):
 class ResumeApiServersOperator(HostedClusterPatchOperator):
     """Scale the API servers back to the recorded replicas and wait until they are ready.
 
-    The teardown of the quiesce, right after the snapshot: the API downtime is that window only.
+    The teardown of the quiesce: the safety net of the snapshot task, which gives them back itself
+    (a failed snapshot leaves them at 0). Measures the API downtime, up to when the snapshot task saw
+    them ready if it did, and clears the record.
+
+    :param snapshot: the snapshot task's result (its ``api_available_at``); None when it failed.
+        (templated)
 
     :param mode: ``quiesced`` or ``online`` (online does nothing). (templated)
     :param timeout: seconds to wait for the Deployments to be ready.
     :return: ``{"api_available_at", "api_downtime_seconds"}``.
     """
 
-    template_fields: tuple[str, ...] = (*HostedClusterOperator.template_fields, "mode")
+    template_fields: tuple[str, ...] = (*HostedClusterOperator.template_fields, "mode", "snapshot")
     inline_wait_seconds = INLINE_WAIT_SECONDS
     inline_poll_interval = INLINE_POLL_SECONDS
 
-    def __init__(self, *, mode: str = "quiesced", timeout: float = 900, **kwargs: Any) -> None:
+    def __init__(
+        self, *, mode: str = "quiesced", snapshot: Any = None, timeout: float = 900, **kwargs: Any
+    ) -> None:
         """See the class docstring."""
         super().__init__(**kwargs)
         self.mode = mode
+        self.snapshot = snapshot
         self.timeout = timeout
 
     def execute(self, context: Context) -> dict[str, Any] | None:
@@ -528,67 +551,144 @@ class ResumeApiServersOperator(HostedClusterPatchOperator):
         record = OriginalReplicas.from_annotations(
             _annotations(self.k8s.get_hosted_cluster(ref)), self.run_id(context)
         )
+        # The snapshot task saw the API servers ready when it gave them back; this task started later.
+        seen = (self.snapshot or {}).get("api_available_at") if isinstance(self.snapshot, dict) else None
+        if seen:
+            now = parse_rfc3339(seen)
         downtime = (now - record.scaled_down_at).total_seconds() if record else None
         self.apply_patch({"metadata": {"annotations": {ORIGINAL_REPLICAS_ANNOTATION: None}}})
-        self.log.info("API servers of %s ready again; downtime %.1fs", ref, downtime or 0)
-        return {"api_available_at": rfc3339(now), "api_downtime_seconds": downtime}
+        self.log.info("API servers of %s ready again; downtime %.2fs", ref, downtime or 0)
+        return {"api_available_at": rfc3339(now, milliseconds=True), "api_downtime_seconds": downtime}
 
 
-class SnapshotMembersOperator(HostedClusterOperator):
+class SnapshotMembersOperator(KubernetesExecOperator):
     """``etcdctl snapshot save`` in every etcd member (the seed's command), all members at once.
 
-    One exec per member, each in a thread with a hook of its own (``thread_k8s_hook``): the API
-    downtime of an HA cluster is that of its slowest member, not the sum. ``on_kill`` stops them all.
+    One exec per member (:meth:`~KubernetesExecOperator.exec_in_each`): the API downtime of an HA
+    cluster is that of its slowest member, not the sum. ``on_kill`` stops them all.
 
+    Quiesced, it scales the API servers back to the replicas the quiesce recorded as soon as every
+    member's snapshot file exists: the downtime window then ends in this task, not one scheduler
+    hand-off later. The ``resume`` teardown stays the safety net (it scales back whatever this task
+    did not, waits until the API servers are ready and clears the record). A retry of this task
+    finds the API servers up again if an earlier try scaled them back before it died: it stops them
+    again before snapshotting, so a quiesced backup is never taken with writers running.
+
+    :param quiesce: the quiesce step's result (``{"replicas": {deployment: n}, ...}``); None (online
+        mode) leaves the API servers alone. (templated)
     :param snapshot_path: the file in the etcd container (on the etcd volume).
-    :param timeout: seconds per member.
-    :return: ``{"ts", "created_at", "members"}``.
+    :param timeout: seconds per member (and for the API servers' pods to go on a retry).
+    :return: ``{"ts", "created_at", "members", "scaled_back", "stopped_again"}``.
     """
 
+    template_fields: tuple[str, ...] = (*KubernetesExecOperator.template_fields, "quiesce")
+
     def __init__(
-        self, *, snapshot_path: str = etcd.DEFAULT_SNAPSHOT_PATH, timeout: float = 1800, **kwargs: Any
+        self,
+        *,
+        quiesce: Any = None,
+        snapshot_path: str = etcd.DEFAULT_SNAPSHOT_PATH,
+        timeout: float = 1800,
+        **kwargs: Any,
     ) -> None:
         """See the class docstring."""
-        super().__init__(**kwargs)
+        super().__init__(timeout=timeout, **kwargs)
+        self.quiesce = quiesce
         self.snapshot_path = snapshot_path
-        self.timeout = timeout
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Snapshot every member concurrently (a retry overwrites: idempotent); raise if any failed."""
-        from concurrent.futures import ThreadPoolExecutor
-
         ref = self.ref
         ns = ref.control_plane_namespace
+        replicas: dict[str, int] = dict((self.quiesce or {}).get("replicas") or {})
+        stopped_again = False
+        if replicas and int(getattr(context.get("ti"), "try_number", 1) or 1) > 1:
+            stopped_again = self._stop_api_servers_again(ns, replicas)
         started = utcnow()
         members = self.k8s.list_etcd_pods(ns)
-        with ThreadPoolExecutor(max_workers=max(len(members), 1), thread_name_prefix="snapshot") as pool:
-            futures = {pod: pool.submit(self._snapshot, ns, pod) for pod in members}
-        failed = {pod: f.exception() for pod, f in futures.items() if f.exception() is not None}
-        if failed:
-            first = next(iter(failed.values()))
-            raise RuntimeError(
-                f"snapshot of {len(failed)} member(s) of {ref} failed: "
-                + "; ".join(f"{pod}: {err}" for pod, err in failed.items())
-            ) from first
-        return {"ts": format_backup_ts(started), "created_at": rfc3339(started), "members": members}
-
-    def _snapshot(self, ns: str, pod: str) -> None:
         script = (
             f"{shlex.join(etcd.remove_command(self.snapshot_path))} && "
             f"exec {shlex.join(etcd.snapshot_save_command(self.snapshot_path))}"
         )
-        self.thread_k8s_hook().exec_command(
-            ns,
-            pod,
-            ["sh", "-c", script],
-            timeout=self.timeout,
-            on_stdout_line=self.log_line(pod),
-            on_stderr=self.log_line(pod),
+
+        def snapshot(pod: str, hook: HostedClusterHook) -> None:
+            self.exec_in_pod(ns, pod, ["sh", "-c", script], log_output=True, hook=hook)
+            self.log.info("snapshot of member %s/%s written to %s", ns, pod, self.snapshot_path)
+
+        try:
+            self.exec_in_each(members, snapshot)
+        except ExecInEachError as err:
+            raise RuntimeError(f"snapshot of {len(err.failed)} member(s) of {ref} failed: {err}") from err
+        available_at = None
+        if replicas:
+            for dep, n in replicas.items():
+                self.k8s.scale_deployment(ns, dep, n)
+                self.log.info("scaled %s/%s back to %s", ns, dep, n)
+            available_at = self._wait_api_servers_ready(ns, replicas)
+        return {
+            "ts": format_backup_ts(started),
+            "created_at": rfc3339(started),
+            "members": members,
+            "scaled_back": sorted(replicas),
+            "stopped_again": stopped_again,
+            "api_available_at": available_at,
+        }
+
+    def _wait_api_servers_ready(self, ns: str, replicas: dict[str, int]) -> str | None:
+        """When the API servers it scaled back were ready (the end of the downtime), polled here.
+
+        Seconds normally; after ``INLINE_WAIT_SECONDS`` it leaves the wait to the resume teardown
+        (a worker slot is not held for long) and returns None.
+        """
+        from hcp_etcd.operators.base import run_trigger
+        from hcp_etcd.triggers.wait import DeploymentsReadyTrigger
+
+        trigger = DeploymentsReadyTrigger(
+            namespace=ns,
+            deployments=list(replicas),
+            kubernetes_conn_id=self.kubernetes_conn_id,
+            timeout=INLINE_WAIT_SECONDS,
+            poll_interval=INLINE_POLL_SECONDS,
         )
-        self.log.info("snapshot of member %s/%s written to %s", ns, pod, self.snapshot_path)
+        event = run_trigger(trigger)
+        if event.get("status") != "success":
+            self.log.warning("API servers of %s not ready yet (%s): resume waits", ns, event.get("message"))
+            return None
+        self.log.info("API servers of %s ready again", ns)
+        return rfc3339(utcnow(), milliseconds=True)
+
+    def _stop_api_servers_again(self, ns: str, replicas: dict[str, int]) -> bool:
+        """On a retry: scale to 0 what an earlier try scaled back, and wait until their pods are gone."""
+        from hcp_etcd.operators.base import run_trigger
+        from hcp_etcd.triggers.wait import PodsGoneTrigger
+
+        running = [dep for dep in replicas if self.k8s.get_deployment_replicas(ns, dep)[0] > 0]
+        if not running:
+            return False
+        self.log.warning(
+            "retry: the API servers %s of %s are up again (an earlier try scaled them back): stopping "
+            "them again before the snapshot",
+            running,
+            ns,
+        )
+        selectors = []
+        for dep in running:
+            selectors.append(self.k8s.get_deployment_selector(ns, dep))
+            self.k8s.scale_deployment(ns, dep, 0)
+        trigger = PodsGoneTrigger(
+            namespace=ns,
+            label_selectors=selectors,
+            kubernetes_conn_id=self.kubernetes_conn_id,
+            timeout=float(self.timeout),
+            poll_interval=INLINE_POLL_SECONDS,
+        )
+        event = run_trigger(trigger)
+        if event.get("status") != "success":
+            raise RuntimeError(f"API servers {running} of {ns} did not stop again: {event.get('message')}")
+        return True
 
 
-class VerifySnapshotsOperator(HostedClusterOperator):
+class VerifySnapshotsOperator(KubernetesExecOperator):
     """``snapshot status`` of every member's snapshot; quiesced: the members must agree.
 
     Agreement is judged as etcd judges it (:func:`hcp_etcd.etcd.check_members_agree`): the same hash
@@ -608,7 +708,7 @@ class VerifySnapshotsOperator(HostedClusterOperator):
         "samples", "listed_at_revision"}``.
     """
 
-    template_fields: tuple[str, ...] = (*HostedClusterOperator.template_fields, "mode")
+    template_fields: tuple[str, ...] = (*KubernetesExecOperator.template_fields, "mode")
 
     def __init__(
         self,
@@ -632,9 +732,7 @@ class VerifySnapshotsOperator(HostedClusterOperator):
         ns = ref.control_plane_namespace
         snaps = []
         for pod in self.k8s.list_etcd_pods(ns):
-            out = self.k8s.exec_command(
-                ns, pod, etcd.snapshot_status_command(self.snapshot_path), timeout=300
-            )
+            out = self.exec_in_pod(ns, pod, etcd.snapshot_status_command(self.snapshot_path), timeout=300)
             status = etcd.parse_snapshot_status(out.stdout)
             self.log.info(
                 "member %s: revision %s hash %s keys %s size %s",
@@ -649,12 +747,12 @@ class VerifySnapshotsOperator(HostedClusterOperator):
             etcd.check_members_agree(snaps, self._hashkv(ns, snaps))
         canonical = etcd.choose_canonical(snaps)
         version = etcd.parse_endpoint_status(
-            self.k8s.exec_command(ns, canonical.pod, etcd.endpoint_status_command(), timeout=60).stdout
+            self.exec_in_pod(ns, canonical.pod, etcd.endpoint_status_command(), timeout=60).stdout
         ).version
         inventory = etcd.KeyInventory(
             revision=canonical.status.revision, samples_per_resource=self.samples_per_resource
         )
-        self.k8s.exec_command(
+        self.exec_in_pod(
             ns,
             canonical.pod,
             etcd.keys_listing_command(),
@@ -695,7 +793,7 @@ class VerifySnapshotsOperator(HostedClusterOperator):
         hashes = {}
         for snap in snaps:
             try:
-                out = self.k8s.exec_command(ns, snap.pod, etcd.hashkv_command(common), timeout=600)
+                out = self.exec_in_pod(ns, snap.pod, etcd.hashkv_command(common), timeout=600)
             except ExecError as err:
                 if "compacted" in str(err):
                     # kube-apiserver compacts to a revision it read one interval (5 min) earlier,
@@ -720,7 +818,7 @@ class VerifySnapshotsOperator(HostedClusterOperator):
         if not keys:
             return []
         found = etcd.parse_get_json_lines(
-            self.k8s.exec_command(ns, canonical.pod, etcd.get_keys_command(keys), timeout=300).stdout
+            self.exec_in_pod(ns, canonical.pod, etcd.get_keys_command(keys), timeout=300).stdout
         )
         return [
             {"key": v.key, "sha256": v.sha256, "mod_revision": v.mod_revision}
@@ -733,15 +831,19 @@ class VerifySnapshotsOperator(HostedClusterOperator):
 class EscrowEncryptionKeyOperator(StoreOperator):
     """Copy the etcd encryption key(s) into S3, in this one task: the key never leaves it.
 
-    Reads ``spec.secretEncryption.aescbc.activeKey`` (and ``backupKey``) Secrets' ``data.key`` and
-    writes the raw bytes to ``{key_prefix}/{ns}/{name}/{sha256}.key`` with SSE (content-addressed:
-    unchanged keys share one object, across backup prefixes too). First it registers the run's backup
+    Reads the ``data.key`` of every Secret the HostedCluster references (``spec.secretEncryption.aescbc``
+    ``activeKey`` and ``backupKey``, ``status.secretEncryption`` ``activeKey`` and ``targetKey``: a
+    rotation in progress has Secrets in etcd under two keys) and writes each key once to
+    ``{key_prefix}/{ns}/{name}/{sha256}.key`` with SSE (content-addressed: unchanged keys share one
+    object, across backup prefixes too). First it registers the run's backup
     location (bucket and prefix) in the key store, so that key garbage collection reads every location
     whose manifests may refer to a key. Returns only locations and fingerprints.
 
     :param key_bucket: bucket for keys (default: ``bucket``), separately permissionable. (templated)
     :param key_prefix: prefix for keys. (templated)
-    :return: ``{"location", "sha256", "backup_key": {...} | None}``.
+    :return: ``{"location", "sha256", "backup_key": {...} | None, "keys": [...]}``: the keys the
+        restored cluster gets as ``activeKey`` and ``backupKey`` (:func:`hcp_etcd.encryption.restore_keys`),
+        and every escrowed key with its roles, Secrets, fingerprint and kube-apiserver key name.
     """
 
     template_fields: tuple[str, ...] = (*StoreOperator.template_fields, "key_bucket", "key_prefix")
@@ -754,44 +856,57 @@ class EscrowEncryptionKeyOperator(StoreOperator):
         self.key_prefix = key_prefix
         self.key_bucket = key_bucket
 
-    def _escrow(self, ref: ClusterRef, secret: str) -> dict[str, str]:
-        data = self.k8s.read_secret_data(ref.namespace, secret)
-        encoded = data.get("key")
-        if not encoded:
-            raise RuntimeError(f"Secret {ref.namespace}/{secret} of {ref} has no data.key")
-        mask_secret(encoded)
-        raw = base64.b64decode(encoded)
+    def _escrow(self, ref: ClusterRef, raw: bytes) -> tuple[str, str]:
+        """Write one key (content-addressed, once); returns its ``s3://`` location and fingerprint."""
         fingerprint = hashlib.sha256(raw).hexdigest()
         bucket = self.store.key_bucket
         key = encryption_key_key(self.store.key_prefix, ref, fingerprint)
         if self.s3.object_size(bucket, key) != len(raw):
             self.s3.put_bytes(raw, bucket, key, self.kms)
-        del raw, encoded, data
-        self.log.info(
-            "encryption key of %s (Secret %s, sha256 %s) escrowed to s3://%s/%s",
-            ref,
-            secret,
-            fingerprint,
-            bucket,
-            key,
-        )
-        return {"location": f"s3://{bucket}/{key}", "sha256": fingerprint}
+        return f"s3://{bucket}/{key}", fingerprint
 
     def execute(self, context: Context) -> dict[str, Any]:
-        """Escrow the active key, and the backup key if set."""
+        """Escrow every key spec and status reference, once per content."""
         ref = self.ref
-        active, backup = encryption_secret_names(self.k8s.get_hosted_cluster(ref))
+        hc = self.k8s.get_hosted_cluster(ref)
         # Before any key: key garbage collection reads the manifests of every registered location.
         store = self.store
         self.s3.register_backup_location(
             store.key_bucket, store.key_prefix, store.bucket, store.prefix, store.kms_key_id
         )
-        result: dict[str, Any] = self._escrow(ref, active)
-        result["backup_key"] = self._escrow(ref, backup) if backup else None
-        return result
+        raw_keys = read_escrow_keys(self.k8s, ref, hc)
+        escrowed: dict[str, EscrowedKey] = {}
+        for kref in key_references(hc):
+            raw = raw_keys[kref.secret]
+            fingerprint = hashlib.sha256(raw).hexdigest()
+            entry = escrowed.get(fingerprint)
+            if entry is None:
+                location, _ = self._escrow(ref, raw)
+                entry = escrowed[fingerprint] = EscrowedKey(fingerprint, aescbc.kas_key_name(raw), location)
+            entry.roles.append(kref.role)
+            if kref.secret not in entry.secrets:
+                entry.secrets.append(kref.secret)
+        del raw_keys
+        for entry in escrowed.values():
+            self.log.info(
+                "encryption key %s of %s (%s; Secret %s; sha256 %s) escrowed to %s",
+                entry.kas_key_name,
+                ref,
+                ", ".join(entry.roles),
+                ", ".join(entry.secrets),
+                entry.sha256,
+                entry.location,
+            )
+        active, backup = restore_keys(list(escrowed.values()))
+        return {
+            "location": active.location,
+            "sha256": active.sha256,
+            "backup_key": {"location": backup.location, "sha256": backup.sha256} if backup else None,
+            "keys": [e.as_dict() for e in escrowed.values()],
+        }
 
 
-class CleanupSnapshotsOperator(HostedClusterOperator):
+class CleanupSnapshotsOperator(KubernetesExecOperator):
     """Delete the snapshot files from every etcd pod (teardown; idempotent; fails if any remains).
 
     :param snapshot_path: the file in the etcd container.
@@ -809,7 +924,7 @@ class CleanupSnapshotsOperator(HostedClusterOperator):
         failed = []
         for pod in self.k8s.list_etcd_pods(ns):
             try:
-                self.k8s.exec_command(ns, pod, etcd.remove_command(self.snapshot_path), timeout=60)
+                self.exec_in_pod(ns, pod, etcd.remove_command(self.snapshot_path), timeout=60)
                 self.log.info("removed %s from %s/%s", self.snapshot_path, ns, pod)
             except Exception as err:
                 failed.append(f"{pod}: {err}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -33,6 +32,15 @@ async def _first_event(trigger: BaseTrigger) -> dict[str, Any]:
     async for event in trigger.run():
         return event.payload
     raise RuntimeError(f"{type(trigger).__name__} ended without an event")
+
+
+def run_trigger(trigger: BaseTrigger) -> dict[str, Any]:
+    """Run a trigger in this process until its first event (a wait of seconds, not worth a deferral).
+
+    :param trigger: the trigger.
+    :return: the event's payload.
+    """
+    return asyncio.run(_first_event(trigger))
 
 
 class HostedClusterOperator(BaseOperator):
@@ -72,7 +80,6 @@ class HostedClusterOperator(BaseOperator):
         self.hosted_cluster = hosted_cluster
         self.kubernetes_conn_id = kubernetes_conn_id
         self.deferrable = deferrable
-        self._thread_hooks: list[HostedClusterHook] = []
 
     @property
     def ref(self) -> ClusterRef:
@@ -84,28 +91,11 @@ class HostedClusterOperator(BaseOperator):
     @cached_property
     def k8s(self) -> HostedClusterHook:
         """The Kubernetes hook (``k8s_hook_class``), built once."""
+        return self.build_k8s_hook()
+
+    def build_k8s_hook(self) -> HostedClusterHook:
+        """A new Kubernetes hook of ``k8s_hook_class`` on this task's connection."""
         return import_string(self.k8s_hook_class)(kubernetes_conn_id=self.kubernetes_conn_id)
-
-    def thread_k8s_hook(self) -> HostedClusterHook:
-        """A Kubernetes hook for one thread of this task, stopped with the others by :meth:`on_kill`.
-
-        The kubernetes client's exec stream swaps its ApiClient's request method while it connects,
-        so threads running execs at once must not share a hook.
-        """
-        hook = import_string(self.k8s_hook_class)(kubernetes_conn_id=self.kubernetes_conn_id)
-        self._thread_hooks.append(hook)
-        return hook
-
-    def on_kill(self) -> None:
-        """Stop the commands this task runs in pods: close their exec streams and end their processes.
-
-        Airflow calls it when the task is killed (SIGTERM from the UI or the supervisor, or
-        ``execution_timeout``); the exec loops then end with an ``ExecError``.
-        """
-        hooks = [self.__dict__["k8s"]] if "k8s" in self.__dict__ else []
-        for hook in [*hooks, *self._thread_hooks]:
-            for problem in hook.stop_execs():
-                self.log.warning("could not stop a command in a pod: %s", problem)
 
     @staticmethod
     def run_id(context: Context) -> str:
@@ -114,18 +104,6 @@ class HostedClusterOperator(BaseOperator):
         :param context: task context.
         """
         return str(context["run_id"])
-
-    def log_line(self, prefix: str) -> Callable[[str], None]:
-        """A callback logging each line of a command's output with a prefix.
-
-        :param prefix: e.g. ``etcd-0``.
-        """
-
-        def emit(text: str) -> None:
-            for line in text.rstrip("\n").splitlines():
-                self.log.info("[%s] %s", prefix, line)
-
-        return emit
 
     def wait(
         self,
@@ -169,12 +147,11 @@ class HostedClusterOperator(BaseOperator):
                 return getattr(self, method_name)(context, event=event, **kwargs)
         if self.deferrable:
             self.defer(trigger=trigger, method_name=method_name, kwargs=kwargs)
-        event = asyncio.run(_first_event(trigger))
-        return getattr(self, method_name)(context, event=event, **kwargs)
+        return getattr(self, method_name)(context, event=run_trigger(trigger), **kwargs)
 
 
 class StoreOperator(HostedClusterOperator):
-    """Base for operators that also use S3.
+    """The S3 operator: base of the steps that read or write the backup bucket (and the key bucket).
 
     :param bucket: the backup bucket. (templated)
     :param prefix: key prefix of snapshots and manifests. (templated)
@@ -189,6 +166,7 @@ class StoreOperator(HostedClusterOperator):
         "aws_conn_id",
         "kms_key_id",
     )
+    ui_color = "#dff3e4"
     s3_hook_class: str = "hcp_etcd.hooks.snapshot_store.SnapshotStoreHook"
     # Where the escrowed keys are: operators that take them as arguments set them; the rest keep these.
     key_bucket: str | None = None

@@ -27,6 +27,7 @@ class HostedClusterPatchOperator(HostedClusterOperator):
 
     template_fields: tuple[str, ...] = (*HostedClusterOperator.template_fields, "patch")
     template_fields_renderers = {"patch": "json"}
+    ui_color = "#fdebd3"
 
     def __init__(
         self,

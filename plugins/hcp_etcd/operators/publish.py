@@ -7,7 +7,7 @@ from typing import Any
 from airflow.sdk import Asset, AssetAlias, Context
 
 from hcp_etcd import metrics
-from hcp_etcd.manifest import build_manifest
+from hcp_etcd.manifest import build_manifest, source_record
 from hcp_etcd.naming import asset_name, asset_uri, manifest_key
 from hcp_etcd.operators.base import StoreOperator, utcnow
 
@@ -57,6 +57,24 @@ class PublishManifestOperator(StoreOperator):
         self.resume = resume
         self.mode = mode
 
+    def _source(self) -> dict[str, Any]:
+        """The cluster's HostedCluster and NodePool specs (what a restore rebuilds it from)."""
+        from kubernetes.client.rest import ApiException
+
+        hc = self.k8s.get_hosted_cluster(self.ref)
+        try:
+            pools: list[dict[str, Any]] | None = self.k8s.list_node_pools(self.ref)
+        except ApiException as err:
+            if err.status != 403:
+                raise
+            # A backup is worth more than its NodePools' record: publish it, and say what to grant.
+            self.log.warning(
+                "NodePools of %s not recorded (403: grant list on nodepools, include/rbac/10-backup.yaml)",
+                self.ref,
+            )
+            pools = None
+        return source_record(hc, pools)
+
     def execute(self, context: Context) -> dict[str, Any]:
         """Re-check, build, validate, write, announce."""
         ref = self.ref
@@ -95,11 +113,13 @@ class PublishManifestOperator(StoreOperator):
             key_sha256=escrow["sha256"],
             backup_key_location=backup_key.get("location"),
             backup_key_sha256=backup_key.get("sha256"),
+            keys=escrow.get("keys"),
             api_downtime_seconds=resume.get("api_downtime_seconds"),
             dag_id=self.dag_id,
             run_id=self.run_id(context),
             sse=upload["sse"],
             backup_prefix=prefix,
+            source=self._source(),
         )
         key = manifest_key(prefix, ref, snap["ts"])
         self.s3.put_json(manifest, bucket, key, self.kms)

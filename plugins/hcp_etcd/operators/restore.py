@@ -28,8 +28,9 @@ from airflow.sdk.exceptions import TaskDeferred
 from airflow.sdk.log import mask_secret
 from airflow.sdk.module_loading import import_string
 
-from hcp_etcd import etcd, params
+from hcp_etcd import aescbc, etcd, params
 from hcp_etcd.errors import RestoreInputError, describe, fail_fast_on_configuration_errors
+from hcp_etcd.manifest import escrowed_keys
 from hcp_etcd.naming import (
     ClusterRef,
     cluster_prefix,
@@ -39,6 +40,7 @@ from hcp_etcd.naming import (
     validate_prefix,
 )
 from hcp_etcd.operators.base import StoreOperator, utcnow
+from hcp_etcd.operators.kubernetes import KubernetesExecOperator
 from hcp_etcd.params import StoreSettings
 from hcp_etcd.restore.backups import (
     backup_candidates,
@@ -50,13 +52,19 @@ from hcp_etcd.restore.backups import (
 from hcp_etcd.restore.plan import (
     RESTORED_BY_ANNOTATION,
     RestorePlan,
+    availability_mismatch,
+    check_identity_not_shared,
     check_target,
     clone_objects,
     drill_target_name,
     key_secret_names,
     load_objects,
     prepare_objects,
+    recorded_objects,
+    referenced_objects,
+    release_mismatch,
     replicas_of,
+    same_content,
 )
 from hcp_etcd.restore.presign import PresignedUrlInfo, check_presigned_url, check_url_expiry_hours
 from hcp_etcd.restore.verify import (
@@ -351,7 +359,7 @@ class CheckKeyOperator(RestoreStepOperator):
 
     :param key_prefix: the escrow prefix; the manifest's key must be ``{key_prefix}/{ns}/{name}/{sha256}.key``
         (a manifest cannot make a restore write an arbitrary object into a Secret). (templated)
-    :return: ``{role: fingerprint}``.
+    :return: ``{role: fingerprint}`` of the keys the restored cluster gets (``activeKey``, ``backupKey``).
     """
 
     template_fields: tuple[str, ...] = (*RestoreStepOperator.template_fields, "key_prefix")
@@ -366,18 +374,29 @@ class CheckKeyOperator(RestoreStepOperator):
         out = {}
         source = ClusterRef.parse(self.backup["source"])
         key_prefix = validate_prefix(str(self.key_prefix))  # the only setting this step reads
-        for role, entry in key_entries(self.manifest).items():
+        # Every escrowed key (a backup taken mid-rotation has two), not only the two a restore installs.
+        for entry in escrowed_keys(self.manifest):
+            roles = ", ".join(entry["roles"])
             _, key = parse_s3_uri(entry["location"])
             expected = encryption_key_key(key_prefix, source, entry["sha256"])
             if key != expected:
                 raise RestoreInputError(
-                    f"the manifest's {role} {entry['location']} is not the escrow object "
+                    f"the manifest's key {entry['location']} ({roles}) is not the escrow object "
                     f"{expected} under key_prefix {self.key_prefix!r}"
                 )
             raw = self.read_key(entry)
+            name = aescbc.kas_key_name(raw)
             del raw
+            if entry["kas_key_name"] not in (None, name):
+                raise RestoreInputError(
+                    f"the key object {entry['location']} is kube-apiserver key {name}, the manifest "
+                    f"says {entry['kas_key_name']}"
+                )
+            self.log.info(
+                "%s (%s) %s matches fingerprint %s", name, roles, entry["location"], entry["sha256"]
+            )
+        for role, entry in key_entries(self.manifest).items():
             out[role] = entry["sha256"]
-            self.log.info("%s %s matches fingerprint %s", role, entry["location"], entry["sha256"])
         return out
 
 
@@ -415,10 +434,13 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
 
     Manifests come from, in this order: ``rendered_manifests`` (``s3://`` URI or a file path of the
     output of ``hcp create cluster aws --render --render-sensitive``), ``render_options`` (run that
-    command, when ``hcp`` is on PATH), or ``clone`` (the live source HostedCluster: a drill). Every
-    check runs before the first write; an object that exists already is refused; on a failure
-    midway the objects created are deleted again before the error is raised
-    (``HostedClusterHook.create_objects``).
+    command, when ``hcp`` is on PATH), or ``clone`` (the live source HostedCluster: a drill). Rendered
+    manifests are applied as rendered and must be rendered for the target (``prepare_objects``), and
+    must not carry the live source's infraID; a clone is given an identity of its own
+    (``clone_objects``). A controller availability policy other than the backed-up cluster's is
+    warned about in the task log. Every check runs before the first write; an object that exists
+    already is refused; on a failure midway the objects created are deleted again before the error
+    is raised (``HostedClusterHook.create_objects``).
 
     :param rendered_manifests: S3 URI or path of rendered YAML. (templated)
     :param render_options: ``hcp create cluster aws`` flags (``{"pull-secret": path}``). (templated)
@@ -468,19 +490,20 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
         objects, copies = self._load_objects(target)
         restored_by = f"{self.dag_id}/{context['run_id']}"
         plan = prepare_objects(objects, target, url, self.manifest, self.backup["manifest_uri"], restored_by)
-        plan.copy_secrets = copies
-        if plan.replicas != len(self.manifest["etcd"]["members"]):
-            self.log.info(
-                "backup had %d member(s), the new cluster will have %d",
-                len(self.manifest["etcd"]["members"]),
-                plan.replicas,
-            )
-        adopted = self._refuse_existing(plan, restored_by)
+        plan.copies = copies
+        for mismatch in (
+            availability_mismatch(plan.hosted_cluster, self.manifest),
+            release_mismatch(plan.hosted_cluster, self.manifest),
+        ):
+            if mismatch:
+                self.log.warning("%s", mismatch)
+        adopted, reused = self._refuse_existing(plan, restored_by)
+        self._require_referenced(plan)
         # Keys (and copied secrets) go into the objects last, right before the writes, in this task only.
         for role, entry in key_entries(self.manifest).items():
-            if role in plan.key_secrets:
+            if role in plan.key_secrets and plan.key_secrets[role] not in reused:
                 plan.fill_key(role, self.read_key(entry))
-        self._copy_secrets(plan)
+        self._copy_referenced(plan)
         created_at = utcnow()
         try:
             created = self.k8s.create_objects(plan.objects, adopted)
@@ -500,25 +523,35 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
             "url_expires_at": info.expires_at,
         }
 
-    def _load_objects(self, target: ClusterRef) -> tuple[list[dict[str, Any]], dict[str, str]]:
-        if self.rendered_manifests:
-            where = str(self.rendered_manifests)
-            return load_objects(self._read_rendered(where), where), {}
-        if self.render_options:
-            return load_objects(self._render_with_hcp(target), "hcp create cluster aws --render"), {}
+    def _load_objects(self, target: ClusterRef) -> tuple[list[dict[str, Any]], dict[tuple[str, str], str]]:
+        source = ClusterRef.parse(self.backup["source"])
+        if self.rendered_manifests or self.render_options:
+            if self.rendered_manifests:
+                where = str(self.rendered_manifests)
+                objects = load_objects(self._read_rendered(where), where)
+            else:
+                objects = load_objects(self._render_with_hcp(target), "hcp create cluster aws --render")
+            for hc in (o for o in objects if o["kind"] == "HostedCluster"):
+                check_identity_not_shared(hc, self.k8s.find_hosted_cluster(source))
+            return objects, {}
         if self.clone:
-            source = ClusterRef.parse(self.backup["source"])
             hc = self.k8s.find_hosted_cluster(source)
             if hc is None:
                 raise RestoreInputError(
                     f"cannot clone {source} for the drill: it no longer exists; restore "
                     "with rendered manifests instead"
                 )
-            return clone_objects(hc, target)
-        raise RestoreInputError(
-            "no manifests: give rendered_manifests (S3 URI or path of the output of "
-            "`hcp create cluster aws --render --render-sensitive`) or render_options"
-        )
+            clone = clone_objects(hc, target)
+            # What keeps the drill from colliding with its source: a person reading the run sees it.
+            for change in clone.changes:
+                self.log.info("drill clone of %s: %s", source, change)
+            return clone.objects, clone.copies
+        # Neither a file nor a render: the cluster as its backup recorded it, under its own name.
+        objects = recorded_objects(self.manifest, target)
+        for hc in (o for o in objects if o["kind"] == "HostedCluster"):
+            check_identity_not_shared(hc, self.k8s.find_hosted_cluster(source))
+        self.log.info("restoring %s from the HostedCluster and NodePool specs its backup recorded", target)
+        return objects, {}
 
     def _read_rendered(self, where: str) -> str:
         if where.startswith("s3://"):
@@ -581,13 +614,29 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
             )
         return stdout
 
-    def _refuse_existing(self, plan: RestorePlan, restored_by: str) -> set[tuple[str, str]]:
-        """Refuse objects of the plan that exist already, except those an earlier try of this same run
-        made: a try killed outright (SIGKILL, a lost worker) could not undo them. Those are adopted
-        (returned as ``(kind, name)``): created again they would be the same objects."""
+    def _refuse_existing(self, plan: RestorePlan, restored_by: str) -> tuple[set[tuple[str, str]], set[str]]:
+        """Refuse objects of the plan that exist already, but for two kinds of them.
+
+        Adopted (returned as ``(kind, name)``): those an earlier try of this same run made; a try
+        killed outright (SIGKILL, a lost worker) could not undo them, and created again they would be
+        the same objects. An undo deletes them with the rest.
+
+        Reused (returned by name, and taken out of the plan): Secrets and ConfigMaps left by the
+        deleted HostedCluster that hold exactly what the restore would create (deleting a
+        HostedCluster keeps the Secrets its spec names: ``<name>-pull-secret``, ``-ssh-key``,
+        ``-etcd-encryption-key``). A key Secret is reused when it holds the backup's key. They are
+        not the restore's: nothing here ever deletes them. Any other existing object is refused, with
+        the command that removes it.
+        """
         adopted: set[tuple[str, str]] = set()
+        reused: set[str] = set()
         taken = []
-        for o in plan.objects:
+        key_sha = {
+            plan.key_secrets[r]: e["sha256"]
+            for r, e in key_entries(self.manifest).items()
+            if r in plan.key_secrets
+        }
+        for o in list(plan.objects):
             if o["kind"] == "Namespace":
                 continue
             meta = o["metadata"]
@@ -602,28 +651,85 @@ class CreateRestoredClusterOperator(RestoreStepOperator):
                 raise RestoreInputError(
                     f"HostedCluster {plan.target} already exists: a restore only happens at creation"
                 )
+            elif o["kind"] in ("Secret", "ConfigMap") and self._holds_the_same(o, key_sha.get(meta["name"])):
+                plan.objects.remove(o)
+                reused.add(meta["name"])
             else:
-                taken.append(f"{o['kind']} {meta['namespace']}/{meta['name']}")
+                what = f"{o['kind']} {meta['namespace']}/{meta['name']}"
+                why = (
+                    "holds another key than the backup's"
+                    if meta["name"] in key_sha
+                    else "holds other data than the restore's"
+                    if o["kind"] in ("Secret", "ConfigMap")
+                    else "exists"
+                )
+                taken.append(
+                    f"{what} {why} (remove it: oc delete {o['kind'].lower()} -n {meta['namespace']} "
+                    f"{meta['name']})"
+                )
         if taken:
             raise RestoreInputError(
-                f"these objects of the restore exist already: {', '.join(taken)}; "
-                "choose another target name or remove them"
+                f"these objects of the restore exist already: {'; '.join(taken)}. Left by a deleted "
+                "HostedCluster of the same name? Check nothing else uses them, remove them and run again, "
+                "or choose another target name"
             )
         if adopted:
             self.log.warning(
                 "adopting %s: made by an earlier try of this run that ended without undoing them",
                 ", ".join(f"{k} {n}" for k, n in sorted(adopted)),
             )
-        return adopted
+        if reused:
+            self.log.info(
+                "using %s as they are: left by the deleted HostedCluster, holding what the restore "
+                "would create (never deleted by the restore)",
+                ", ".join(sorted(reused)),
+            )
+        return adopted, reused
 
-    def _copy_secrets(self, plan: RestorePlan) -> None:
+    def _holds_the_same(self, planned: dict[str, Any], key_sha256: str | None) -> bool:
+        """Whether an existing Secret/ConfigMap holds what the plan would create (a key Secret: the
+        backup's key, by fingerprint; the key itself is never compared here)."""
+        ns, name = planned["metadata"]["namespace"], planned["metadata"]["name"]
+        if planned["kind"] == "ConfigMap":
+            return same_content("ConfigMap", planned, self.k8s.read_config_map_data(ns, name))
+        data = self.k8s.read_secret_data(ns, name)
+        for value in data.values():
+            mask_secret(value)
+        if key_sha256 is not None:
+            key = data.get("key")
+            return bool(key) and hashlib.sha256(base64.b64decode(key)).hexdigest() == key_sha256
+        return same_content("Secret", planned, data)
+
+    def _require_referenced(self, plan: RestorePlan) -> None:
+        """Refuse a HostedCluster that names a Secret or ConfigMap that neither exists nor is created:
+        HyperShift would wait for it forever (a pull secret, above all, for a cluster restored from its
+        recorded spec)."""
+        planned = {(o["kind"], o["metadata"]["name"]) for o in plan.objects}
+        ns = plan.target.namespace
+        missing = [
+            f"{kind} {ns}/{name}"
+            for kind, name in referenced_objects(plan.hosted_cluster)
+            if (kind, name) not in planned and not self.k8s.object_exists("v1", kind, ns, name)
+        ]
+        if missing:
+            raise RestoreInputError(
+                f"the HostedCluster names {', '.join(missing)}, which do(es) not exist: create them first "
+                f"(e.g. oc create secret generic <name>-pull-secret -n {ns} "
+                "--from-file=.dockerconfigjson=pull-secret.json), or give rendered manifests that hold them"
+            )
+
+    def _copy_referenced(self, plan: RestorePlan) -> None:
+        """Fill the drill's copies of the Secrets and ConfigMaps its spec references from the source's."""
         source = ClusterRef.parse(self.backup["source"])
-        by_name = {o["metadata"]["name"]: o for o in plan.objects if o["kind"] == "Secret"}
-        for target_name, source_name in plan.copy_secrets.items():
-            data = self.k8s.read_secret_data(source.namespace, source_name)
-            for value in data.values():
-                mask_secret(value)
-            by_name[target_name]["data"] = data
+        by_name = {(o["kind"], o["metadata"]["name"]): o for o in plan.objects}
+        for (kind, target_name), source_name in plan.copies.items():
+            if kind == "Secret":
+                data = self.k8s.read_secret_data(source.namespace, source_name)
+                for value in data.values():
+                    mask_secret(value)
+            else:
+                data = self.k8s.read_config_map_data(source.namespace, source_name)
+            by_name[(kind, target_name)]["data"] = data
 
 
 class WaitRestoredOperator(RestoreStepOperator):
@@ -692,8 +798,8 @@ class WaitRestoredOperator(RestoreStepOperator):
             raise
 
 
-class VerifyRestoreOperator(RestoreStepOperator):
-    """Prove the restored etcd holds the backed-up data, reading it as it is now.
+class VerifyRestoreOperator(RestoreStepOperator, KubernetesExecOperator):
+    """Prove the restored etcd holds the backed-up data, reading it as it is now (in its pods).
 
     Never at the backup's revision: HyperShift's etcd-init restores with ``--bump-revision
     --mark-compacted`` and the restored kube-apiserver compacts every 5 minutes, so that revision is
@@ -728,10 +834,10 @@ class VerifyRestoreOperator(RestoreStepOperator):
         revisions: dict[str, int] = {}
         for pod in pods:
             per_pod[pod] = etcd.parse_member_list(
-                self.k8s.exec_command(ns, pod, etcd.member_list_command(), timeout=60).stdout
+                self.exec_in_pod(ns, pod, etcd.member_list_command(), timeout=60).stdout
             )
             revisions[pod] = etcd.parse_endpoint_status(
-                self.k8s.exec_command(ns, pod, etcd.endpoint_status_command(), timeout=60).stdout
+                self.exec_in_pod(ns, pod, etcd.endpoint_status_command(), timeout=60).stdout
             ).revision
         checks = [
             check_members(per_pod, replicas_of(hc)),
@@ -758,7 +864,7 @@ class VerifyRestoreOperator(RestoreStepOperator):
 
         inventory = etcd.KeyInventory(revision=revision)
         try:
-            self.k8s.exec_command(
+            self.exec_in_pod(
                 ns,
                 pod,
                 etcd.keys_listing_command(),
@@ -781,26 +887,27 @@ class VerifyRestoreOperator(RestoreStepOperator):
     def _read(self, ns: str, pod: str, keys: list[str]) -> dict[str, etcd.StoredValue]:
         if not keys:
             return {}
-        out = self.k8s.exec_command(ns, pod, etcd.get_keys_command(keys), timeout=300)
+        out = self.exec_in_pod(ns, pod, etcd.get_keys_command(keys), timeout=300)
         return etcd.parse_get_json_lines(out.stdout)
 
     def _secrets(
         self, ns: str, pod: str, revision: int, hc: dict[str, Any], found: dict[str, etcd.StoredValue]
     ) -> list[Check]:
-        names = key_secret_names(hc)
         keys: dict[str, bytes] = {}
-        for role, name in names.items():
+        for role, name in key_secret_names(hc).items():
             encoded = self.k8s.read_secret_data(self.target.namespace, name).get("key")
             if encoded:
                 mask_secret(encoded)
                 keys[role] = base64.b64decode(encoded)
-        expected = key_entries(self.manifest)["activeKey"]["sha256"]
-        active = keys.get("activeKey")
-        seen = hashlib.sha256(active).hexdigest() if active else None
+        seen = {role: hashlib.sha256(k).hexdigest() for role, k in keys.items()}
+        expected = {role: e["sha256"] for role, e in key_entries(self.manifest).items()}
         matches = Check(
             "key_matches_manifest",
-            seen == expected,
-            f"the new cluster's key has sha256 {seen}, the backup's {expected}",
+            all(seen.get(role) == sha for role, sha in expected.items()),
+            "; ".join(
+                f"the new cluster's {role} has sha256 {seen.get(role)}, the backup's {sha}"
+                for role, sha in expected.items()
+            ),
         )
         # Secrets of the backup (not rewritten since): they were encrypted by the source cluster.
         of_backup = [
@@ -809,12 +916,16 @@ class VerifyRestoreOperator(RestoreStepOperator):
             if etcd.resource_of_key(v.key) == "secrets" and v.mod_revision <= revision
         ]
         if not of_backup:
-            out = self.k8s.exec_command(ns, pod, etcd.secret_sample_command(self.secret_samples), timeout=120)
-            of_backup = etcd.parse_get_values(out.stdout)
-        samples = of_backup[: max(self.secret_samples, 1)]
-        decrypts = check_secret_decrypts(samples, active)
-        if not decrypts.passed and keys.get("backupKey"):
-            # Values written before a key rotation are still under the backup key.
-            decrypts = check_secret_decrypts(samples, keys["backupKey"])
-        del keys, active
+            out = self.exec_in_pod(ns, pod, etcd.secret_sample_command(self.secret_samples), timeout=120)
+            of_backup = etcd.parse_get_values(out.stdout)[: max(self.secret_samples, 1)]
+        samples = of_backup
+        # Each Secret with the key its stored value names (a backup taken mid-rotation has two).
+        by_name = {aescbc.kas_key_name(k): k for k in keys.values()}
+        # Older manifests do not record key names: the restored keys' (checked against them above).
+        escrowed = {e["kas_key_name"]: ", ".join(e["roles"]) for e in escrowed_keys(self.manifest)}
+        escrowed.pop(None, None)
+        for role, k in keys.items():
+            escrowed.setdefault(aescbc.kas_key_name(k), role)
+        decrypts = check_secret_decrypts(samples, by_name, escrowed)
+        del keys, by_name
         return [matches, decrypts]

@@ -11,6 +11,7 @@ from airflow.sdk import Context
 from hcp_etcd import etcd
 from hcp_etcd.naming import snapshot_key
 from hcp_etcd.operators.base import StoreOperator
+from hcp_etcd.operators.kubernetes import KubernetesExecOperator
 
 if TYPE_CHECKING:
     from hcp_etcd.hooks.snapshot_store import SnapshotStoreHook
@@ -78,8 +79,11 @@ def parse_curl_result(stdout: str) -> tuple[int, int, str]:
     return int(match.group(1)), int(float(match.group(2))), stdout[: match.start()].strip()
 
 
-class SnapshotToS3Operator(StoreOperator):
+class SnapshotToS3Operator(StoreOperator, KubernetesExecOperator):
     """Upload the canonical member's snapshot to ``{prefix}/{ns}/{name}/{ts}/snapshot.db``.
+
+    An S3 step whose checksums and ``curl`` run in the pod (through the KubernetesExec operator's
+    exec path).
 
     Both methods hash the file in the pod first (``sha256sum``), check the object's size and SHA-256
     at the end, and delete the object when anything disagrees (the task retry starts over).
@@ -129,7 +133,7 @@ class SnapshotToS3Operator(StoreOperator):
         **kwargs: Any,
     ) -> None:
         """See the class docstring."""
-        super().__init__(**kwargs)
+        super().__init__(timeout=timeout, **kwargs)
         if "{{" not in str(method) and method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}")
         self.snapshot = snapshot
@@ -140,7 +144,6 @@ class SnapshotToS3Operator(StoreOperator):
         self.presign_expiry = presign_expiry
         self.part_size_mib = part_size_mib
         self.progress_every_mib = progress_every_mib
-        self.timeout = timeout
 
     def s3_hook_parameters(self) -> dict[str, Any]:
         """The S3 hook with this operator's part size."""
@@ -155,11 +158,8 @@ class SnapshotToS3Operator(StoreOperator):
         ns, pod = ref.control_plane_namespace, str(self.verify["canonical"])
         bucket = self.store.bucket
         key = snapshot_key(self.store.prefix, ref, str(self.snapshot["ts"]))
-        pod_sha = etcd.parse_sha256sum(
-            self.k8s.exec_command(
-                ns, pod, etcd.sha256_command(self.snapshot_path), timeout=self.timeout
-            ).stdout
-        )
+        checksum = self.exec_in_pod(ns, pod, etcd.sha256_command(self.snapshot_path))
+        pod_sha = etcd.parse_sha256sum(checksum.stdout)
         if method == "presigned-curl":
             try:
                 return self._presigned_curl(ns, pod, bucket, key, pod_sha)
@@ -211,7 +211,6 @@ class SnapshotToS3Operator(StoreOperator):
         }
 
     def _stream(self, ns: str, pod: str, bucket: str, key: str, pod_sha: str) -> dict[str, Any]:
-        from hcp_etcd.hooks.hosted_cluster import ETCD_CONTAINER
         from hcp_etcd.hooks.snapshot_store import MiB
 
         s3 = self.s3
@@ -226,7 +225,7 @@ class SnapshotToS3Operator(StoreOperator):
             )
 
         self.log.info("streaming %s:%s to s3://%s/%s", pod, self.snapshot_path, bucket, key)
-        with self.k8s.open_exec(ns, pod, ["cat", self.snapshot_path], ETCD_CONTAINER, self.timeout) as stream:
+        with self.open_exec_in_pod(ns, pod, ["cat", self.snapshot_path]) as stream:
             result = s3.upload_stream(stream, bucket, key, self.kms, progress, self.progress_every_mib * MiB)
             stream.drain()
             code = self._returncode(stream, s3, bucket, key, pod)
@@ -254,10 +253,9 @@ class SnapshotToS3Operator(StoreOperator):
         # Imported here: the SDK's logging pulls in more than a DAG file's parse needs.
         from airflow.sdk.log import mask_secret
 
-        from hcp_etcd.hooks.hosted_cluster import ETCD_CONTAINER
         from hcp_etcd.hooks.snapshot_store import SINGLE_PUT_LIMIT, sha256_b64
 
-        size = int(self.k8s.exec_command(ns, pod, etcd.size_command(self.snapshot_path), timeout=60).stdout)
+        size = int(self.exec_in_pod(ns, pod, etcd.size_command(self.snapshot_path), timeout=60).stdout)
         if size > SINGLE_PUT_LIMIT:
             raise PresignedUploadUnavailable(
                 f"the snapshot is {size / 1024**3:.2f} GiB, above the 5 GiB a single presigned PUT "
@@ -270,7 +268,7 @@ class SnapshotToS3Operator(StoreOperator):
         command = curl_upload_command(self.snapshot_path, headers, self.timeout)
         self.log.info("PUT from %s:%s to s3://%s/%s (presigned, SigV4)", pod, self.snapshot_path, bucket, key)
         started = time.monotonic()
-        with self.k8s.open_exec(ns, pod, command, ETCD_CONTAINER, self.timeout + 60, stdin=True) as stream:
+        with self.open_exec_in_pod(ns, pod, command, timeout=float(self.timeout) + 60, stdin=True) as stream:
             stream.write_stdin(curl_stdin(url))
             out = stream.read(-1).decode("utf-8", "replace")
             code = self._returncode(stream, s3, bucket, key, pod)

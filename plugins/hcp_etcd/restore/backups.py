@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from hcp_etcd.errors import RestoreInputError
-from hcp_etcd.manifest import ManifestError, validate_manifest
+from hcp_etcd.manifest import ManifestError, escrowed_keys, validate_manifest
 from hcp_etcd.naming import CLUSTER_REF_PATTERN, ClusterRef, InvalidNameError, parse_backup_ts
 from hcp_etcd.retention import group_backup_dirs
 
@@ -100,7 +100,8 @@ def check_manifest(data: Any, manifest_uri: str, expected: ClusterRef | None = N
             f"{manifest_uri} names snapshot s3://{snap['bucket']}/{snap['key']}, not the snapshot next to it "
             f"(s3://{bucket}/{sibling}): refusing a manifest that points elsewhere"
         )
-    parse_s3_uri(manifest["encryption_key"]["location"])
+    for entry in escrowed_keys(manifest):
+        parse_s3_uri(entry["location"])
     return manifest
 
 

@@ -28,6 +28,22 @@ class Check:
         return asdict(self)
 
 
+# Where a person finds what to do about a split restore.
+SPLIT_BRAIN_RUNBOOK = "docs/RUNBOOK.md, Part C (an HA restore split into one-member clusters)"
+
+
+def is_split_brain(per_pod: dict[str, list[str]], replicas: int) -> bool:
+    """Released HyperShift's split restore: more than one member expected, each alone in its cluster.
+
+    Its etcd-init restores without ``--initial-cluster`` (fixed by PR 9048, OCPBUGS-99534), so every
+    member of an HA restore is a one-member cluster while EtcdAvailable stays True.
+
+    :param per_pod: pod -> member names it reports.
+    :param replicas: the expected member count.
+    """
+    return replicas > 1 and len(per_pod) > 1 and all(len(v) == 1 for v in per_pod.values())
+
+
 def check_members(per_pod: dict[str, list[str]], replicas: int) -> Check:
     """Every member sees the same membership of ``replicas`` members: the split-brain guard.
 
@@ -39,7 +55,15 @@ def check_members(per_pod: dict[str, list[str]], replicas: int) -> Check:
     views = {tuple(v) for v in per_pod.values()}
     detail = "; ".join(f"{pod}: {len(v)} member(s) {', '.join(v)}" for pod, v in sorted(per_pod.items()))
     ok = len(per_pod) == replicas and len(views) == 1 and all(len(v) == replicas for v in views)
-    if not ok:
+    if ok:
+        return Check("members", ok, detail)
+    if is_split_brain(per_pod, replicas):
+        detail = (
+            f"split brain: each of the {len(per_pod)} members is its own one-member cluster "
+            "(HyperShift's etcd-init restored without --initial-cluster; fixed by PR 9048), expected "
+            f"one {replicas}-member cluster: {detail}; see {SPLIT_BRAIN_RUNBOOK}"
+        )
+    else:
         detail = f"expected {replicas} pods in one {replicas}-member cluster (split brain?): {detail}"
     return Check("members", ok, detail)
 
@@ -119,23 +143,47 @@ def check_samples(samples: list[dict[str, Any]], found: dict[str, Any], revision
     )
 
 
-def check_secret_decrypts(samples: list[tuple[str, bytes]], key: bytes | None) -> Check:
-    """Secrets read from the restored etcd decrypt with the key the new cluster holds.
+def check_secret_decrypts(
+    samples: list[tuple[str, bytes]], keys: dict[str, bytes], escrowed: dict[str, str] | None = None
+) -> Check:
+    """Secrets read from the restored etcd decrypt, each with the key its stored value names.
+
+    A value names its key (``k8s:enc:aescbc:v1:<key name>:``, :func:`hcp_etcd.aescbc.key_name_of`):
+    after a backup taken mid-rotation some Secrets are under the old key and some under the new one.
 
     :param samples: (etcd key, raw value) of Secrets.
-    :param key: the key from the restored cluster's encryption Secret (None when missing).
+    :param keys: the keys in the restored cluster's encryption Secrets, by kube-apiserver key name
+        (:func:`hcp_etcd.aescbc.kas_key_name`); empty when none has ``data.key``.
+    :param escrowed: the backup's escrowed keys by key name, with the references that named them.
     """
-    if key is None:
+    if not keys:
         return Check("secret_decrypts", False, "the restored cluster's encryption key Secret has no data.key")
     if not samples:
         return Check("secret_decrypts", False, "no Secret found in the restored etcd to try the key on")
-    failures = []
+    escrowed = escrowed or {}
+    failures, used = [], set()
     for etcd_key, value in samples:
         if not aescbc.is_aescbc(value):
             failures.append(f"{etcd_key}: not aescbc-encrypted")
             continue
         try:
+            name = aescbc.key_name_of(value)
+            key = keys.get(name)
+            if key is None:
+                if name in escrowed:
+                    failures.append(
+                        f"{etcd_key}: encrypted with {name} ({escrowed[name]}), escrowed by the backup "
+                        "but not in the restored cluster's key Secrets"
+                    )
+                else:
+                    known = ", ".join(f"{n} ({r})" for n, r in sorted(escrowed.items())) or "none"
+                    failures.append(
+                        f"{etcd_key}: encrypted with {name}, a key the backup did not escrow "
+                        f"(escrowed: {known})"
+                    )
+                continue
             aescbc.decrypt(value, key)
+            used.add(name)
         except aescbc.DecryptError as err:
             failures.append(f"{etcd_key}: {err}")
     if failures:
@@ -143,7 +191,8 @@ def check_secret_decrypts(samples: list[tuple[str, bytes]], key: bytes | None) -
     return Check(
         "secret_decrypts",
         True,
-        f"{len(samples)} Secret(s) decrypt with the restored key ({', '.join(k for k, _ in samples)})",
+        f"{len(samples)} Secret(s) decrypt with the restored key(s) {', '.join(sorted(used))} "
+        f"({', '.join(k for k, _ in samples)})",
     )
 
 

@@ -1,0 +1,134 @@
+"""Which AES-CBC keys a HostedCluster references, and which of them a restored cluster gets (pure).
+
+HyperShift (openshift/hypershift ``main`` 3ee9615567, ``api/hypershift/v1beta1/hostedcluster_types.go``
+and ``control-plane-operator/controllers/hostedcontrolplane/v2/kas/secretencryption.go:
+deriveAESCBCEncryptionConfig``) keeps a key in a Secret next to the HostedCluster, referenced from:
+
+- ``spec.secretEncryption.aescbc.activeKey``: the key new writes should use;
+- ``spec.secretEncryption.aescbc.backupKey``: deprecated, a read key honoured only while the status
+  has no ``activeKey``;
+- ``status.secretEncryption.activeKey``: the key all data was last confirmed encrypted with;
+- ``status.secretEncryption.targetKey``: during a rotation, the key being rolled out. Until it is
+  promoted the old key writes and it reads; then it writes and the old one reads, while every Secret
+  is rewritten under it. Mid-rotation, etcd holds Secrets under both keys.
+
+A status reference carries ``dataHash``, the hex SHA-256 of the key it means.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+SPEC_ACTIVE = "spec.activeKey"
+SPEC_BACKUP = "spec.backupKey"
+STATUS_ACTIVE = "status.activeKey"
+STATUS_TARGET = "status.targetKey"
+ROLES = (SPEC_ACTIVE, SPEC_BACKUP, STATUS_ACTIVE, STATUS_TARGET)
+
+
+@dataclass(frozen=True)
+class KeyReference:
+    """One reference of a HostedCluster to an AES-CBC key Secret.
+
+    :param role: where it is (one of :data:`ROLES`).
+    :param secret: the Secret's name (in the HostedCluster's namespace).
+    :param data_hash: the SHA-256 the status records for the key (status references only).
+    """
+
+    role: str
+    secret: str
+    data_hash: str | None = None
+
+
+@dataclass
+class EscrowedKey:
+    """One key, by content, with every reference that named it.
+
+    :param sha256: hex SHA-256 of the key bytes (its identity and escrow object name).
+    :param kas_key_name: its name in kube-apiserver's EncryptionConfiguration (``key-<fnv32>``).
+    :param location: ``s3://`` URL of the escrowed object.
+    :param roles: the references that name it, in :data:`ROLES` order.
+    :param secrets: the Secrets that hold it.
+    """
+
+    sha256: str
+    kas_key_name: str
+    location: str
+    roles: list[str] = field(default_factory=list)
+    secrets: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The manifest's entry (no key material)."""
+        return {
+            "sha256": self.sha256,
+            "kas_key_name": self.kas_key_name,
+            "location": self.location,
+            "roles": list(self.roles),
+            "secrets": list(self.secrets),
+        }
+
+
+def key_references(hc: dict[str, Any]) -> list[KeyReference]:
+    """Every AES-CBC key reference of a HostedCluster, spec first; refuses one that is not AES-CBC.
+
+    :param hc: the HostedCluster as read from the API.
+    """
+    enc = (hc.get("spec") or {}).get("secretEncryption") or {}
+    aescbc = enc.get("aescbc") or {}
+    active = (aescbc.get("activeKey") or {}).get("name")
+    if enc.get("type", "aescbc") != "aescbc" or not active:
+        raise RuntimeError(
+            f"HostedCluster {hc['metadata']['namespace']}/{hc['metadata']['name']} has no "
+            f"spec.secretEncryption.aescbc.activeKey (type {enc.get('type')!r}); only AES-CBC key "
+            "escrow is supported: a restore without the key cannot read the secrets in etcd"
+        )
+    refs = [KeyReference(SPEC_ACTIVE, active)]
+    backup = (aescbc.get("backupKey") or {}).get("name")
+    if backup:
+        refs.append(KeyReference(SPEC_BACKUP, backup))
+    status = ((hc.get("status") or {}).get("secretEncryption")) or {}
+    for role, field_name in ((STATUS_ACTIVE, "activeKey"), (STATUS_TARGET, "targetKey")):
+        entry = status.get(field_name) or {}
+        if entry.get("provider") != "AESCBC":
+            continue  # absent, or a KMS key: nothing to escrow
+        aes = entry.get("aescbc") or {}
+        name = (aes.get("secret") or {}).get("name")
+        if name:
+            refs.append(KeyReference(role, name, aes.get("dataHash") or None))
+    return refs
+
+
+def data_hash_mismatch(ref: KeyReference, sha256: str) -> str | None:
+    """Why the Secret a status reference names no longer holds the key the status means, if it does not.
+
+    :param ref: the reference.
+    :param sha256: hex SHA-256 of the key now in its Secret.
+    """
+    if ref.data_hash is None or ref.data_hash == sha256:
+        return None
+    return (
+        f"{ref.role} names Secret {ref.secret} with a key of sha256 {ref.data_hash}, but the Secret "
+        f"now holds one of sha256 {sha256}: the key HyperShift still reads Secrets with is no longer "
+        "there, and a backup without it cannot restore them. Put that key back into a Secret and "
+        "point the status' rotation at it (or let the rotation finish) before backing up"
+    )
+
+
+def restore_keys(keys: list[EscrowedKey]) -> tuple[EscrowedKey, EscrowedKey | None]:
+    """The keys a restored cluster gets: ``(activeKey, backupKey)``.
+
+    A new cluster has no status, so its kube-apiserver writes with ``spec.activeKey`` and reads with
+    ``spec.backupKey`` too (``deriveAESCBCEncryptionConfig``). The newest key writes: the rotation's
+    target, else the spec's active key. The other one that data may be under reads: the status'
+    active key (mid-rotation, or a rotation about to start), else the deprecated ``backupKey``.
+
+    :param keys: the escrowed keys, each with its roles (one has :data:`SPEC_ACTIVE`).
+    """
+    by_role = {role: k for k in keys for role in k.roles}
+    active = by_role.get(STATUS_TARGET) or by_role[SPEC_ACTIVE]
+    for role in (STATUS_ACTIVE, SPEC_BACKUP):
+        other = by_role.get(role)
+        if other is not None and other.sha256 != active.sha256:
+            return active, other
+    return active, None
