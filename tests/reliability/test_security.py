@@ -138,21 +138,13 @@ def test_operation_the_narrowed_rbac_no_longer_allows_is_refused(harness: Harnes
     assert not done, done
 
 
-def inject_during_upload(
-    harness: Harness, airflow: AirflowEnv, seq: int, spec: dict[str, Any], done: threading.Event
-) -> None:
+def inject_after_quiesce(harness: Harness, seq: int, spec: dict[str, Any], done: threading.Event) -> None:
     """Inject ``spec`` once the run's quiesce has scaled a Deployment: preflight's S3 probe is over,
-    and the next S3 requests are the upload's (snapshot, verify and resume use none). Drop what is
-    left of it once the upload has failed for good (its last try over), so that the faults meant
-    for the upload do not go on to the retention task after it."""
+    and the next S3 requests are the upload's (snapshot, verify and resume use none)."""
     while not done.wait(0.2):
         items, _ = harness.requests_since(seq)
         if any(i["method"] == "PATCH" and i.get("subresource") == "scale" for i in items):
             harness.post_fault(spec)
-            break
-    while not done.wait(0.2):
-        if "failed" in airflow.task_states("hcp_etcd_backup", "backup.upload"):
-            harness.clear_s3_faults()
             return
 
 
@@ -166,8 +158,7 @@ def test_whole_dag_upload_fails_for_good_cluster_given_back(harness: Harness, ai
     seq = harness.seq()
     done = threading.Event()
     watcher = threading.Thread(
-        target=inject_during_upload,
-        args=(harness, airflow, seq, {"kind": "s3", "code": 503, "count": 60}, done),
+        target=inject_after_quiesce, args=(harness, seq, {"kind": "s3", "code": 503, "count": 60}, done)
     )
     watcher.start()
     try:

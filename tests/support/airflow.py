@@ -10,7 +10,6 @@ and its whole output is kept to be searched for secrets.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
@@ -199,16 +198,6 @@ class AirflowEnv:
         finally:
             con.close()
         return b"\n".join(chunks)
-
-    def task_states(self, dag_id: str, task_id: str) -> list[str | None]:
-        """The states of ``task_id``'s instances in every run of ``dag_id`` so far, read from the
-        metadata DB while a ``dag.test()`` may be writing it (read-only: never in its way)."""
-        db = self.home / DB_FILE
-        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as con:
-            rows = con.execute(
-                "SELECT state FROM task_instance WHERE dag_id = ? AND task_id = ?", (dag_id, task_id)
-            )
-            return [state for (state,) in rows]
 
     def log_files(self) -> bytes:
         """Every file under the Airflow home's logs folder."""
