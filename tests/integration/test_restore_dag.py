@@ -513,7 +513,7 @@ def test_a_backup_taken_mid_rotation_restores_every_secret(sandbox, airflow_env,
         for raw in (old_key, new_key):  # fingerprints and names only
             assert base64.b64encode(raw).decode() not in recorded
 
-        path = render(sandbox, tmp_path / "single.yaml", "rendered-rot", 1)
+        path = render(sandbox, tmp_path / "single.yaml", "rot-restored", 1)
         conf = restore_conf(manifest_uri, "rot-restored", str(path))
         restore = run_dag(airflow_env, "hcp_etcd_restore", conf)
         assert restore.state == "success", restore.output[-6000:]
@@ -556,6 +556,27 @@ def create_rendered(box, path: Path) -> None:
             co.create_namespaced_custom_object(*HS, ns, plural, doc)
 
 
+def seed_cluster(box, name: str, key: bytes, total_bytes: int = 256 * 1024) -> None:
+    """Objects in a new cluster's etcd as its kube-apiserver would write them (Secrets encrypted with
+    ``key``): the sandbox seeds only the clusters ``up`` made."""
+    import asyncio
+
+    import aiohttp
+
+    from hcp_sandbox.etcd import EtcdClient, client_ssl_context
+    from hcp_sandbox.seed import seed
+
+    info = json.loads((box.dir / "sandbox.json").read_text())
+    member = info["hosted_clusters"][name]["etcd"][0]
+    tls = Path(member["pod_root"]) / "etc" / "etcd" / "tls"
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as session:
+            await seed(EtcdClient(session, client_ssl_context(tls)), member["client_url"], total_bytes, key)
+
+    asyncio.run(run())
+
+
 def wait_available(box, ns: str, name: str, seconds: float = 120) -> dict:
     co, _ = kube(box)
     deadline = time.monotonic() + seconds
@@ -574,9 +595,16 @@ def test_a_deleted_cluster_comes_back_under_its_name_from_its_backup(sandbox, ai
     ``namespace/name``, rebuilds it from the specs its backup recorded, under its own name and
     identity, over the Secrets it left, and every check passes."""
     name = "lost-one"
-    create_rendered(sandbox, render(sandbox, tmp_path / "lost.yaml", name, 1))
+    rendered = render(sandbox, tmp_path / "lost.yaml", name, 1)
+    create_rendered(sandbox, rendered)
     try:
         original = wait_available(sandbox, "clusters", name)
+        key = next(
+            base64.b64decode(d["data"]["key"])
+            for d in yaml.safe_load_all(rendered.read_text())
+            if d and d["kind"] == "Secret" and d["metadata"]["name"] == f"{name}-etcd-encryption-key"
+        )
+        seed_cluster(sandbox, name, key)
         backup = airflow_env.run({"hosted_clusters": [f"clusters/{name}"], "mode": "online"})
         assert backup.state == "success", backup.output[-5000:]
         co, core = kube(sandbox)
