@@ -39,7 +39,7 @@ $(STAMP): $(BIN)/python requirements.txt requirements-dev.txt constraints.txt
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# The whole suite: three pytest sessions side by side (tests/support/suites.py), outputs in order.
+# The whole suite: five pytest sessions side by side (tests/support/suites.py), outputs in order.
 test: lint
 	$(BIN)/python -m tests.support.suites
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -96,16 +97,24 @@ class Airflow:
         return proc.stdout
 
     def start(
-        self, timeout: float = 300, dag_ids: tuple[str, ...] = ("hcp_etcd_backup", "hcp_etcd_restore")
+        self,
+        timeout: float = 300,
+        dag_ids: tuple[str, ...] = ("hcp_etcd_backup", "hcp_etcd_restore"),
+        migrated_db: Path | None = None,
     ) -> None:
         """Migrate, create the pool, start standalone and wait until the DAGs are parsed.
 
         :param timeout: seconds.
         :param dag_ids: the DAGs to wait for.
+        :param migrated_db: a metadata DB already migrated, with the ``hcp_etcd_backup`` pool: copied
+            in instead of migrating one and creating the pool (a test session makes one for all).
         """
         self.home.mkdir(parents=True, exist_ok=True)
-        self.cli("db", "migrate", timeout=timeout)
-        self.cli("pools", "set", "hcp_etcd_backup", str(self.pool_slots), "hcp-etcd bench")
+        if migrated_db is not None:
+            shutil.copyfile(migrated_db, self.home / "airflow.db")
+        else:
+            self.cli("db", "migrate", timeout=timeout)
+            self.cli("pools", "set", "hcp_etcd_backup", str(self.pool_slots), "hcp-etcd bench")
         logfile = (self.home / "standalone.log").open("wb")
         self.proc = subprocess.Popen(
             [AIRFLOW, "standalone"],
@@ -120,7 +129,7 @@ class Airflow:
                 raise RuntimeError(f"airflow standalone exited; see {self.home / 'standalone.log'}")
             if self._api_up() and self._parsed(set(dag_ids)):
                 return
-            time.sleep(2)
+            time.sleep(0.5)
         tail = (self.home / "standalone.log").read_text(errors="replace")[-3000:]
         raise RuntimeError(f"airflow standalone not ready in {timeout:.0f}s; its log ends with:\n{tail}")
 

@@ -12,8 +12,8 @@ must put them back (unpause, restart members, clear faults they did not consume)
 ``make_sandbox`` (function scope) is a factory for a test that needs a sandbox of its own:
 ``make_sandbox("--cluster", "x:1")`` starts one in a fresh directory, stopped after the test.
 
-``metadata_db`` (session scope): one ``airflow db migrate`` per session, copied into each Airflow
-home (``tests.support.airflow``).
+``metadata_db`` (session scope): one ``airflow db migrate`` per session (or one for all the sessions
+of ``make test``), copied into each Airflow home (``tests.support.airflow``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.support.airflow import MetadataDb, make_metadata_db
+from tests.support.airflow import MetadataDb, session_metadata_db
 from tests.support.sandbox import UP_ARGS, Sandbox, start_sandbox
 
 
@@ -54,4 +54,4 @@ def make_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
 @pytest.fixture(scope="session")
 def metadata_db(tmp_path_factory: pytest.TempPathFactory) -> MetadataDb:
     """The session's migrated metadata DB (and a copy with the backup pool), to copy into homes."""
-    return make_metadata_db(tmp_path_factory.mktemp("metadata-db"))
+    return session_metadata_db(tmp_path_factory.mktemp("metadata-db"))

@@ -36,6 +36,7 @@ from hcp_etcd.naming import (
     parse_rfc3339,
 )
 from hcp_sandbox import render
+from tests.support.airflow import MetadataDb
 from tests.support.harness import Harness
 
 pytestmark = pytest.mark.integration
@@ -194,15 +195,15 @@ def dies_cluster(harness: Harness) -> Iterator[ClusterRef]:
 
 
 def test_every_airflow_process_dies_after_quiesce_deadline_gives_cluster_back(
-    harness: Harness, dies_cluster: ClusterRef, tmp_path: Path
+    harness: Harness, dies_cluster: ClusterRef, metadata_db: MetadataDb, tmp_path: Path
 ) -> None:
     """Real Airflow, SIGKILL of all its processes after quiesce; HyperShift resumes at the deadline."""
-    af = Airflow(tmp_path / "airflow", harness.box.env, pool_slots=4)
+    af = Airflow(tmp_path / "airflow", harness.box.env, pool_slots=4)  # the slots of metadata_db's pool
     run_id = f"reliability__airflow-all-dies__{time.time_ns()}"
     # The DAG's task group `backup`, mapped over the clusters: this run's only cluster is index 0.
     quiesce, snapshot = "backup.quiesce[0]", "backup.snapshot[0]"
     try:
-        af.start(dag_ids=(DAG,))
+        af.start(dag_ids=(DAG,), migrated_db=metadata_db.with_pool)
         assert harness.wait_available(DIES).ok, f"{REF} not Available before the run"
         assert _replicas(harness) == {1}
         conf = {"hosted_clusters": [str(REF)], "mode": "quiesced", "pause_deadline_minutes": 10}

@@ -1,7 +1,8 @@
 """Airflow homes on a sandbox, and ``dag.test()`` runs in them.
 
-An Airflow home gets a copy of the session's migrated metadata DB (:func:`make_metadata_db`: one
-``airflow db migrate`` and the backup pool per session instead of one per home) and a fork server
+An Airflow home gets a copy of the session's migrated metadata DB (:func:`session_metadata_db`: one
+``airflow db migrate`` and the backup pool per session, or per ``make test``, instead of one per
+home) and a fork server
 that imported Airflow with that home's environment once (:mod:`tests.support.fork_server`). Each
 ``dag.test()`` call is still a process of its own (a fork of that server), so runs share no state,
 and its whole output is kept to be searched for secrets.
@@ -9,6 +10,7 @@ and its whole output is kept to be searched for secrets.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -25,6 +27,7 @@ from tests.support.fork_server import ForkServer
 REPO = Path(__file__).resolve().parents[2]
 POOL = "hcp_etcd_backup"
 DB_FILE = "airflow.db"
+SHARED_DB_ENV = "HCP_ETCD_TEST_METADATA_DB"  # a directory for the migrated DBs that sessions share
 
 
 def _airflow(env: dict[str, str], *args: str) -> None:
@@ -70,6 +73,25 @@ def make_metadata_db(directory: Path) -> MetadataDb:
     _airflow(env, "pools", "set", POOL, "4", "hcp-etcd backups")
     with_pool = shutil.copy2(home / DB_FILE, directory / "with-pool.db")
     return MetadataDb(Path(migrated), Path(with_pool))
+
+
+def session_metadata_db(directory: Path) -> MetadataDb:
+    """The migrated metadata DBs of this test session: made in ``directory``, or, when
+    ``make test`` runs its suites side by side (:data:`SHARED_DB_ENV` set by ``tests.support.suites``),
+    the ones all its sessions share: the first session that asks migrates them, under a lock the
+    others wait on. Homes only copy them, so one migration serves every session.
+
+    :param directory: an empty directory of this session.
+    """
+    shared = os.environ.get(SHARED_DB_ENV)
+    if not shared:
+        return make_metadata_db(directory)
+    where = Path(shared)
+    where.mkdir(parents=True, exist_ok=True)
+    with (where / "lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        made = MetadataDb(where / "migrated.db", where / "with-pool.db")
+        return made if made.with_pool.exists() else make_metadata_db(where)
 
 
 def install_db(home: Path, template: Path) -> None:
@@ -194,7 +216,9 @@ def make_airflow_env(home: Path, sandbox_env: dict[str, str], db: MetadataDb) ->
             # Keep the provider's API retries short so a fault costs seconds, not minutes (the
             # workers shorten the back-off of the client libraries too: tests.support.waits).
             "AIRFLOW__WORKERS__API_RETRY_WAIT_MAX": "2",
-            "HCP_ETCD_RETRY_DELAY_SECONDS": "1",
+            # A task retry starts at once (as the retries of the client libraries above back off briefly):
+            # dag.test() runs the same tries, without idling one retry delay and one loop tick for each.
+            "HCP_ETCD_RETRY_DELAY_SECONDS": "0",
             "HCP_REPO": str(REPO),
         }
     )

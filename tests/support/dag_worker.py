@@ -5,6 +5,10 @@ processing and in-process task runner, the providers' hooks, the project's opera
 the in-process Execution API app (no thread, no DB connection). :func:`run_dags` runs in each
 forked worker: it parses the DAG file afresh and runs ``dag.test()`` once per conf, printing one
 ``@@RESULT@@`` line per run.
+
+``dag.test()`` sleeps a second in its loop whenever no task is ready to run (a task waiting for its
+retry, a failure marking one level of downstream tasks ``upstream_failed`` per loop): nothing else
+runs in its process meanwhile, so the workers shorten that idle tick (:func:`shorten_idle_ticks`).
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import sys
 import threading
+import time
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +27,7 @@ import pytest
 from tests.support.waits import shorten_retry_waits
 
 RESULT = "@@RESULT@@"
+IDLE_TICK_SECONDS = 0.05
 PRELOAD = [
     "airflow.dag_processing.dagbag",
     "airflow.models.taskinstance",
@@ -72,13 +79,29 @@ def warm_up() -> None:
     assert threading.active_count() == 1, threading.enumerate()
 
 
+def shorten_idle_ticks(patch: pytest.MonkeyPatch, seconds: float = IDLE_TICK_SECONDS) -> None:
+    """``time.sleep`` called by ``DAG.test`` itself (its idle loop) sleeps at most ``seconds``; any
+    other caller (the operators, the hooks, the client libraries) sleeps as long as it asked."""
+    from airflow.sdk.definitions.dag import DAG
+
+    loop, sleep = DAG.test.__code__, time.sleep
+
+    def tick(wanted: float) -> None:
+        sleep(min(wanted, seconds) if sys._getframe(1).f_code is loop else wanted)
+
+    patch.setattr(time, "sleep", tick)
+
+
 def run_dags(dag_file: str, dag_id: str, runs: list[tuple[dict[str, Any], str]]) -> None:
     """``dag.test()`` of ``dag_id`` from ``dag_file`` for each ``(conf, logical date or "")``.
 
     Each result line: the run's state and id, every task instance's state and try number, and
-    every XCom of the run. The client libraries' retries back off briefly (``tests.support.waits``).
+    every XCom of the run. The client libraries' retries back off briefly (``tests.support.waits``),
+    and ``dag.test()`` idles briefly (:func:`shorten_idle_ticks`).
     """
-    shorten_retry_waits(pytest.MonkeyPatch())
+    patch = pytest.MonkeyPatch()
+    shorten_retry_waits(patch)
+    shorten_idle_ticks(patch)
     from airflow.dag_processing.dagbag import DagBag
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.xcom import XComModel

@@ -4,7 +4,8 @@ Two ways to start one: ``python -m tests.support.operator_worker SPEC`` (a fresh
 ``tests.support.harness.start_task_process``) runs backup operators and optionally hangs after
 them; :func:`run_steps` runs in a worker forked by the fork server (``TaskServer``) and can stop
 itself at a kill point. Each prints ``@@DONE@@ <class name>`` (the fork also the JSON result)
-after each operator that returned.
+after each operator that returned. Their triggers poll as the harness's do
+(``tests.support.waits.shorten_poll_intervals``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import pytest
+
+from tests.support.waits import shorten_poll_intervals
 
 REPO = Path(__file__).resolve().parents[2]
 PRELOAD = [
@@ -86,6 +91,7 @@ def run_steps(
     run_id: str, steps: list[tuple[str, str, dict[str, Any]]], kill_point: dict[str, Any] | None
 ) -> None:
     """Execute each ``(module, class, kwargs)`` operator in turn, with the kill point armed."""
+    shorten_poll_intervals(pytest.MonkeyPatch())
     if kill_point:
         arm(**kill_point)
     context = {"run_id": run_id, "ti": TaskInstance(), "outlet_events": OutletEvents()}
@@ -99,6 +105,7 @@ def main(spec: dict[str, Any]) -> None:
     an hour's sleep if ``spec["hang"]`` (a worker stuck after its work, to be killed)."""
     from hcp_etcd.operators import backup as ops
 
+    shorten_poll_intervals(pytest.MonkeyPatch())
     for name, kwargs in spec["steps"]:
         getattr(ops, name)(**kwargs).execute({"run_id": spec["run_id"]})
         print("@@DONE@@ " + name, flush=True)

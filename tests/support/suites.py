@@ -1,20 +1,28 @@
-"""``make test``: the whole suite as three pytest sessions side by side.
+"""``make test``: the whole suite as five pytest sessions side by side.
 
 ``python -m tests.support.suites [PYTEST_ARGS...]`` runs each suite of :data:`SUITES` in a pytest
 process of its own, at the same time, and prints their outputs one after the other, then a
 summary; it exits non-zero when any suite failed. Every suite runs its tests in file order in one
-process, as a plain ``pytest`` does (the tests that search what the runs before them left, e.g.
-the secret-hygiene tests, still see all of them): only the suites overlap.
+process, as a plain ``pytest`` does: only the suites overlap.
 
 Why it helps on two cores: most of a suite's time is spent waiting (for pods, for retries, for a
 lock to expire, for an Airflow to start), and another suite's tests run in that time. Each suite
 starts its own sandboxes; a session of its own keeps fixtures from being shared across suites.
+
+How the tests are split (measured with ``--durations=0``): the reliability package and the
+integration package are each two suites of about the same length as the rest. The fault matrix
+(``test_faults.py``, its drill cases aside) is one reliability suite, the other files and the drill
+cases the other. The secret-hygiene test of ``tests/reliability/test_security.py`` searches what
+the runs of its own session left, so that file runs, last (file order), in both: each suite's runs
+are searched. The hygiene test of ``tests/integration/test_backup_dag.py`` searches the runs of
+its module, which is one suite whole.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -25,14 +33,49 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.airflow import SHARED_DB_ENV
+
 REPO = Path(__file__).resolve().parents[2]
 NO_TESTS = 5  # pytest's exit code when the arguments (e.g. -k) select no test of a suite
-# The longest first: reliability is the critical path.
+FAULT_MATRIX = "tests/reliability/test_faults.py"
+BACKUP_DAG = "tests/integration/test_backup_dag.py"
+DRILL_FAULTS = "test_drill_fault"  # the fault matrix's drill cases: they balance the two reliability suites
+# The longest first. Measured on 2 cores: the reliability and integration packages split in two
+# suites each, of about the length of the rest (unit, sandbox, UI, foundation and bench tests).
 SUITES: dict[str, list[str]] = {
-    "reliability": ["tests/reliability"],
-    "integration": ["tests/integration", "tests/bench"],
-    "the rest": ["tests", "--ignore=tests/reliability", "--ignore=tests/integration", "--ignore=tests/bench"],
+    "fault matrix": [FAULT_MATRIX, "tests/reliability/test_security.py", "-k", f"not {DRILL_FAULTS}"],
+    "reliability": ["tests/reliability", "-k", f"{DRILL_FAULTS} or not {Path(FAULT_MATRIX).name}"],
+    "backup DAG": [BACKUP_DAG],
+    "integration": ["tests/integration", f"--ignore={BACKUP_DAG}"],
+    "the rest": ["tests", "--ignore=tests/reliability", "--ignore=tests/integration"],
 }
+
+
+def pytest_args(args: list[str], extra: list[str]) -> list[str]:
+    """A suite's arguments, then the caller's; a ``-k`` of both is joined with ``and`` (pytest keeps
+    only the last one, which would undo the suite's own selection).
+
+    :param args: the suite's (``-k EXPR`` as two items).
+    :param extra: the caller's (``-k EXPR``, ``-kEXPR``, ``--keyword EXPR`` or ``--keyword=EXPR``).
+    """
+    rest: list[str] = []
+    theirs = None
+    items = iter(extra)
+    for item in items:
+        if item in ("-k", "--keyword"):
+            theirs = next(items, "")
+        elif item.startswith("--keyword="):
+            theirs = item.removeprefix("--keyword=")
+        elif item.startswith("-k") and not item.startswith("--"):
+            theirs = item[2:]
+        else:
+            rest.append(item)
+    if theirs is None or "-k" not in args:
+        return [*args, *extra]
+    joined = list(args)
+    at = joined.index("-k") + 1
+    joined[at] = f"({joined[at]}) and ({theirs})"
+    return [*joined, *rest]
 
 
 @dataclass
@@ -50,9 +93,13 @@ def start(name: str, args: list[str], extra: list[str], scratch: Path) -> Runnin
     """Start ``pytest ARGS EXTRA`` with its own base temp directory and its output in a file."""
     slug = name.replace(" ", "-")
     log = scratch / f"{slug}.log"
-    cmd = [sys.executable, "-m", "pytest", *args, f"--basetemp={scratch / slug}", *extra]
+    cmd = [sys.executable, "-m", "pytest", *pytest_args(args, extra), f"--basetemp={scratch / slug}"]
+    # One migrated metadata DB for every suite (tests.support.airflow.session_metadata_db).
+    env = {**os.environ, SHARED_DB_ENV: str(scratch / "metadata-db")}
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     return Running(name, proc, log, time.monotonic())
 
 
@@ -85,7 +132,13 @@ def main(extra: list[str]) -> int:
         print(f"\n{'=' * 30} suite: {run.name} ({' '.join(SUITES[run.name])}) {'=' * 30}", flush=True)
         sys.stdout.buffer.write(run.log.read_bytes())
         sys.stdout.flush()
-    print(f"\n{'=' * 30} suites, {time.monotonic() - started:.0f}s wall in all {'=' * 30}")
+    # CPU: what the suites' processes used and waited for (sandbox servers run detached: not in it).
+    # On a shared machine it is the figure to compare runs by; wall time depends on the load.
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(
+        f"\n{'=' * 30} suites, {time.monotonic() - started:.0f}s wall in all, "
+        f"{used.ru_utime + used.ru_stime:.0f}s CPU {'=' * 30}"
+    )
     # A suite that selects no test passes only when the caller narrowed the run (-k, a path): the
     # whole suite always has tests, and "no tests" there means something is broken (pytest's exit 5).
     allowed = (0, NO_TESTS) if extra else (0,)

@@ -1,9 +1,12 @@
-"""Short waits between the client libraries' own retries, for tests that inject faults.
+"""Short waits between the client libraries' own retries, and between the triggers' polls.
 
 A fault test counts attempts and checks outcomes, never how long a back-off lasted: the same
 retries happen, with shorter sleeps between them. Without this, each injected S3 503 costs botocore's
 exponential back-off (0.5 + 1 + 2 + 4 s on average per failing call) and each Kubernetes 500 the
 provider's (1..15 s).
+
+A trigger that polls sooner waits for the same state: the probe, its answer and the timeout are the
+same, the wait only ends closer to the moment the state is reached.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import pytest
 import tenacity
 
 RETRY_WAIT_SECONDS = 0.05
+# The operators' inline cadence (``INLINE_POLL_SECONDS`` of ``hcp_etcd.operators.backup``).
+POLL_SECONDS = 0.25
 
 
 def _short_delay(base: Any, growth_factor: float, attempts: int) -> float:
@@ -32,3 +37,20 @@ def shorten_retry_waits(patch: pytest.MonkeyPatch) -> None:
 
     patch.setattr(retryhandler, "delay_exponential", _short_delay)
     patch.setattr(kubernetes_helper_functions, "_default_wait", tenacity.wait_fixed(RETRY_WAIT_SECONDS))
+
+
+def shorten_poll_intervals(patch: pytest.MonkeyPatch, seconds: float = POLL_SECONDS) -> None:
+    """Make every trigger of the project poll at least every ``seconds``.
+
+    A task that runs its trigger in the worker (``deferrable=False``, as the harness runs them) polls
+    at the trigger's own interval (1 to 5 s, meant for the triggerer): each quiesce, resume, pause
+    confirmation or teardown would cost up to that much after the state was reached.
+    """
+    from hcp_etcd.triggers.base import KubernetesPollingTrigger
+
+    original = KubernetesPollingTrigger.__init__
+
+    def init(self: KubernetesPollingTrigger, *args: Any, poll_interval: float = 5, **kwargs: Any) -> None:
+        original(self, *args, poll_interval=min(poll_interval, seconds), **kwargs)
+
+    patch.setattr(KubernetesPollingTrigger, "__init__", init)
