@@ -79,7 +79,12 @@ def doctored(harness: Harness, backup: Backup, ts: str, **change: Any) -> str:
         fingerprint = hashlib.sha256(ts.encode()).hexdigest()
         location = f"hcp-etcd/keys/clusters/{ONE}/{fingerprint}.key"
         c.put_object(Bucket=bucket, Key=location, Body=change["key"])
-        manifest["encryption_key"].update(location=f"s3://{bucket}/{location}", sha256=fingerprint)
+        enc = manifest["encryption_key"]
+        # The list of every escrowed key (key rotation) names the active key too: the same change there.
+        for entry in enc.get("keys") or []:
+            if entry["sha256"] == enc["sha256"]:
+                entry.update(location=f"s3://{bucket}/{location}", sha256=fingerprint)
+        enc.update(location=f"s3://{bucket}/{location}", sha256=fingerprint)
     data = change.get("manifest_bytes", json.dumps(manifest).encode())
     c.put_object(Bucket=bucket, Key=f"{BAD}/{ts}/manifest.json", Body=data)
     return f"s3://{bucket}/{BAD}/{ts}/manifest.json"
