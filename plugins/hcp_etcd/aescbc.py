@@ -9,9 +9,6 @@ open its Secrets by decrypting values read straight from etcd, each with the key
 
 from __future__ import annotations
 
-from cryptography.hazmat.primitives import padding
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
 PREFIX = b"k8s:enc:aescbc:v1:"
 KEY_SIZE = 32
 _IV_SIZE = 16
@@ -79,6 +76,10 @@ def decrypt(value: bytes, key: bytes) -> bytes:
     if len(body) < 2 * _IV_SIZE or len(body) % _IV_SIZE:
         raise DecryptError("aescbc value has a malformed body")
     iv, ciphertext = body[:_IV_SIZE], body[_IV_SIZE:]
+    # Imported here: DAG files import this module (through the operators) at every parse.
+    from cryptography.hazmat.primitives import padding
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
     decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
     padded = decryptor.update(ciphertext) + decryptor.finalize()
     unpadder = padding.PKCS7(algorithms.AES.block_size).unpadder()

@@ -18,8 +18,6 @@ import base64
 import hashlib
 import re
 
-from cryptography.hazmat.primitives import serialization
-
 CONTROL_PLANE_SECRET = "sa-signing-key"  # noqa: S105 (a Secret's name)
 PRIVATE_KEY = "service-account.key"
 PUBLIC_KEY = "service-account.pub"
@@ -47,11 +45,17 @@ def _spki_sha256(der: bytes) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
+# ``cryptography`` is imported where a key is read: DAG files import this module (through the
+# operators) at every parse, and its serialization module costs milliseconds (BENCHMARKS.md, figure 6).
+
+
 def private_key_fingerprint(pem: bytes) -> str:
     """Hex SHA-256 of the DER SubjectPublicKeyInfo of a PEM private key's public half.
 
     :param pem: the private key (``service-account.key``), never logged.
     """
+    from cryptography.hazmat.primitives import serialization
+
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as err:
@@ -71,6 +75,8 @@ def public_key_fingerprints(pem: bytes) -> list[str]:
 
     :param pem: ``service-account.pub``.
     """
+    from cryptography.hazmat.primitives import serialization
+
     out = []
     for header, body in _PEM_BLOCK.findall(pem):
         try:
