@@ -15,7 +15,7 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 
 from bench import figures as fig
@@ -85,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         "must be given before the bench modules load, so it is read from HCP_ETCD_BENCH_PLUGINS too",
     )
     parser.add_argument("--dags", help="measure another dags folder ('before' figures)")
+    parser.add_argument(
+        "--downtime-sizes",
+        help="figure 1 at these of the plan's sizes only, e.g. 64MiB (the 1 GiB fill alone takes minutes)",
+    )
     args = parser.parse_args(argv)
     wanted = {"HCP_ETCD_BENCH_PLUGINS": args.plugins, "HCP_ETCD_BENCH_DAGS": args.dags}
     wanted = {k: os.path.abspath(v) for k, v in wanted.items() if v}
@@ -97,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     # TERM (a timeout, Ctrl-C from make) still stops Airflow and the sandbox in the finally below.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     plan = QUICK if args.quick else FULL
+    if args.downtime_sizes:
+        keep = set(args.downtime_sizes.split(","))
+        plan = replace(plan, downtime_sizes=tuple(x for x in plan.downtime_sizes if x[0] in keep))
     only = {int(x) for x in args.only.split(",")}
     work = fig.scratch()
     box = Sandbox(work / "sandbox")
@@ -145,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                 cluster = f"d{label.lower()}"
                 emit([fig.downtime(airflow, box, cluster, label, plan.downtime_reps[label], work, tag)])
             lone = f"d{sizes[0].lower()}"
-            emit([fig.downtime_ha(airflow, lone, HA, sizes[0], plan.ha_pairs, tag)])
+            emit([fig.downtime_ha(airflow, box, lone, HA, sizes[0], plan.ha_pairs, work, tag)])
             emit([fig.downtime_online(airflow, lone, tag)])
         if 5 in only and airflow and 1 in only:
             emit(

@@ -155,19 +155,52 @@ def _window(tasks: dict[str, dict[str, Any]]) -> dict[str, float]:
     }
 
 
-def downtime_ha(af: Airflow, lone: str, ha: str, label: str, pairs: int, run_tag: str) -> Figure:
+def raw_parallel_snapshot_save(members: list[Member], workdir: Path) -> float:
+    """Seconds until ``etcdctl snapshot save`` of every member, all started at once, has finished:
+    what etcd itself costs for an HA cluster's snapshots on this machine (files removed after).
+
+    :param members: the etcd members.
+    :param workdir: where the files go.
+    """
+    targets = [workdir / f"raw-parallel-{m.pod}.db" for m in members]
+    started = time.monotonic()
+    procs = [
+        subprocess.Popen(
+            m.etcdctl("snapshot", "save", str(t)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        for m, t in zip(members, targets, strict=True)
+    ]
+    failed = [p for p in procs if p.wait(timeout=600) != 0]
+    elapsed = time.monotonic() - started
+    for target in targets:
+        target.unlink(missing_ok=True)
+    if failed:
+        raise RuntimeError(
+            f"etcdctl snapshot save failed: {failed[0].stderr.read()[-500:] if failed[0].stderr else ''}"
+        )
+    return elapsed
+
+
+def downtime_ha(
+    af: Airflow, box: Sandbox, lone: str, ha: str, label: str, pairs: int, workdir: Path, run_tag: str
+) -> Figure:
     """Quiesced backups of a three-member and a one-member cluster holding the same data, alternated
     (one pair after the other, so that the machine's noise falls on both): the ratio of their median
-    ``api_downtime_seconds``.
+    ``api_downtime_seconds``, next to the same ratio for raw ``etcdctl snapshot save`` (every member
+    of the HA cluster at once against the lone member), measured right after each pair: on 2 cores,
+    three members writing their snapshots at once take longer than one whatever the DAG does.
 
     :param af: the running Airflow.
+    :param box: the sandbox.
     :param lone: the one-member hosted cluster.
     :param ha: the three-member hosted cluster.
     :param label: the data size as text.
     :param pairs: backups of each.
+    :param workdir: scratch space.
     :param run_tag: makes run ids unique.
     """
     downs: dict[str, list[float]] = {lone: [], ha: []}
+    raws: dict[str, list[float]] = {lone: [], ha: []}
     windows: dict[str, list[dict[str, float]]] = {lone: [], ha: []}
     for i in range(pairs):
         for cluster in (ha, lone) if i % 2 else (lone, ha):
@@ -179,7 +212,14 @@ def downtime_ha(af: Airflow, lone: str, ha: str, label: str, pairs: int, run_tag
             downs[cluster].append(float(newest_manifest(cluster)["api_downtime_seconds"]))
             windows[cluster].append(_window(result["tasks"]))
             log(f"{cluster}: downtime {downs[cluster][-1]:.2f}s, tasks {windows[cluster][-1]}")
+        raws[lone].append(raw_snapshot_save(box.members(lone)[0], workdir))
+        raws[ha].append(raw_parallel_snapshot_save(box.members(ha), workdir))
+        log(
+            f"raw snapshot save: {lone} {raws[lone][-1]:.2f}s, "
+            f"every member of {ha} at once {raws[ha][-1]:.2f}s"
+        )
     ratio = median(downs[ha]) / median(downs[lone])
+    raw_ratio = median(raws[ha]) / median(raws[lone])
     return Figure(
         1,
         f"API downtime, 3 members / 1 member, quiesced, {label}",
@@ -193,6 +233,9 @@ def downtime_ha(af: Airflow, lone: str, ha: str, label: str, pairs: int, run_tag
             "n": pairs,
             "ha_downtimes": downs[ha],
             "one_member_downtimes": downs[lone],
+            "raw_ratio": raw_ratio,
+            "ha_raw_s": median(raws[ha]),
+            "one_member_raw_s": median(raws[lone]),
             "ha_windows": windows[ha],
             "one_member_windows": windows[lone],
         },
