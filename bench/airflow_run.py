@@ -66,6 +66,11 @@ class Airflow:
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
+            # A task's supervisor gives up on the api-server after 5 s by default; on 2 cores with
+            # SQLite and another test suite running beside it, an answer can take longer, and the task
+            # then fails before it starts (seen as a flaky test_airflow_dies). The config's own advice
+            # for high load: a longer timeout.
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
             # Never a scheduled run during the bench: manual runs only. Feb 29 at 00:00 has no fire
             # time between the DAGs' start_date (2025-01-01) and 2028, so unpausing creates no run.
             "HCP_ETCD_BACKUP_SCHEDULE": "0 0 29 2 *",
