@@ -40,7 +40,10 @@ from hcp_etcd.state import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from hcp_etcd.hooks.hosted_cluster import HostedClusterHook
+    from hcp_etcd.triggers.wait import PodsGoneTrigger
 
 MODES = ("quiesced", "online")
 # Replica counts HyperShift uses per availability policy: the fallback when a retry finds 0.
@@ -98,6 +101,35 @@ def _annotations(hc: dict[str, Any]) -> dict[str, str]:
 # seconds normally, every 0.25 s: each poll is one list or get), defer only after this long.
 INLINE_WAIT_SECONDS = 60
 INLINE_POLL_SECONDS = 0.25
+
+
+def stop_api_servers(
+    op: HostedClusterOperator, ns: str, deployments: Sequence[str], timeout: float, poll_interval: float
+) -> PodsGoneTrigger:
+    """Scale API-server Deployments to 0; return the trigger that waits until their pods are gone.
+
+    The one scale-down of the quiesce and of a snapshot retry that finds them up again.
+
+    :param op: the task (its hook, connection and log).
+    :param ns: the control-plane namespace.
+    :param deployments: the Deployments.
+    :param timeout: seconds the wait may take.
+    :param poll_interval: seconds between the trigger's polls.
+    """
+    from hcp_etcd.triggers.wait import PodsGoneTrigger
+
+    selectors = []
+    for dep in deployments:
+        selectors.append(op.k8s.get_deployment_selector(ns, dep))
+        op.k8s.scale_deployment(ns, dep, 0)
+        op.log.info("scaled %s/%s to 0", ns, dep)
+    return PodsGoneTrigger(
+        namespace=ns,
+        label_selectors=selectors,
+        kubernetes_conn_id=op.kubernetes_conn_id,
+        timeout=timeout,
+        poll_interval=poll_interval,
+    )
 
 
 class BackupPreflightOperator(KubernetesExecOperator, StoreOperator):
@@ -412,7 +444,6 @@ class QuiesceApiServersOperator(HostedClusterPatchOperator):
 
     def execute(self, context: Context) -> dict[str, Any] | None:
         """Record, scale down, defer until the pods are gone."""
-        from hcp_etcd.triggers.wait import PodsGoneTrigger
 
         if _mode(str(self.mode)) == "online":
             self.log.info("online mode: API servers keep running")
@@ -430,22 +461,11 @@ class QuiesceApiServersOperator(HostedClusterPatchOperator):
             self.log.info("recorded original replicas of %s: %s", ref, record.replicas)
         else:
             self.log.info("retry: original replicas of %s recorded earlier: %s", ref, record.replicas)
-        selectors = []
         try:
-            for dep in self.deployments:
-                selectors.append(self.k8s.get_deployment_selector(ns, dep))
-                self.k8s.scale_deployment(ns, dep, 0)
-                self.log.info("scaled %s/%s to 0", ns, dep)
+            trigger = stop_api_servers(self, ns, self.deployments, self.timeout, poll_interval=1)
         except Exception:
             self._undo(ref, record)
             raise
-        trigger = PodsGoneTrigger(
-            namespace=ns,
-            label_selectors=selectors,
-            kubernetes_conn_id=self.kubernetes_conn_id,
-            timeout=self.timeout,
-            poll_interval=1,
-        )
         return self.wait(trigger, "execute_complete", context)
 
     def _current_replicas(self, hc: dict[str, Any], ns: str) -> dict[str, int]:
@@ -661,7 +681,6 @@ class SnapshotMembersOperator(KubernetesExecOperator):
     def _stop_api_servers_again(self, ns: str, replicas: dict[str, int]) -> bool:
         """On a retry: scale to 0 what an earlier try scaled back, and wait until their pods are gone."""
         from hcp_etcd.operators.base import run_trigger
-        from hcp_etcd.triggers.wait import PodsGoneTrigger
 
         running = [dep for dep in replicas if self.k8s.get_deployment_replicas(ns, dep)[0] > 0]
         if not running:
@@ -672,18 +691,9 @@ class SnapshotMembersOperator(KubernetesExecOperator):
             running,
             ns,
         )
-        selectors = []
-        for dep in running:
-            selectors.append(self.k8s.get_deployment_selector(ns, dep))
-            self.k8s.scale_deployment(ns, dep, 0)
-        trigger = PodsGoneTrigger(
-            namespace=ns,
-            label_selectors=selectors,
-            kubernetes_conn_id=self.kubernetes_conn_id,
-            timeout=float(self.timeout),
-            poll_interval=INLINE_POLL_SECONDS,
+        event = run_trigger(
+            stop_api_servers(self, ns, running, float(self.timeout), poll_interval=INLINE_POLL_SECONDS)
         )
-        event = run_trigger(trigger)
         if event.get("status") != "success":
             raise RuntimeError(f"API servers {running} of {ns} did not stop again: {event.get('message')}")
         return True
