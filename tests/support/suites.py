@@ -14,8 +14,9 @@ integration package are each two suites of about the same length as the rest. Th
 (``test_faults.py``, its drill cases aside) is one reliability suite, the other files and the drill
 cases the other. The secret-hygiene test of ``tests/reliability/test_security.py`` searches what
 the runs of its own session left, so that file runs, last (file order), in both: each suite's runs
-are searched (its whole-DAG upload test, a ``dag.test()`` of three tries, in the fault matrix's only). The hygiene test of ``tests/integration/test_backup_dag.py`` searches the runs of
-its module, which is one suite whole.
+are searched (its whole-DAG upload test, a ``dag.test()`` of three tries, in the fault matrix's
+only). The hygiene test of ``tests/integration/test_backup_dag.py`` searches the runs of its
+module, which is one suite whole.
 """
 
 from __future__ import annotations
