@@ -44,7 +44,9 @@ wait Available. Then retention over the fleet.
   `mode=online` does not pause or stop anything (etcd snapshots are consistent anyway; members
   differ slightly in revision, and in-flight API writes land after the snapshot).
 * `dry_run` runs the preflight only (retention lists what it would delete).
-* The encryption key is escrowed under `key_prefix`; it never goes through XCom or logs.
+* The encryption key is escrowed under `key_prefix`; it never goes through XCom or logs. A cluster
+  encrypted with AWS KMS has none: the manifest records its key ARNs, and `verify` decrypts a Secret
+  of the snapshot through KMS.
 
 Docs: `docs/BACKUP.md`.
 """
