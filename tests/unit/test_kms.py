@@ -322,3 +322,44 @@ def test_the_hook_decrypts_through_kms_and_says_why_it_cannot(monkeypatch: Any) 
         # A ciphertext no key of this account made (moto does not refuse disabled keys).
         with pytest.raises(KmsDecryptError, match="KMS Decrypt refused: "):
             hook.decrypt(b"\x01" * 64)
+
+
+class _Hook:
+    """Stands for KeyManagementHook: the FakeKms of the test, or a refusal."""
+
+    fake: FakeKms | None = None
+
+    def __init__(self, aws_conn_id: str) -> None:
+        self.aws_conn_id = aws_conn_id
+
+    def decrypt(self, blob: bytes, region_name: str | None = None) -> tuple[bytes, str]:
+        if self.fake is None:
+            raise RuntimeError("KMS Decrypt refused: AccessDeniedException")
+        return self.fake.decrypt(blob)
+
+
+@pytest.mark.parametrize("refuse", [False, True])
+def test_backup_verify_decrypts_a_secret_of_the_snapshot_through_kms(refuse: bool, monkeypatch: Any) -> None:
+    from hcp_etcd import etcd
+    from hcp_etcd.hooks.hosted_cluster import ExecResult
+    from hcp_etcd.operators.backup import VerifySnapshotsOperator
+
+    fake = FakeKms(ARN)
+    value = sandbox_kms.new_envelope(ARN, fake.encrypt).encrypt(SECRET_KEY, SECRET)
+    stdout = json.dumps({"kvs": [{"key": base64.b64encode(SECRET_KEY.encode()).decode(),
+                                  "value": base64.b64encode(value).decode()}]})  # fmt: skip
+    op = VerifySnapshotsOperator(task_id="verify", hosted_cluster="clusters/a", aws_conn_id="aws_x")
+    op.__dict__.update(k8s=_K8s(kms_cluster()))
+    op.kms_hook_class = f"{__name__}._Hook"
+    monkeypatch.setattr(_Hook, "fake", None if refuse else fake)
+    monkeypatch.setattr(op, "exec_in_pod", lambda *a, **k: ExecResult(0, stdout, ""))
+    canonical = etcd.MemberSnapshot("etcd-0", None)  # type: ignore[arg-type]
+    if refuse:
+        with pytest.raises(RuntimeError, match=r"do not decrypt through AWS KMS.*kms:Decrypt"):
+            op._kms_decrypts("clusters-a", canonical, [])
+        return
+    check = op._kms_decrypts("clusters-a", canonical, [("/kubernetes.io/configmaps/ns/c", b"{}")])
+    assert check is not None and check["passed"] and SECRET_KEY in check["detail"]
+    # An AES-CBC cluster: nothing to do here (its key is escrowed).
+    op.__dict__.update(k8s=_K8s({"spec": {"secretEncryption": {"type": "aescbc"}}}))
+    assert op._kms_decrypts("clusters-a", canonical, []) is None
