@@ -363,3 +363,17 @@ def test_backup_verify_decrypts_a_secret_of_the_snapshot_through_kms(refuse: boo
     # An AES-CBC cluster: nothing to do here (its key is escrowed).
     op.__dict__.update(k8s=_K8s({"spec": {"secretEncryption": {"type": "aescbc"}}}))
     assert op._kms_decrypts("clusters-a", canonical, []) is None
+
+
+def test_a_drill_clone_of_a_kms_cluster_keeps_its_key() -> None:
+    from hcp_etcd.restore.plan import clone_objects
+
+    source = next(o for o in rendered(ARN) if o["kind"] == "HostedCluster")
+    source["metadata"]["name"] = "prod1"
+    clone = clone_objects(source, ClusterRef("hcp-etcd-drills", "prod1-drill-20261201"))
+    restored = prepare_objects(
+        clone.objects, ClusterRef("hcp-etcd-drills", "prod1-drill-20261201"), "https://s3/x", kms_manifest(),
+        "s3://m", "run",
+    )  # fmt: skip
+    assert restored.key_secrets == {}
+    assert restored.hosted_cluster["spec"]["secretEncryption"]["kms"]["aws"]["activeKey"] == {"arn": ARN}
