@@ -168,7 +168,13 @@ def hcp_etcd_backup() -> None:
             task_id="snapshot", quiesce=quiesce.output, **hc, **K8S, **DOWNTIME_WINDOW
         )
         verify = VerifySnapshotsOperator(
-            task_id="verify", aws_conn_id=S3["aws_conn_id"], **hc, **K8S, **MODE, **IN_FLIGHT
+            task_id="verify",
+            snapshot=snapshot.output,
+            aws_conn_id=S3["aws_conn_id"],
+            **hc,
+            **K8S,
+            **MODE,
+            **IN_FLIGHT,
         )
         resume = ResumeApiServersOperator(
             task_id="resume", snapshot=snapshot.output, **hc, **K8S, **MODE, **DOWNTIME_WINDOW

@@ -15,9 +15,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from hcp_etcd import etcd
 from hcp_etcd.naming import ClusterRef
-from tests.support.harness import HA, ONE, Harness
+from hcp_etcd.operators.backup import SnapshotMembersOperator
+from tests.support.harness import BACKUP_GROUP, HA, ONE, Harness
 
 HA_NS = ClusterRef("clusters", HA).control_plane_namespace
 
@@ -34,31 +37,50 @@ def wait_for(what: str, predicate: Callable[[], bool], timeout: float = 60) -> N
         time.sleep(0.2)
 
 
-def test_quiesced_backup_passes_while_leases_are_revoked_between_member_snapshots(harness: Harness) -> None:
-    """An Event written just before the API servers stopped expires between the members' snapshots."""
+def test_quiesced_backup_passes_while_leases_are_revoked_between_member_snapshots(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An Event written just before the API servers stopped expires between the members' snapshots,
+    and the restarted kube-apiserver compacts etcd past the revision they share before verify runs:
+    the members were compared while the API servers were stopped, so verify still passes."""
     before = harness.objects(HA)
     event = "/kubernetes.io/events/openshift-kube-apiserver/last-words"
+    exec_in_pod = SnapshotMembersOperator.exec_in_pod
 
     def event_under_a_lease() -> None:
         # What kube-apiserver does for every Event (--event-ttl): the key is bound to an etcd lease.
         lease = etcdctl(harness, HA_NS, "etcd-0", "lease", "grant", "3").stdout.split()[1]
         etcdctl(harness, HA_NS, "etcd-0", "put", f"--lease={lease}", event, "{}")
 
-    def revoked_then_etcd_1_snapshotted_again() -> None:
-        # Every API server is at 0 here (verify runs before resume): only the lease can delete the key.
+    def etcd_1_after_the_revocation(op: Any, ns: str, pod: str, command: list[str], **kw: Any) -> Any:
+        # Only the timing is steered: etcd-1's snapshot starts once etcd revoked the lease by itself
+        # (every API server is at 0 here), so its revision is past the other members'.
+        if pod == "etcd-1" and "snapshot save" in " ".join(command):
+            wait_for(
+                "the Event's lease revoked", lambda: not etcdctl(harness, HA_NS, pod, "get", event).stdout
+            )
+        return exec_in_pod(op, ns, pod, command, **kw)
+
+    def compacted_revision() -> int:
+        out = etcdctl(harness, HA_NS, "etcd-0", "endpoint", "hashkv", "-w", "json").stdout
+        return int(json.loads(out)[0]["HashKV"]["compact_revision"])
+
+    def compacted_past_the_common_revision() -> None:
+        taken = harness.xcoms[run_id][(f"{BACKUP_GROUP}.snapshot", "return_value")]
+        common = min(s["revision"] for s in taken["statuses"].values())
         wait_for(
-            "the Event's lease revoked", lambda: not etcdctl(harness, HA_NS, "etcd-0", "get", event).stdout
-        )
-        harness.k8s.exec_command(
-            HA_NS, "etcd-1", etcd.snapshot_save_command(etcd.DEFAULT_SNAPSHOT_PATH), timeout=120
+            f"kube-apiserver compacts etcd past revision {common}",
+            lambda: compacted_revision() >= common,
         )
 
-    trace = harness.backup(
-        HA, {"snapshot": event_under_a_lease, "verify": revoked_then_etcd_1_snapshotted_again}
-    )
+    monkeypatch.setattr(SnapshotMembersOperator, "exec_in_pod", etcd_1_after_the_revocation)
+    run_id = harness.new_run_id(HA)
+    inject = {"snapshot": event_under_a_lease, "verify": compacted_past_the_common_revision}
+    trace = harness.backup(HA, inject, run_id=run_id)
     assert trace.succeeded, trace.errors()
     revisions = {m["pod"]: m["revision"] for m in trace.tasks["verify"].result["members"]}
     assert revisions["etcd-1"] > min(revisions.values()), revisions  # the members did differ
+    assert set(trace.tasks["snapshot"].result["hashkv"]) == set(revisions)  # compared in the window
     assert trace.tasks["verify"].tries == 1
     harness.assert_invariants(HA, before, trace)
 

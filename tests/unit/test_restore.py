@@ -284,6 +284,9 @@ def test_prepare_objects_adds_backup_key_secret() -> None:
         "name": "x1-etcd-encryption-backup-key"
     }
     assert plan.replicas == 1
+    # Made by the restore, so marked as the run's: a retry adopts it, an undo deletes it.
+    added = next(o for o in plan.objects if o["metadata"]["name"] == "x1-etcd-encryption-backup-key")
+    assert added["metadata"]["annotations"] == {RESTORED_BY_ANNOTATION: "r"}
 
 
 def test_prepare_objects_refusals() -> None:

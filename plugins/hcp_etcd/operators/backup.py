@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import shlex
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Context
@@ -595,6 +596,47 @@ class ResumeApiServersOperator(HostedClusterPatchOperator):
         return {"api_available_at": rfc3339(now, milliseconds=True), "api_downtime_seconds": downtime}
 
 
+def hashkv_at_common_revision(
+    op: KubernetesExecOperator, ns: str, snaps: list[etcd.MemberSnapshot]
+) -> dict[str, etcd.HashKV] | None:
+    """Every member's ``endpoint hashkv`` at the revision all snapshots hold (all members at once).
+
+    None when the snapshots' revisions are equal: their hashes alone are compared then.
+
+    :param op: the operator whose exec runs it.
+    :param ns: the control-plane namespace.
+    :param snaps: every member's snapshot.
+    """
+    from hcp_etcd.hooks.hosted_cluster import ExecError
+
+    if len({s.status.revision for s in snaps}) == 1:
+        return None
+    common = etcd.common_revision(snaps)
+
+    def hashkv(pod: str, hook: HostedClusterHook) -> etcd.HashKV:
+        out = op.exec_in_pod(ns, pod, etcd.hashkv_command(common), timeout=600, hook=hook)
+        return etcd.parse_hashkv(out.stdout)
+
+    try:
+        hashes = op.exec_in_each([s.pod for s in snaps], hashkv)
+    except ExecInEachError as err:
+        if any(isinstance(e, ExecError) and "compacted" in str(e) for e in err.failed.values()):
+            # kube-apiserver compacts to a revision it read one interval (5 min) earlier, and a
+            # restarted one waits a second interval: this comparison came too late.
+            raise RuntimeError(
+                f"revision {common} of {ns} was compacted before the members could be compared: run "
+                "the backup again (the snapshot task compares them before it restarts the API servers)"
+            ) from err
+        raise
+    op.log.info(
+        "snapshots at revisions %s: hashkv at the common revision %s: %s",
+        {s.pod: s.status.revision for s in snaps},
+        common,
+        {pod: h.hash for pod, h in hashes.items()},
+    )
+    return hashes
+
+
 class SnapshotMembersOperator(KubernetesExecOperator):
     """``etcdctl snapshot save`` in every etcd member (the seed's command), all members at once.
 
@@ -603,8 +645,14 @@ class SnapshotMembersOperator(KubernetesExecOperator):
 
     Quiesced, it scales the API servers back to the replicas the quiesce recorded as soon as every
     member's snapshot file exists: the downtime window then ends in this task, not one scheduler
-    hand-off later. The ``resume`` teardown stays the safety net (it scales back whatever this task
-    did not, waits until the API servers are ready and clears the record). A retry of this task
+    hand-off later. Before it does, it measures what ``verify`` needs to compare the members: each
+    snapshot's status (read in the same exec as the snapshot) and, when their revisions differ,
+    every member's ``endpoint hashkv`` at the revision all snapshots hold. That revision survives
+    only while no API server runs: a running kube-apiserver compacts etcd's history every 5 minutes
+    (the sandbox's reliability tier: every 4 s), so measured one hand-off later it may be gone.
+
+    The ``resume`` teardown stays the safety net (it scales back whatever this task did not, waits
+    until the API servers are ready and clears the record). A retry of this task
     finds the API servers up again if an earlier try scaled them back before it died: it stops them
     again before snapshotting, so a quiesced backup is never taken with writers running.
 
@@ -612,7 +660,10 @@ class SnapshotMembersOperator(KubernetesExecOperator):
         mode) leaves the API servers alone. (templated)
     :param snapshot_path: the file in the etcd container (on the etcd volume).
     :param timeout: seconds per member (and for the API servers' pods to go on a retry).
-    :return: ``{"ts", "created_at", "members", "scaled_back", "stopped_again"}``.
+    :return: ``{"ts", "created_at", "members", "statuses", "hashkv", "scaled_back", "stopped_again",
+        "api_available_at"}``: ``statuses`` maps each pod to its snapshot's status, ``hashkv`` each
+        pod to its hashkv at the common revision (None: not measured, the revisions are equal or the
+        backup is online).
     """
 
     template_fields: tuple[str, ...] = (*KubernetesExecOperator.template_fields, "quiesce")
@@ -640,19 +691,29 @@ class SnapshotMembersOperator(KubernetesExecOperator):
             stopped_again = self._stop_api_servers_again(ns, replicas)
         started = utcnow()
         members = self.k8s.list_etcd_pods(ns)
+        # The status in the same exec: one round trip less inside the downtime window.
         script = (
             f"{shlex.join(etcd.remove_command(self.snapshot_path))} && "
-            f"exec {shlex.join(etcd.snapshot_save_command(self.snapshot_path))}"
+            f"{shlex.join(etcd.snapshot_save_command(self.snapshot_path))} && "
+            f"exec {shlex.join(etcd.snapshot_status_command(self.snapshot_path))}"
         )
 
-        def snapshot(pod: str, hook: HostedClusterHook) -> None:
-            self.exec_in_pod(ns, pod, ["sh", "-c", script], log_output=True, hook=hook)
+        def snapshot(pod: str, hook: HostedClusterHook) -> etcd.MemberSnapshot:
+            lines: list[str] = []
+
+            def line(text: str) -> None:
+                lines.append(text)
+                self.log.info("[%s] %s", pod, text)
+
+            self.exec_in_pod(ns, pod, ["sh", "-c", script], on_stdout_line=line, log_output=True, hook=hook)
             self.log.info("snapshot of member %s/%s written to %s", ns, pod, self.snapshot_path)
+            return etcd.MemberSnapshot(pod, etcd.parse_snapshot_status("\n".join(lines)))
 
         try:
-            self.exec_in_each(members, snapshot)
+            snaps = list(self.exec_in_each(members, snapshot).values())
         except ExecInEachError as err:
             raise RuntimeError(f"snapshot of {len(err.failed)} member(s) of {ref} failed: {err}") from err
+        hashkv = hashkv_at_common_revision(self, ns, snaps) if replicas else None
         available_at = None
         if replicas:
             for dep, n in replicas.items():
@@ -663,6 +724,8 @@ class SnapshotMembersOperator(KubernetesExecOperator):
             "ts": format_backup_ts(started),
             "created_at": rfc3339(started),
             "members": members,
+            "statuses": {snap.pod: snap.status.as_dict() for snap in snaps},
+            "hashkv": None if hashkv is None else {pod: asdict(h) for pod, h in hashkv.items()},
             "scaled_back": sorted(replicas),
             "stopped_again": stopped_again,
             "api_available_at": available_at,
@@ -717,7 +780,10 @@ class VerifySnapshotsOperator(KubernetesExecOperator):
 
     Agreement is judged as etcd judges it (:func:`hcp_etcd.etcd.check_members_agree`): the same hash
     at the same revision, else the same ``endpoint hashkv`` at the revision every snapshot holds
-    (expired Events leases are revoked while the API servers are stopped, each a new revision).
+    (expired Events leases are revoked while the API servers are stopped, each a new revision). The
+    hashkv is the one the snapshot task measured while the API servers were still stopped (see
+    :class:`SnapshotMembersOperator`); each status read here must be the one it recorded, or the
+    file changed after the snapshot.
 
     Also records, for the restore verification, what the canonical snapshot holds, read at the
     current revision (never ``--rev``: see :func:`hcp_etcd.etcd.keys_listing_command`) and told
@@ -730,6 +796,8 @@ class VerifySnapshotsOperator(KubernetesExecOperator):
     references (``secret_decrypts``); a failure fails the task, naming the keys and the permission.
 
     :param mode: ``quiesced`` or ``online``. (templated)
+    :param snapshot: the snapshot step's result (its ``statuses`` and ``hashkv``); None measures the
+        hashkv here, which fails if the common revision was compacted in between. (templated)
     :param snapshot_path: the file in the etcd container.
     :param samples_per_resource: keys sampled per stable resource.
     :param max_samples: at most this many sampled keys in all.
@@ -739,13 +807,19 @@ class VerifySnapshotsOperator(KubernetesExecOperator):
         "samples", "listed_at_revision", "secret_decrypts"}`` (the last: the KMS check, or None).
     """
 
-    template_fields: tuple[str, ...] = (*KubernetesExecOperator.template_fields, "mode", "aws_conn_id")
+    template_fields: tuple[str, ...] = (
+        *KubernetesExecOperator.template_fields,
+        "mode",
+        "snapshot",
+        "aws_conn_id",
+    )
     kms_hook_class: str = "hcp_etcd.hooks.kms.KeyManagementHook"
 
     def __init__(
         self,
         *,
         mode: str = "quiesced",
+        snapshot: Any = None,
         snapshot_path: str = etcd.DEFAULT_SNAPSHOT_PATH,
         samples_per_resource: int = 4,
         max_samples: int = 64,
@@ -756,6 +830,7 @@ class VerifySnapshotsOperator(KubernetesExecOperator):
         """See the class docstring."""
         super().__init__(**kwargs)
         self.mode = mode
+        self.snapshot = snapshot
         self.snapshot_path = snapshot_path
         self.samples_per_resource = samples_per_resource
         self.max_samples = max_samples
@@ -779,8 +854,29 @@ class VerifySnapshotsOperator(KubernetesExecOperator):
                 status.total_size,
             )
             snaps.append(etcd.MemberSnapshot(pod, status))
+        taken = dict(self.snapshot or {})
+        for snap in snaps:
+            recorded = (taken.get("statuses") or {}).get(snap.pod)
+            if recorded is not None and (recorded["revision"], recorded["hash"]) != (
+                snap.status.revision,
+                snap.status.hash,
+            ):
+                raise etcd.SnapshotStatusError(
+                    f"the snapshot file of {ns}/{snap.pod} changed after the snapshot task wrote it "
+                    f"(revision {recorded['revision']} hash {recorded['hash']} then, revision "
+                    f"{snap.status.revision} hash {snap.status.hash} now): clear the task to snapshot again"
+                )
         if mode == "quiesced":
-            etcd.check_members_agree(snaps, self._hashkv(ns, snaps))
+            if taken.get("statuses"):
+                recorded_hashkv = taken.get("hashkv")
+                hashkv = (
+                    None
+                    if recorded_hashkv is None
+                    else {pod: etcd.HashKV(**h) for pod, h in recorded_hashkv.items()}
+                )
+            else:
+                hashkv = hashkv_at_common_revision(self, ns, snaps)
+            etcd.check_members_agree(snaps, hashkv)
         canonical = etcd.choose_canonical(snaps)
         version = etcd.parse_endpoint_status(
             self.exec_in_pod(ns, canonical.pod, etcd.endpoint_status_command(), timeout=60).stdout
@@ -850,36 +946,6 @@ class VerifySnapshotsOperator(KubernetesExecOperator):
                 f"not read them: {check.detail}"
             )
         return check.as_dict()
-
-    def _hashkv(self, ns: str, snaps: list[etcd.MemberSnapshot]) -> dict[str, etcd.HashKV] | None:
-        """Every member's hashkv at the common revision, when the snapshots' revisions differ."""
-        from hcp_etcd.hooks.hosted_cluster import ExecError
-
-        if len({s.status.revision for s in snaps}) == 1:
-            return None
-        common = etcd.common_revision(snaps)
-        hashes = {}
-        for snap in snaps:
-            try:
-                out = self.exec_in_pod(ns, snap.pod, etcd.hashkv_command(common), timeout=600)
-            except ExecError as err:
-                if "compacted" in str(err):
-                    # kube-apiserver compacts to a revision it read one interval (5 min) earlier,
-                    # and a restarted one waits a second interval: this check came too late.
-                    raise RuntimeError(
-                        f"revision {common} of {ns} was compacted before the members could be "
-                        "compared: run the backup again (the comparison must run within 5 minutes "
-                        "of the snapshot)"
-                    ) from err
-                raise
-            hashes[snap.pod] = etcd.parse_hashkv(out.stdout)
-        self.log.info(
-            "snapshots at revisions %s: hashkv at the common revision %s: %s",
-            {s.pod: s.status.revision for s in snaps},
-            common,
-            {pod: h.hash for pod, h in hashes.items()},
-        )
-        return hashes
 
     def _samples(
         self, ns: str, canonical: etcd.MemberSnapshot, keys: list[str]

@@ -307,11 +307,16 @@ def prepare_objects(
     for role, name in names.items():
         secret = secrets_by_name.get(name)
         if secret is None:
+            # Annotated like every object above: a retry of this run adopts it, an undo deletes it.
             secret = {
                 "apiVersion": "v1",
                 "kind": "Secret",
                 "type": "Opaque",
-                "metadata": {"name": name, "namespace": target.namespace},
+                "metadata": {
+                    "name": name,
+                    "namespace": target.namespace,
+                    "annotations": {RESTORED_BY_ANNOTATION: restored_by},
+                },
             }
             objs.append(secret)
         if role not in key_entries(manifest):
