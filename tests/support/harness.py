@@ -259,7 +259,8 @@ class Harness:
         """The task context: run id, a ``ti`` that shares the run's XComs, outlet events."""
         store = self.xcoms.setdefault(run_id, {})
         ti = TaskInstanceStub(store, task_id, try_number)
-        return {"run_id": run_id, "ti": ti, "outlet_events": OutletEvents()}
+        dag = operator_worker.BACKUP_DAG  # the backup lock's owner, with the run id
+        return {"run_id": run_id, "dag": dag, "ti": ti, "outlet_events": OutletEvents()}
 
     def attempt(
         self, task_id: str, make: Callable[[], Any], run_id: str, tries: int = TRIES, first_try: int = 1

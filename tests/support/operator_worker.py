@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -25,6 +26,9 @@ import pytest
 from tests.support.waits import shorten_poll_intervals
 
 REPO = Path(__file__).resolve().parents[2]
+# context["dag"] of the operators run here and in the harness: a kill test's killed try and its retry
+# are tries of one task of the backup DAG, as in Airflow (the backup lock is owned by DAG and run).
+BACKUP_DAG = SimpleNamespace(dag_id="hcp_etcd_backup")
 PRELOAD = [
     "hcp_etcd.hooks.hosted_cluster",
     "hcp_etcd.hooks.snapshot_store",
@@ -94,7 +98,7 @@ def run_steps(
     shorten_poll_intervals(pytest.MonkeyPatch())
     if kill_point:
         arm(**kill_point)
-    context = {"run_id": run_id, "ti": TaskInstance(), "outlet_events": OutletEvents()}
+    context = {"run_id": run_id, "dag": BACKUP_DAG, "ti": TaskInstance(), "outlet_events": OutletEvents()}
     for module, name, kwargs in steps:
         result = getattr(importlib.import_module(module), name)(**kwargs).execute(context)
         print("@@DONE@@ " + name + " " + json.dumps(result, default=str), flush=True)
@@ -107,7 +111,7 @@ def main(spec: dict[str, Any]) -> None:
 
     shorten_poll_intervals(pytest.MonkeyPatch())
     for name, kwargs in spec["steps"]:
-        getattr(ops, name)(**kwargs).execute({"run_id": spec["run_id"]})
+        getattr(ops, name)(**kwargs).execute({"run_id": spec["run_id"], "dag": BACKUP_DAG})
         print("@@DONE@@ " + name, flush=True)
     if spec.get("hang"):
         time.sleep(3600)

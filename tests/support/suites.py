@@ -14,9 +14,10 @@ integration package are each two suites of about the same length as the rest. Th
 (``test_faults.py``, its drill cases aside) is one reliability suite, the other files and the drill
 cases the other. The secret-hygiene test of ``tests/reliability/test_security.py`` searches what
 the runs of its own session left, so that file runs, last (file order), in both: each suite's runs
-are searched (its whole-DAG upload test, a ``dag.test()`` of three tries, in the fault matrix's
-only). The hygiene test of ``tests/integration/test_backup_dag.py`` searches the runs of its
-module, which is one suite whole.
+are searched (the whole-DAG upload test runs in both too: its ``dag.test()`` is what puts real
+Airflow runs in each session's metadata DB and task logs for the hygiene test to search). The
+hygiene test of ``tests/integration/test_backup_dag.py`` searches the runs of its module, which is
+one suite whole.
 """
 
 from __future__ import annotations
@@ -41,18 +42,11 @@ NO_TESTS = 5  # pytest's exit code when the arguments (e.g. -k) select no test o
 FAULT_MATRIX = "tests/reliability/test_faults.py"
 BACKUP_DAG = "tests/integration/test_backup_dag.py"
 DRILL_FAULTS = "test_drill_fault"  # the fault matrix's drill cases: they balance the two reliability suites
-WHOLE_DAG_UPLOAD = "test_whole_dag_upload_fails_for_good_cluster_given_back"  # a dag.test() with 3 tries
 # The longest first. Measured on 2 cores: the reliability and integration packages split in two
 # suites each, of about the length of the rest (unit, sandbox, UI, foundation and bench tests).
 SUITES: dict[str, list[str]] = {
     "fault matrix": [FAULT_MATRIX, "tests/reliability/test_security.py", "-k", f"not {DRILL_FAULTS}"],
-    # The whole-DAG upload test of test_security once, in the fault matrix's session (its hygiene test
-    # runs in both: it searches what each session's runs left).
-    "reliability": [
-        "tests/reliability",
-        "-k",
-        f"({DRILL_FAULTS} or not {Path(FAULT_MATRIX).name}) and not {WHOLE_DAG_UPLOAD}",
-    ],
+    "reliability": ["tests/reliability", "-k", f"{DRILL_FAULTS} or not {Path(FAULT_MATRIX).name}"],
     "backup DAG": [BACKUP_DAG],
     "integration": ["tests/integration", f"--ignore={BACKUP_DAG}"],
     "the rest": ["tests", "--ignore=tests/reliability", "--ignore=tests/integration"],

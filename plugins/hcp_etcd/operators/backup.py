@@ -213,7 +213,7 @@ class BackupPreflightOperator(KubernetesExecOperator, StoreOperator):
             raise
         annotations = _annotations(hc)
         try:
-            check_lock(annotations, self.run_id(context), utcnow(), str(ref), self.dag_id)
+            check_lock(annotations, self.run_id(context), utcnow(), str(ref), self.run_dag_id(context))
         except LockHeldError as err:
             if mode == "online":
                 # The holder is backing this cluster up now (or died, and failed its run): an online
@@ -346,7 +346,7 @@ class PauseReconciliationOperator(HostedClusterPatchOperator):
         until = deadline(self.pause_deadline_minutes)
         hc = self.k8s.get_hosted_cluster(ref)
         annotations = _annotations(hc)
-        state = check_lock(annotations, run_id, utcnow(), str(ref), self.dag_id)
+        state = check_lock(annotations, run_id, utcnow(), str(ref), self.run_dag_id(context))
         if state == "expired":
             self.log.warning("taking over the expired lock of %s: %s", ref, annotations.get(LOCK_ANNOTATION))
         recorded, previous = read_previous_pause(annotations, run_id)
@@ -358,7 +358,7 @@ class PauseReconciliationOperator(HostedClusterPatchOperator):
             if dead_recorded:
                 # The expired run's deadline is not the cluster's own setting: restore what it found.
                 previous = dead_previous
-        lock = BackupLock(run_id, self.dag_id, until)
+        lock = BackupLock(run_id, self.run_dag_id(context), until)
         patch: dict[str, Any] = {"metadata": {"annotations": {LOCK_ANNOTATION: lock.to_annotation()}}}
         if mode == "quiesced":
             patch["metadata"]["annotations"][PREVIOUS_PAUSE_ANNOTATION] = previous_pause_annotation(
@@ -1184,7 +1184,7 @@ class UnpauseReconciliationOperator(HostedClusterPatchOperator):
         annotations = _annotations(hc)
         lock = BackupLock.from_annotations(annotations)
         recorded, previous = read_previous_pause(annotations, run_id)
-        ours = lock is not None and lock.held_by(run_id, self.dag_id)
+        ours = lock is not None and lock.held_by(run_id, self.run_dag_id(context))
         if not ours and not recorded:
             self.log.warning(
                 "%s holds no lock or pause of run %s (lock: %s): leaving it alone",

@@ -105,6 +105,14 @@ class HostedClusterOperator(BaseOperator):
         """
         return str(context["run_id"])
 
+    def run_dag_id(self, context: Context) -> str:
+        """The id of the run's DAG (with the run id, the backup lock's owner: two DAGs' runs may
+        share a run id).
+
+        :param context: task context.
+        """
+        return str(getattr(context.get("dag"), "dag_id", None) or self.dag_id)
+
     def wait(
         self,
         trigger: BaseTrigger,
