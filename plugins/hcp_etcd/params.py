@@ -31,6 +31,7 @@ DEFAULT_KEY_PREFIX = "hcp-etcd/keys"
 # (the first task of each DAG refuses an empty bucket with a message saying what to set).
 _BUCKET_PATTERN = r"^$|^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 BUCKET_ENV = "HCP_ETCD_BUCKET"
+REPLICA_BUCKET_ENV = "HCP_ETCD_REPLICA_BUCKET"
 RETRY_DELAY_ENV = "HCP_ETCD_RETRY_DELAY_SECONDS"
 DEFAULT_RETRY_DELAY_SECONDS = 30.0
 
@@ -167,6 +168,76 @@ class StoreSettings:
             key_prefix=validate_prefix(str(key_prefix)),
             kms_key_id=str(kms_key_id) if kms_key_id else None,
         )
+
+
+@dataclass(frozen=True)
+class ReplicaSettings:
+    """Where every published backup is copied: a second bucket, in another region, with its own
+    connection and KMS key (build it with :meth:`validate`; None when no replica is set).
+
+    :param bucket: the replica bucket (snapshots, manifests and escrowed keys, at the primary's keys).
+    :param aws_conn_id: its AWS connection (its region is the connection's).
+    :param kms_key_id: its SSE-KMS key; None for SSE-S3.
+    """
+
+    bucket: str
+    aws_conn_id: str
+    kms_key_id: str | None
+
+    @classmethod
+    def validate(
+        cls, *, store: StoreSettings, bucket: Any, aws_conn_id: Any, kms_key_id: Any, default_conn_id: str
+    ) -> ReplicaSettings | None:
+        """Check the rendered replica Params; None when ``bucket`` is empty (no replica).
+
+        :param store: the primary's settings (the replica must be another bucket).
+        :param bucket: the ``replica_bucket`` Param.
+        :param aws_conn_id: the ``replica_aws_conn_id`` Param; empty for ``default_conn_id``.
+        :param kms_key_id: the ``replica_kms_key_id`` Param; empty for SSE-S3.
+        :param default_conn_id: the primary's connection.
+        """
+        if not bucket:
+            return None
+        if not re.fullmatch(_BUCKET_PATTERN, str(bucket)):
+            raise ConfigurationError(f"replica_bucket {bucket!r} is not a valid S3 bucket name")
+        if str(bucket) in (store.bucket, store.key_bucket):
+            raise ConfigurationError(
+                f"replica_bucket {bucket!r} is the backup or key bucket: a replica is a second bucket "
+                "(in another region); set another one, or leave replica_bucket empty"
+            )
+        return cls(
+            bucket=str(bucket),
+            aws_conn_id=str(aws_conn_id) if aws_conn_id else default_conn_id,
+            kms_key_id=str(kms_key_id) if kms_key_id else None,
+        )
+
+
+def replica() -> dict[str, Param]:
+    """``replica_bucket``, ``replica_aws_conn_id``, ``replica_kms_key_id``: the second copy (or none)."""
+    bucket = os.environ.get(REPLICA_BUCKET_ENV, "").strip()
+    return {
+        "replica_bucket": Param(
+            bucket if re.fullmatch(_BUCKET_PATTERN, bucket) and bucket else None,
+            type=["null", "string"],
+            maxLength=63,
+            pattern=_BUCKET_PATTERN,
+            description="Second bucket (another region) every published backup is copied to: snapshot, "
+            f"escrowed keys, manifest last (default: env {REPLICA_BUCKET_ENV}; empty: no replica).",
+        ),
+        "replica_aws_conn_id": Param(
+            os.environ.get("HCP_ETCD_REPLICA_AWS_CONN_ID", "").strip() or None,
+            type=["null", "string"],
+            description="AWS connection of the replica bucket; its region is the connection's (default: "
+            "env HCP_ETCD_REPLICA_AWS_CONN_ID; empty: aws_conn_id).",
+        ),
+        "replica_kms_key_id": Param(
+            os.environ.get("HCP_ETCD_REPLICA_KMS_KEY_ID", "").strip() or None,
+            type=["null", "string"],
+            maxLength=2048,
+            description="KMS key (of the replica's region) for SSE-KMS in the replica; empty uses SSE-S3 "
+            "(default: env HCP_ETCD_REPLICA_KMS_KEY_ID).",
+        ),
+    }
 
 
 # (environment variable, default) of each DAG's schedule.
