@@ -212,10 +212,13 @@ class ReplicaSettings:
         )
 
 
-def replica() -> dict[str, Param]:
-    """``replica_bucket``, ``replica_aws_conn_id``, ``replica_kms_key_id``: the second copy (or none)."""
+def replica(kms: bool = True) -> dict[str, Param]:
+    """``replica_bucket``, ``replica_aws_conn_id``, ``replica_kms_key_id``: the second copy (or none).
+
+    :param kms: with ``replica_kms_key_id`` (the DAGs that write to the replica).
+    """
     bucket = os.environ.get(REPLICA_BUCKET_ENV, "").strip()
-    return {
+    found = {
         "replica_bucket": Param(
             bucket if re.fullmatch(_BUCKET_PATTERN, bucket) and bucket else None,
             type=["null", "string"],
@@ -237,6 +240,23 @@ def replica() -> dict[str, Param]:
             description="KMS key (of the replica's region) for SSE-KMS in the replica; empty uses SSE-S3 "
             "(default: env HCP_ETCD_REPLICA_KMS_KEY_ID).",
         ),
+    }
+    if not kms:
+        del found["replica_kms_key_id"]
+    return found
+
+
+def source_bucket() -> dict[str, Param]:
+    """``source_bucket``: which copy a restore or drill reads, the primary or the replica."""
+    return {
+        "source_bucket": Param(
+            "primary",
+            type="string",
+            enum=["primary", "replica"],
+            description="Read the backup from the primary bucket, or from replica_bucket with "
+            "replica_aws_conn_id (when the primary's region is down). A manifest URI in source names its "
+            "bucket itself: give the replica's with replica.",
+        )
     }
 
 
@@ -391,3 +411,10 @@ def presign_connection() -> dict[str, Param]:
 # Operator arguments that every task of a DAG takes from its Params.
 KUBERNETES = {"kubernetes_conn_id": ref("kubernetes_conn_id")}
 STORE = {**KUBERNETES, "aws_conn_id": ref("aws_conn_id"), "bucket": ref("bucket"), "prefix": ref("prefix")}
+# The copy a restore or drill reads (``source_bucket``): the primary's settings, or the replica's.
+SOURCE_STORE = {
+    **STORE,
+    "bucket": "{{ params.replica_bucket if params.source_bucket == 'replica' else params.bucket }}",
+    "aws_conn_id": "{{ (params.replica_aws_conn_id or params.aws_conn_id) "
+    "if params.source_bucket == 'replica' else params.aws_conn_id }}",
+}

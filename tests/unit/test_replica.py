@@ -203,8 +203,8 @@ def test_replica_settings_are_checked_once_with_a_clear_error():
         is None
     )
     assert ReplicaSettings.validate(
-        store=store, bucket="dr-copies", aws_conn_id=None, kms_key_id="alias/dr", default_conn_id="aws_default"
-    ) == ReplicaSettings("dr-copies", "aws_default", "alias/dr")  # fmt: skip
+        store=store, bucket="dr-copies", aws_conn_id=None, kms_key_id="alias/dr", default_conn_id="aws"
+    ) == ReplicaSettings("dr-copies", "aws", "alias/dr")  # fmt: skip
 
 
 def test_retention_applies_the_same_policy_to_the_replica(s3hook, replica_hook):
@@ -251,3 +251,90 @@ def test_the_backup_dag_copies_after_the_manifest_and_a_skip_is_no_failure(tmp_p
     assert dag.task_dict["retention"].replica_bucket == "{{ params.replica_bucket }}"
     assert dag.params["replica_bucket"] is None  # off by default
     assert dag.task_dict["all_backups_succeeded"].trigger_rule == "none_failed"
+
+
+class _NoCluster:
+    """The management cluster as the resolve step asks it: no HostedCluster of the target's name."""
+
+    def hosted_cluster_exists(self, ref: ClusterRef) -> bool:
+        return False
+
+
+class _Ti:
+    def __init__(self) -> None:
+        self.pushed: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed[key] = value
+
+
+def resolve(**kwargs: Any) -> dict[str, Any]:
+    from hcp_etcd.operators.restore import ResolveBackupOperator
+
+    op = ResolveBackupOperator(
+        task_id="resolve_backup", source=str(REF), at_or_before=NOW.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        target_namespace="clusters", target_name="prod1-back", prefix=PREFIX, **kwargs,
+    )  # fmt: skip
+    op.__dict__["k8s"] = _NoCluster()
+    return op.execute({"ti": _Ti()})
+
+
+def test_a_restore_reads_the_replica_when_asked(s3hook, replica_hook):
+    """source_bucket=replica: the DAG renders the replica's bucket and connection; the newest backup is
+    the replica's copy, whose manifest names the replica's snapshot and keys."""
+    stamp = put_backup(s3hook, 0)
+    replicate(published={"ts": stamp})
+
+    found = resolve(source_bucket="replica", bucket=REPLICA, aws_conn_id="aws_replica")
+
+    assert found["manifest_uri"] == f"s3://{REPLICA}/{manifest_key(PREFIX, REF, stamp)}"
+    assert found["manifest"]["snapshot"]["bucket"] == REPLICA
+
+
+def test_when_the_primary_cannot_be_read_the_error_says_so_and_names_the_replica(s3hook, replica_hook):
+    from hcp_etcd.errors import RestoreInputError
+
+    with pytest.raises(RestoreInputError, match=r"primary bucket s3://gone-bkt cannot be read.*") as err:
+        resolve(bucket="gone-bkt", replica_bucket=REPLICA)
+    assert (
+        f"the replica s3://{REPLICA} has copies of the backups: run again with source_bucket=replica"
+        in str(err.value)
+    )
+    # Readable but without the backup (its copy may be in the replica): said so too.
+    with pytest.raises(RestoreInputError, match=r"no complete backup of .*source_bucket=replica"):
+        resolve(bucket=BUCKET, replica_bucket=REPLICA)
+    with pytest.raises(RestoreInputError, match="no replica_bucket is set"):
+        resolve(bucket="gone-bkt")
+    with pytest.raises(RestoreInputError, match="source_bucket=replica but no replica_bucket is set"):
+        resolve(source_bucket="replica", bucket=None)
+
+
+@pytest.mark.parametrize("dag_file", ["hcp_etcd_restore.py", "hcp_etcd_restore_drill.py"])
+def test_restore_and_drill_read_the_copy_source_bucket_names(dag_file, tmp_path_factory):
+    import jinja2
+
+    os.environ.setdefault("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow-home")))
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO / "dags" / dag_file))
+    assert bag.import_errors == {}
+    (dag,) = bag.dags.values()
+    assert dag.params["source_bucket"] == "primary"
+    reading = [
+        t for t in dag.tasks if t.task_id.split(".")[-1] in ("resolve_backup", "check_snapshot", "presign")
+    ]
+    assert len(reading) == 3
+    values = {
+        "bucket": "p-bkt",
+        "replica_bucket": "r-bkt",
+        "aws_conn_id": "aws_default",
+        "replica_aws_conn_id": None,
+    }
+    for task in reading:
+        for which, bucket, conn in (("primary", "p-bkt", "aws_default"), ("replica", "r-bkt", "aws_default")):
+            params = {**values, "source_bucket": which}
+            assert jinja2.Template(task.bucket).render(params=params) == bucket
+            assert jinja2.Template(task.aws_conn_id).render(params=params) == conn
+    params = {**values, "source_bucket": "replica", "replica_aws_conn_id": "aws_replica"}
+    assert jinja2.Template(reading[0].aws_conn_id).render(params=params) == "aws_replica"
+    assert reading[0].replica_bucket == "{{ params.replica_bucket }}"
