@@ -21,7 +21,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from hcp_etcd.status import ClusterStatus, collect_status, stale_threshold, summary
+from hcp_etcd.status import ClusterStatus, add_replica, collect_status, stale_threshold, summary
 from hcp_etcd.ui.page import render_page
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 URL_PREFIX = "/hcp-etcd"
 BACKUP_DAG_ID = "hcp_etcd_backup"
 DEFAULT_PREFIX = "hcp-etcd/backups"  # the backup DAG's default ``prefix`` Param
+REPLICA_BUCKET_ENV = "HCP_ETCD_REPLICA_BUCKET"  # the backup DAG's default ``replica_bucket`` Param
 
 
 @dataclass
@@ -131,6 +132,15 @@ def collect_from_environment() -> Snapshot:
         log.warning("reading s3://%s/%s failed", bucket, prefix, exc_info=True)
         errors.append(f"S3 (s3://{bucket}/{prefix}): {type(err).__name__}: {err}"[:300])
         rows = []
+    replica = os.environ.get(REPLICA_BUCKET_ENV, "").strip()
+    if replica and rows:
+        conn_id = os.environ.get("HCP_ETCD_REPLICA_AWS_CONN_ID", "").strip()
+        replica_store = SnapshotStoreHook(aws_conn_id=conn_id or store.aws_conn_id)
+        try:
+            add_replica(rows, replica_store, replica, prefix, now)
+        except Exception as err:  # the replica's region may be down: the primary's rows still show
+            log.warning("reading the replica s3://%s/%s failed", replica, prefix, exc_info=True)
+            errors.append(f"replica S3 (s3://{replica}/{prefix}): {type(err).__name__}: {err}"[:300])
     return Snapshot(rows, now, threshold, bucket, prefix, errors)
 
 
