@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -27,8 +28,8 @@ def kube(box):
     return client.CustomObjectsApi(api), client.AppsV1Api(api), client.CoreV1Api(api)
 
 
-def s3(box):
-    conn = json.loads(box.env["AIRFLOW_CONN_AWS_DEFAULT"])
+def s3(box, connection="AIRFLOW_CONN_AWS_DEFAULT"):
+    conn = json.loads(box.env[connection])
     extra = conn["extra"]
     return boto3.client(
         "s3", endpoint_url=extra["endpoint_url"], region_name=extra["region_name"], verify=extra["verify"],
@@ -235,3 +236,48 @@ def test_secret_hygiene_after_all_runs(sandbox, airflow_env):
     """Runs last in this module: every run above used this Airflow home."""
     assert airflow_env.logs, "no run happened before"
     check_no_secret(sandbox, airflow_env)
+
+
+def test_every_backup_is_copied_to_the_replica_and_a_failed_copy_is_caught_up(make_sandbox, airflow_env_for):
+    """A sandbox with a second S3 endpoint (another region, the connection aws_replica): the replica's
+    endpoint refuses the first copy, so that run fails with the primary's backup published; the next run
+    copies both backups, each object equal to the manifest's SHA-256, the manifest naming the replica."""
+    box = make_sandbox("--cluster", "rep-one:1", "--seed-mb", "1", "--replica-s3")
+    env = airflow_env_for(box)
+    replica = s3(box, "AIRFLOW_CONN_AWS_REPLICA")
+    bucket = box.env["HCP_ETCD_REPLICA_BUCKET"]
+    assert replica.get_bucket_location(Bucket=bucket)["LocationConstraint"] == "eu-west-1"
+
+    box.fault("s3", "--code", "403", "--count", "1", "--replica")
+    failed = env.run({"hosted_clusters": ["clusters/rep-one"]})
+
+    assert failed.state == "failed", failed.tis
+    assert failed.state_of("backup.publish_manifest", 0) == "success", failed.tis
+    assert failed.state_of("backup.replicate", 0) == "failed", failed.tis
+    assert "the primary backup is valid" in failed.output and f"s3://{bucket}" in failed.output
+    assert_restored(box, "rep-one", 1)
+    (first,) = manifests(box, "rep-one")
+
+    run = env.run({"hosted_clusters": ["clusters/rep-one"]})
+
+    assert run.state == "success", run.tis
+    primary = manifests(box, "rep-one")
+    assert len(primary) == 2 and first in primary
+    copied = sorted(
+        o["Key"] for o in replica.list_objects_v2(Bucket=bucket, Prefix="hcp-etcd/").get("Contents", [])
+    )
+    assert set(primary) <= set(copied), copied
+    for key in primary:
+        m = json.loads(replica.get_object(Bucket=bucket, Key=key)["Body"].read())
+        assert m["replica_of"] == f"s3://{box.bucket}/{key}" and m["snapshot"]["bucket"] == bucket
+        body = replica.get_object(Bucket=bucket, Key=m["snapshot"]["key"])["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == m["snapshot"]["sha256"]
+        assert m["service_account_key"], "the sandbox's control plane has a signing key to escrow"
+        for entry in [*m["encryption_key"]["keys"], m["service_account_key"]]:
+            assert entry["location"].startswith(f"s3://{bucket}/"), entry["location"]
+            data = replica.get_object(Bucket=bucket, Key=entry["location"].split("/", 3)[3])["Body"].read()
+            assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+    assert run.xcom("backup.replicate", map_index=0)["copied"] == [
+        f"s3://{bucket}/{k}" for k in sorted(primary, reverse=True)
+    ]
+    check_no_secret(box, env)
