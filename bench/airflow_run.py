@@ -75,6 +75,7 @@ class Airflow:
             # time between the DAGs' start_date (2025-01-01) and 2028, so unpausing creates no run.
             "HCP_ETCD_BACKUP_SCHEDULE": "0 0 29 2 *",
             "HCP_ETCD_DRILL_SCHEDULE": "0 0 29 2 *",
+            "HCP_ETCD_ONLINE_SCHEDULE": "",  # off: manual runs only
             "HCP_ETCD_RETRY_DELAY_SECONDS": "5",
         }
         self.env = python_env()

@@ -6,7 +6,7 @@ Read at parse: environment variables only (no Variable or Connection lookups).
 
 from __future__ import annotations
 
-from airflow.sdk import Param, TriggerRule, chain, dag, task_group
+from airflow.sdk import Param, TriggerRule, WeightRule, chain, dag, task_group
 
 from hcp_etcd import params
 from hcp_etcd.naming import DNS1123_LABEL_RE
@@ -30,6 +30,13 @@ from hcp_etcd.restore.presign import MAX_URL_EXPIRY_HOURS
 SOURCE = {"source_bucket": P("source_bucket"), "replica_bucket": P("replica_bucket")}
 
 SCHEDULE, _ = params.env_schedule(*params.DRILL_SCHEDULE)  # never raises: see params
+# Every drill is a whole control plane on the management cluster (and, on AWS, its volumes and load
+# balancers): a pool of N slots, with deferred tasks counted (`--include-deferred`), keeps about N
+# drills in flight. Drills that started finish before new ones start (WeightRule.ABSOLUTE: the
+# weights below, not inherited ones). docs/RESTORE.md, "What a drill costs on AWS".
+POOL = params.env_text("HCP_ETCD_DRILL_POOL", "default_pool")
+STARTING = {"priority_weight": 10}
+FINISHING = {"priority_weight": 50}
 
 DOC = """
 ### Restore drill: prove every backup brings a cluster back
@@ -93,7 +100,7 @@ PARAMS = {
     render_template_as_native_obj=True,
     doc_md=DOC,
     tags=["hcp", "etcd", "restore", "drill"],
-    default_args=params.default_args(),
+    default_args=params.default_args(pool=POOL, weight_rule=WeightRule.ABSOLUTE, **STARTING),
 )
 def hcp_etcd_restore_drill() -> None:
     """The drill DAG."""
@@ -132,12 +139,14 @@ def hcp_etcd_restore_drill() -> None:
             timeout="{{ params.wait_timeout_minutes * 60 }}",
             retries=0,
             **backup,
+            **FINISHING,
         )
         verify = VerifyRestoreOperator(
             task_id="verify",
             fail_on_check_failure=False,
             service_account_key=P("service_account_key"),
             **backup,
+            **FINISHING,
         )
         report = DrillReportOperator(
             task_id="report",
@@ -154,10 +163,18 @@ def hcp_etcd_restore_drill() -> None:
             created=create.output,  # resolved at run time: create is a setup (see DrillReportOperator)
             trigger_rule=TriggerRule.ALL_DONE,
             **STORE,
+            **FINISHING,
         )
-        delete = DeleteRestoredClusterOperator(task_id="delete_drill_cluster", created=create.output, **STORE)
+        delete = DeleteRestoredClusterOperator(
+            task_id="delete_drill_cluster", created=create.output, **STORE, **FINISHING
+        )
         verdict = DrillVerdictOperator(
-            task_id="verdict", hosted_cluster=hosted_cluster, report=report.output, retries=0, **STORE
+            task_id="verdict",
+            hosted_cluster=hosted_cluster,
+            report=report.output,
+            retries=0,
+            **STORE,
+            **FINISHING,
         )
         chain(resolve, snapshot, key, presign, create.as_setup(), wait, verify, report, verdict)
         report >> delete.as_teardown(setups=create, on_failure_fail_dagrun=True)

@@ -104,8 +104,8 @@ ended() {
 }
 
 # The DAGs have no start_date: unpausing waits for their next slot (no run starts now), so the
-# runs below are the only ones.
-for dag in $(cd "$ROOT/dags" && ls hcp_etcd_*.py | sed 's/\.py$//'); do
+# runs below are the only ones. dags/hcp_etcd_backup.py also makes the online backup DAG.
+for dag in $(cd "$ROOT/dags" && ls hcp_etcd_*.py | sed 's/\.py$//') hcp_etcd_backup_online; do
   api -X PATCH "$API/api/v2/dags/$dag" -d '{"is_paused": false}' >/dev/null
 done
 

@@ -11,7 +11,7 @@ Datadog, InfluxDB-style StatsD), and once with the cluster in the name
 | ``hcp_etcd.backup.duration`` | timer | snapshot start to manifest published |
 | ``hcp_etcd.backup.snapshot_bytes`` | gauge | size of the uploaded snapshot |
 | ``hcp_etcd.backup.api_downtime_seconds`` | gauge | API servers down (quiesced mode only) |
-| ``hcp_etcd.backup.newest_timestamp`` | gauge | Unix time of the newest backup (alert: now - it > 26 h) |
+| ``hcp_etcd.backup.newest_timestamp`` | gauge | newest backup of either mode, Unix time (RPO = now - it) |
 | ``hcp_etcd.drill.recovery_seconds`` | gauge | drill: create to Available |
 | ``hcp_etcd.drill.result`` | gauge | last drill: 1 passed, 0 failed |
 | ``hcp_etcd.retention.unreadable_backups`` | gauge | kept with an unreadable manifest (alert: > 0) |

@@ -68,13 +68,19 @@ def env_text(name: str, default: str) -> str:
     return os.environ.get(name, "").strip() or default
 
 
-def env_schedule(name: str, default: str) -> tuple[CronTriggerTimetable, str | None]:
+def env_schedule(name: str, default: str) -> tuple[CronTriggerTimetable | None, str | None]:
     """The cron schedule in ``name`` (see :func:`cron_schedule`); the default's when it is invalid.
+
+    Unset or blank means the default, except for a schedule that may be turned off
+    (:data:`SCHEDULES_THAT_MAY_BE_OFF`): set to blank, it is None (manual runs only).
 
     :param name: the environment variable.
     :param default: the default cron expression.
     """
-    raw = os.environ.get(name, "").strip() or default
+    value = os.environ.get(name)
+    if value is not None and not value.strip() and name in SCHEDULES_THAT_MAY_BE_OFF:
+        return None, None
+    raw = (value or "").strip() or default
     schedule = cron_schedule(raw)
     try:
         schedule.validate()
@@ -262,7 +268,12 @@ def source_bucket() -> dict[str, Param]:
 
 # (environment variable, default) of each DAG's schedule.
 BACKUP_SCHEDULE = ("HCP_ETCD_BACKUP_SCHEDULE", "0 2 * * *")
+# Online backups between the nightly quiesced ones; off the quiesced hour so they rarely meet.
+ONLINE_SCHEDULE = ("HCP_ETCD_ONLINE_SCHEDULE", "0 */4 * * *")
 DRILL_SCHEDULE = ("HCP_ETCD_DRILL_SCHEDULE", "0 4 * * 0")
+# Set to an empty value, these mean "no schedule" instead of the default: the online backups are an
+# addition to the nightly ones, which must never be turned off by a blank line in a deployment.
+SCHEDULES_THAT_MAY_BE_OFF = frozenset({ONLINE_SCHEDULE[0]})
 
 
 def cron_schedule(cron: str) -> CronTriggerTimetable:

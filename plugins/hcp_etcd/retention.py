@@ -23,19 +23,27 @@ from datetime import UTC, datetime, timedelta
 class RetentionPolicy:
     """How many backups to keep, by count and by calendar bucket (UTC).
 
+    In the daily, weekly and monthly buckets a quiesced backup (the documented procedure) is kept in
+    preference to a newer online one of the same bucket; the hourly ones are the online backups'
+    fine-grained history, the newest of each hour whatever its mode.
+
     :param keep_last: the newest N backups.
     :param keep_daily: the newest backup of each of the last N days that have one.
     :param keep_weekly: the newest backup of each of the last N ISO weeks that have one.
     :param keep_monthly: the newest backup of each of the last N months that have one.
+    :param keep_hourly: the newest backup of each clock hour of the N hours up to the newest backup
+        (counted from the newest backup, not from now: backups that stopped coming are not deleted
+        faster for it).
     """
 
     keep_last: int = 7
     keep_daily: int = 7
     keep_weekly: int = 4
     keep_monthly: int = 6
+    keep_hourly: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("keep_last", "keep_daily", "keep_weekly", "keep_monthly"):
+        for name in ("keep_last", "keep_daily", "keep_weekly", "keep_monthly", "keep_hourly"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"retention {name} must be a non-negative integer, got {value!r}")
@@ -47,10 +55,12 @@ class Backup:
 
     :param created: its timestamp (UTC).
     :param ts: its directory name.
+    :param mode: ``quiesced`` or ``online`` (its manifest's ``mode``).
     """
 
     created: datetime
     ts: str
+    mode: str = field(default="quiesced", compare=False)
 
 
 @dataclass
@@ -63,6 +73,10 @@ class RetentionPlan:
 
     keep: dict[str, list[str]] = field(default_factory=dict)
     delete: list[str] = field(default_factory=list)
+
+
+def _hour(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
 
 
 _BUCKETS: dict[str, Callable[[datetime], Hashable]] = {
@@ -89,19 +103,26 @@ def plan_retention(backups: Iterable[Backup], policy: RetentionPolicy) -> Retent
     keep(newest_first[0], "newest")
     for b in newest_first[: policy.keep_last]:
         keep(b, "last")
+    newest_hour = _hour(newest_first[0].created)
+    hours: set[datetime] = set()
+    for b in newest_first:
+        hour = _hour(b.created)
+        if newest_hour - hour >= timedelta(hours=policy.keep_hourly):
+            break
+        if hour not in hours:
+            hours.add(hour)
+            keep(b, "hourly")
     for kind, limit in (
         ("daily", policy.keep_daily),
         ("weekly", policy.keep_weekly),
         ("monthly", policy.keep_monthly),
     ):
-        seen: set[Hashable] = set()
-        for b in newest_first:
-            if len(seen) >= limit:
-                break
-            bucket = _BUCKETS[kind](b.created)
-            if bucket not in seen:
-                seen.add(bucket)
-                keep(b, kind)
+        by_bucket: dict[Hashable, list[Backup]] = {}
+        for b in newest_first:  # dicts keep insertion order: the newest bucket first
+            by_bucket.setdefault(_BUCKETS[kind](b.created), []).append(b)
+        for members in list(by_bucket.values())[:limit]:
+            quiesced = [b for b in members if b.mode == "quiesced"]
+            keep((quiesced or members)[0], kind)
     plan.delete = sorted(b.ts for b in newest_first if b.ts not in plan.keep)
     return plan
 

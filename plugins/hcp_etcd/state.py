@@ -2,8 +2,9 @@
 
 Three annotations, each JSON:
 
-* ``backup-lock``: ``{"run_id", "dag_id", "expires_at"}`` — one backup per cluster at a time; a lock
-  whose ``expires_at`` passed (its run died) is taken over.
+* ``backup-lock``: ``{"run_id", "dag_id", "expires_at"}`` — one backup per cluster at a time, whichever
+  backup DAG runs it (the nightly quiesced one and the online one take the same lock); a lock whose
+  ``expires_at`` passed (its run died) is taken over.
 * ``previous-paused-until``: ``{"run_id", "value"}`` — what ``spec.pausedUntil`` was before we paused.
 * ``original-replicas``: ``{"run_id", "replicas": {deployment: n}, "scaled_down_at"}`` — written
   before the first scale-down, so a retry never records 0 as the original count.
@@ -43,6 +44,16 @@ class BackupLock:
     dag_id: str
     expires_at: datetime
 
+    def held_by(self, run_id: str, dag_id: str) -> bool:
+        """Whether this lock is that run's. Run ids are unique per DAG only: two DAGs scheduled at the
+        same minute both have ``scheduled__<that minute>``, so the DAG must match too (a lock written
+        without a DAG id matches on the run id).
+
+        :param run_id: the run.
+        :param dag_id: its DAG.
+        """
+        return self.run_id == run_id and (not self.dag_id or not dag_id or self.dag_id == dag_id)
+
     def to_annotation(self) -> str:
         """The annotation value."""
         return json.dumps(
@@ -67,19 +78,22 @@ class BackupLock:
             return None
 
 
-def check_lock(annotations: dict[str, str] | None, run_id: str, now: datetime, cluster: str) -> str:
+def check_lock(
+    annotations: dict[str, str] | None, run_id: str, now: datetime, cluster: str, dag_id: str = ""
+) -> str:
     """Decide whether ``run_id`` may take the lock; raise ``LockHeldError`` if another live run holds it.
 
     :param annotations: the HostedCluster's annotations.
     :param run_id: this run.
     :param now: the current time.
     :param cluster: ``namespace/name`` for the message.
+    :param dag_id: this run's DAG (see :meth:`BackupLock.held_by`).
     :return: ``"free"``, ``"ours"`` (a retry of this run) or ``"expired"`` (taken over).
     """
     lock = BackupLock.from_annotations(annotations)
     if lock is None:
         return "free"
-    if lock.run_id == run_id:
+    if lock.held_by(run_id, dag_id):
         return "ours"
     if lock.expires_at <= now:
         return "expired"

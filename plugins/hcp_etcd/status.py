@@ -84,8 +84,10 @@ class ClusterStatus:
     :param on_management_cluster: whether the HostedCluster exists now.
     :param available: its ``Available`` condition (None when unknown or absent).
     :param paused: whether reconciliation is paused now (a backup in progress, or someone else).
-    :param last_backup_at: ``created_at`` of the newest valid manifest.
-    :param backup_age_seconds: now - ``last_backup_at``.
+    :param last_backup_at: ``created_at`` of the newest valid manifest, of either kind (the nightly
+        quiesced backups and the online ones in between).
+    :param backup_age_seconds: now - ``last_backup_at``: the cluster's RPO, the data a restore now
+        would lose (``rpo_seconds`` in :meth:`as_dict`, with ``rpo_kind``: that backup's ``mode``).
     :param size_bytes: snapshot size of that backup.
     :param revision: etcd revision of that backup.
     :param api_downtime_seconds: API downtime of that backup (None in online mode).
@@ -156,6 +158,9 @@ class ClusterStatus:
                 out[key] = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         out["ref"] = self.ref
         out["attention"] = self.attention
+        # Named for the question an on-call engineer asks: how much would a restore now lose.
+        out["rpo_seconds"] = self.backup_age_seconds
+        out["rpo_kind"] = self.mode
         return out
 
 

@@ -162,18 +162,29 @@ def test_dry_run_changes_nothing(sandbox, airflow_env):
 
 
 def test_fleet_of_three_online(make_sandbox, airflow_env_for, tmp_path):
-    """Three hosted clusters selected by an empty list (all), in online mode: no pause, no downtime."""
+    """The online DAG as scheduled (no conf): every hosted cluster (an empty list selects all), online
+    mode by default: no pause, no downtime. A cluster whose backup lock a live run of the nightly DAG
+    holds is skipped, not failed, and left as it was."""
     box = make_sandbox("--cluster", "f-a:1", "--cluster", "f-b:1", "--cluster", "f-c:1", "--seed-mb", "1")
     env = airflow_env_for(box)
-    run = env.run({"mode": "online"}, timeout=420)
+    co, _, _ = kube(box)
+    lock = json.dumps(
+        {"run_id": "scheduled__nightly", "dag_id": "hcp_etcd_backup", "expires_at": "2999-01-01T00:00:00Z"}
+    )
+    patch = {"metadata": {"annotations": {f"{OURS}backup-lock": lock}}}
+    co.patch_namespaced_custom_object("hypershift.openshift.io", "v1beta1", "clusters", "hostedclusters",
+                                      "f-c", patch)  # fmt: skip
+    (run,) = env.run_dags("hcp_etcd_backup_online", [({}, "")], timeout=420)
     assert run.state == "success", run.tis
-    assert {k for k in run.tis if k.startswith("backup.publish_manifest")} == {
-        f"backup.publish_manifest[{i}]" for i in range(3)
-    }
-    for name in ("f-a", "f-b", "f-c"):
+    published = {k for k, v in run.tis.items() if k.startswith("backup.publish_manifest") and v == "success"}
+    assert published == {"backup.publish_manifest[0]", "backup.publish_manifest[1]"}, run.tis
+    assert run.state_of("backup.preflight", 2) == "skipped" and "scheduled__nightly" in run.output
+    for name in ("f-a", "f-b"):
         assert_restored(box, name, 1)
         m = check_manifest_against_object(box, manifests(box, name)[-1], tmp_path, "online")
-        assert m["api_downtime_seconds"] is None
+        assert m["api_downtime_seconds"] is None and m["airflow"]["dag_id"] == "hcp_etcd_backup_online"
+    assert manifests(box, "f-c") == []
+    assert hosted_cluster(box, "f-c")["metadata"]["annotations"][f"{OURS}backup-lock"] == lock, "not touched"
     assert "reconciliation paused" not in run.output
     check_no_secret(box, env)
 

@@ -109,7 +109,8 @@ def test_killed_snapshot_stops_every_member(connections: Any, monkeypatch: pytes
 
     def every_member_runs() -> bool:
         running = pod_processes(roots).values()
-        return len([c for c in running if "sleep 3600" in c]) == len(roots)
+        # The command itself, not the shell around it (its script names the command too).
+        return len([c for c in running if c.startswith("sleep 3600")]) == len(roots)
 
     until(every_member_runs, f"the snapshot command in each of {sorted(roots)}")
     op.on_kill()

@@ -46,6 +46,34 @@ def test_page_json_and_health(fleet):
     assert client.get("/healthz").json()["ok"] is False
 
 
+def test_page_shows_each_clusters_rpo_and_its_kind(fleet):
+    html = TestClient(create_app(fleet_collector(*fleet), require_auth=False, cache_seconds=0)).get("/").text
+    assert "<th" in html and ">RPO</th>" in html
+
+    def row(ref):
+        return html.split(f'data-cluster="{ref}"', 1)[1].split("</tr>", 1)[0]
+
+    # drilled: an online backup 1 h ago; fresh: a quiesced one 2 h ago; never: none.
+    assert (
+        '<td class="rpo" data-rpo-kind="online">1 h 0 min<div class="note kind-online">online</div>'
+        in row("clusters/drilled")
+    )
+    assert 'data-rpo-kind="quiesced">2 h 0 min<div class="note kind-quiesced">quiesced' in row(
+        "clusters/fresh"
+    )
+    assert '<td class="rpo">—</td>' in row("clusters/never")
+
+
+def test_next_backup_is_the_sooner_of_either_kind(monkeypatch):
+    from hcp_etcd.ui import app
+
+    due = {"hcp_etcd_backup": NOW + timedelta(hours=14), "hcp_etcd_backup_online": NOW + timedelta(hours=2)}
+    monkeypatch.setattr(app, "next_backup_at", due.get)
+    assert app.next_backup_of_either_kind() == NOW + timedelta(hours=2)
+    due["hcp_etcd_backup_online"] = None  # online schedule off, or the DAG paused
+    assert app.next_backup_of_either_kind() == NOW + timedelta(hours=14)
+
+
 def test_page_without_any_backup(fleet):
     clusters, _ = fleet
     client = TestClient(create_app(fleet_collector(clusters, MemoryStore()), require_auth=False))

@@ -51,6 +51,30 @@ def test_rows_states_and_order(fleet):
     assert counts == {"stale": 1, "drill-failed": 1, "no-backup": 1, "ok": 2, "total": 5}
 
 
+def test_rpo_is_the_age_of_the_newest_verified_backup_of_either_kind():
+    """Online backups between the nightly quiesced ones: the RPO is the newest of either, and says which."""
+    store = MemoryStore()
+    between, nightly = ClusterRef("clusters", "between"), ClusterRef("clusters", "nightly")
+    add_backup(store, between, NOW - timedelta(hours=20))
+    add_backup(store, between, NOW - timedelta(hours=2), mode="online", api_downtime_seconds=None)
+    # A newer online backup without a valid manifest is no backup: it does not shorten the RPO.
+    store.put(
+        manifest_key(PREFIX, between, format_backup_ts(NOW - timedelta(minutes=30))), {"schema_version": 1}
+    )
+    add_backup(store, nightly, NOW - timedelta(hours=3), mode="online", api_downtime_seconds=None)
+    add_backup(store, nightly, NOW - timedelta(hours=1))
+    rows = {r.ref: r.as_dict() for r in collect(None, store)}
+    assert (rows["clusters/between"]["rpo_seconds"], rows["clusters/between"]["rpo_kind"]) == (
+        2 * 3600,
+        "online",
+    )
+    assert (rows["clusters/nightly"]["rpo_seconds"], rows["clusters/nightly"]["rpo_kind"]) == (
+        3600,
+        "quiesced",
+    )
+    assert rows["clusters/between"]["api_downtime_seconds"] is None, "the figures are the newest backup's"
+
+
 def test_threshold_from_environment():
     assert status.stale_threshold({}) == timedelta(hours=26)
     assert status.stale_threshold({"HCP_ETCD_STALE_HOURS": "1.5"}) == timedelta(hours=1.5)

@@ -7,15 +7,30 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def dag(tmp_path_factory):
-    os.environ.setdefault("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow-home")))
-    os.environ["HCP_ETCD_BUCKET"] = "my-backups"
+def parse_backup_dags():
+    """The DAGs of ``dags/hcp_etcd_backup.py`` as the DAG processor parses them, with the environment now."""
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(REPO / "dags" / "hcp_etcd_backup.py"))
     assert bag.import_errors == {}
-    return bag.dags["hcp_etcd_backup"]
+    return bag.dags
+
+
+@pytest.fixture(scope="module")
+def dags(tmp_path_factory):
+    os.environ.setdefault("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow-home")))
+    os.environ["HCP_ETCD_BUCKET"] = "my-backups"
+    return parse_backup_dags()
+
+
+@pytest.fixture(scope="module")
+def dag(dags):
+    return dags["hcp_etcd_backup"]
+
+
+@pytest.fixture(scope="module")
+def online(dags):
+    return dags["hcp_etcd_backup_online"]
 
 
 def test_schedule_and_params(dag):
@@ -126,3 +141,66 @@ def test_each_backup_step_is_of_its_kind(dag) -> None:
         if step in BACKUP_STEP_KINDS:
             seen[step] = sorted(name for name, kind in kinds.items() if isinstance(task, kind))
     assert seen == {step: sorted(names) for step, names in BACKUP_STEP_KINDS.items()}
+
+
+def _shape(dag):
+    """Everything of a DAG's tasks but their mode: kinds, edges, setups and teardowns, pools, weights."""
+    return {
+        t.task_id: (type(t).__name__, sorted(t.upstream_task_ids), t.trigger_rule, t.pool, t.priority_weight,
+                    t.weight_rule, t.is_setup, t.is_teardown, t.retries)
+        for t in dag.tasks
+    }  # fmt: skip
+
+
+def _form(dag):
+    return {key: dag.params.get_param(key).dump() for key in dag.params}
+
+
+def test_the_online_dag_is_the_backup_dag_with_mode_online(dags):
+    """One definition, two DAGs: the same tasks and wiring, the same form but for mode's default."""
+    # A fresh parse: a test above sets a value through ParamsDict, which writes into the Param itself
+    # (which is also why each DAG gets Param objects of its own).
+    dag, online = (parse_backup_dags()[d] for d in ("hcp_etcd_backup", "hcp_etcd_backup_online"))
+    assert _shape(online) == _shape(dag) and len(online.tasks) == len(dag.tasks)
+    assert online.params["mode"] == "online" and dag.params["mode"] == "quiesced"
+    form, online_form = _form(dag), _form(online)
+    assert form.pop("mode")["value"] == "quiesced" and online_form.pop("mode")["value"] == "online"
+    assert online_form == form
+    assert online.max_active_runs == 1 and online.catchup is False
+    assert "online" in online.tags and "online" not in dag.tags
+    assert online.fileloc == dag.fileloc, "both DAGs come from one file (one parse, shared imports)"
+    # Retention runs in both, with the same policy Params, keep_hourly included.
+    for d in (dag, online):
+        assert d.params["keep_hourly"] == 24
+        assert d.task_dict["retention"].keep_hourly == "{{ params.keep_hourly }}"
+    from hcp_etcd import params
+
+    assert online.task_dict["resolve_clusters"].schedule_setting == params.ONLINE_SCHEDULE
+    assert dag.task_dict["resolve_clusters"].schedule_setting == params.BACKUP_SCHEDULE
+
+
+def _cron(dag):
+    return dag.timetable.expression if dag.timetable.can_be_scheduled else None
+
+
+def test_online_schedule_from_the_environment(dags, monkeypatch):
+    from hcp_etcd import params
+
+    assert (_cron(dags["hcp_etcd_backup_online"]), _cron(dags["hcp_etcd_backup"])) == (
+        "0 */4 * * *",
+        "0 2 * * *",
+    )
+    monkeypatch.setenv("HCP_ETCD_ONLINE_SCHEDULE", "30 */2 * * *")
+    assert _cron(parse_backup_dags()["hcp_etcd_backup_online"]) == "30 */2 * * *"
+    # Empty turns the online schedule off; the DAG stays for manual runs. A blank nightly schedule
+    # is still the default: the quiesced backups cannot be turned off by a blank line.
+    monkeypatch.setenv("HCP_ETCD_ONLINE_SCHEDULE", " ")
+    monkeypatch.setenv("HCP_ETCD_BACKUP_SCHEDULE", "")
+    parsed = parse_backup_dags()
+    assert _cron(parsed["hcp_etcd_backup_online"]) is None and _cron(parsed["hcp_etcd_backup"]) == "0 2 * * *"
+    assert params.setting_problems(params.ONLINE_SCHEDULE) == []
+    # An invalid value parses with the default, and the first task of the online DAG says why.
+    monkeypatch.setenv("HCP_ETCD_ONLINE_SCHEDULE", "every four hours")
+    assert _cron(parse_backup_dags()["hcp_etcd_backup_online"]) == "0 */4 * * *"
+    (problem,) = params.setting_problems(params.ONLINE_SCHEDULE)
+    assert "HCP_ETCD_ONLINE_SCHEDULE='every four hours'" in problem

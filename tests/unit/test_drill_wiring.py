@@ -13,6 +13,7 @@ import pytest
 from hcp_etcd.operators.drill import DrillReportOperator, DrillVerdictOperator
 from hcp_etcd.operators.restore import ERROR_XCOM_KEY, RestoreStepOperator, step_error
 from tests.support.stubs import RecordingTi
+from tests.unit.test_dag import _weights
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -113,3 +114,26 @@ def test_report_names_the_failed_step_and_its_error() -> None:
     )
     with pytest.raises(RuntimeError, match="restore drill of clusters/one failed"):
         verdict.execute({})
+
+
+def test_drills_run_in_their_pool_and_started_drills_finish_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HCP_ETCD_DRILL_POOL bounds the drills in flight; within it, a drill that has a cluster runs
+    before a new one starts (absolute weights: the scheduler orders queued tasks by them)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    monkeypatch.setenv("HCP_ETCD_DRILL_POOL", "hcp_etcd_drill")
+    bag = DagBag(dag_folder=str(REPO / "dags" / "hcp_etcd_restore_drill.py"))
+    assert bag.import_errors == {}
+    tasks = bag.dags["hcp_etcd_restore_drill"].task_dict
+    assert {t.pool for t in tasks.values()} == {"hcp_etcd_drill"}
+    weight = _weights(bag.dags["hcp_etcd_restore_drill"])
+    starting = ("resolve_backup", "check_snapshot", "check_key", "presign", "create")
+    finishing = ("wait_restored", "verify", "report", "delete_drill_cluster", "verdict")
+    assert max(weight[f"drill.{t}"] for t in starting) < min(weight[f"drill.{t}"] for t in finishing), weight
+
+
+def test_drills_use_the_default_pool_unless_told(drill_dag: Any) -> None:
+    assert {t.pool for t in drill_dag.task_dict.values()} == {"default_pool"}

@@ -244,6 +244,8 @@ def test_the_backup_dag_copies_after_the_manifest_and_a_skip_is_no_failure(tmp_p
 
     bag = DagBag(dag_folder=str(REPO / "dags" / "hcp_etcd_backup.py"))
     assert bag.import_errors == {}
+    # Both backup DAGs (quiesced and online) copy every backup they publish.
+    assert all("backup.replicate" in d.task_dict for d in bag.dags.values()) and len(bag.dags) == 2
     dag = bag.dags["hcp_etcd_backup"]
     task = dag.task_dict["backup.replicate"]
     assert "backup.publish_manifest" in task.upstream_task_ids

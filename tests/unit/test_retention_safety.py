@@ -41,7 +41,7 @@ def put_key(hook: Any, fingerprint: str, bucket: str = BUCKET) -> str:
 
 def put_backup(
     hook: Any, stamp: str, *, prefix: str = PREFIX, fingerprint: str = "c" * 64, bucket: str = BUCKET,
-    manifest: bytes | None = None,
+    manifest: bytes | None = None, mode: str = "quiesced",
 ) -> str:  # fmt: skip
     """A backup directory: the snapshot and a valid manifest (or ``manifest`` as given)."""
     snap = snapshot_key(prefix, REF, stamp)
@@ -49,11 +49,12 @@ def put_backup(
     if manifest is None:
         manifest = json.dumps(build_manifest(
             namespace=REF.namespace, name=REF.name, created_at=NOW.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            mode="quiesced", bucket=bucket, snapshot_key=snap, size_bytes=8, sha256="a" * 64,
+            mode=mode, bucket=bucket, snapshot_key=snap, size_bytes=8, sha256="a" * 64,
             canonical_member="etcd-0", revision=5, etcd_hash=7, total_keys=9, total_size=20480,
             etcd_version="3.5.1", members=[{"pod": "etcd-0", "revision": 5, "hash": 7}],
             key_counts={"pods": 2}, key_location=key_location(fingerprint), key_sha256=fingerprint,
-            backup_key_location=None, backup_key_sha256=None, api_downtime_seconds=1.0,
+            backup_key_location=None, backup_key_sha256=None,
+            api_downtime_seconds=1.0 if mode == "quiesced" else None,
             dag_id="hcp_etcd_backup", run_id=f"manual__{stamp}", sse="AES256", backup_prefix=prefix,
         )).encode()  # fmt: skip
     hook.put_bytes(manifest, bucket, manifest_key(prefix, REF, stamp))
@@ -67,8 +68,8 @@ def keys_under(hook: Any, prefix: str, bucket: str = BUCKET) -> set[str]:
 def retention(prefix: str = PREFIX, keep_last: int = 1, **kwargs: Any) -> dict[str, Any]:
     op = BackupRetentionOperator(
         task_id="retention", bucket=kwargs.pop("bucket", BUCKET), prefix=prefix, key_prefix=KEY_PREFIX,
-        hosted_clusters=[str(REF)], keep_last=keep_last, keep_daily=0, keep_weekly=0, keep_monthly=0,
-        incomplete_grace_minutes=0, **kwargs,
+        hosted_clusters=[str(REF)], keep_last=keep_last, incomplete_grace_minutes=0,
+        **{"keep_daily": 0, "keep_weekly": 0, "keep_monthly": 0, **kwargs},
     )  # fmt: skip
     return op.execute({})[str(REF)]
 
@@ -102,6 +103,20 @@ def test_unreadable_manifests_are_kept_reported_and_counted(s3hook, monkeypatch)
     assert gauges[metrics.UNREADABLE_BACKUPS] == 2.0 and gauges[metrics.LOCKED_BACKUPS] == 0.0
     # The keys those manifests need are unknown: no key is collected while they are unreadable.
     assert result["keys_gc"].startswith("skipped") and result["keys_deleted"] == []
+
+
+def test_retention_reads_each_backups_mode_and_keeps_hourly(s3hook):
+    """The operator gives the plan each manifest's mode and ``keep_hourly``: the day's quiesced backup
+    is its daily one although online backups came after it, and the last hours keep one each."""
+    s3hook.register_backup_location(BUCKET, KEY_PREFIX, BUCKET, PREFIX)
+    day = (NOW - timedelta(days=2)).replace(hour=2, minute=0, second=0, microsecond=0)
+    quiesced = put_backup(s3hook, format_backup_ts(day), mode="quiesced")
+    online = [put_backup(s3hook, format_backup_ts(day + timedelta(hours=h)), mode="online")
+              for h in (2, 6, 10)]  # fmt: skip
+    result = retention(keep_last=1, keep_daily=1, keep_hourly=5)
+    # daily: the quiesced 02:00; last and hourly: 12:00; hourly: 08:00 (in the 5 hours up to 12:00).
+    assert result["kept"] == sorted([quiesced, online[1], online[2]]), result
+    assert result["deleted"] == [online[0]], result
 
 
 def test_key_gc_reads_every_backup_location_of_the_key_store(s3hook):

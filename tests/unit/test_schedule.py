@@ -26,7 +26,7 @@ def serialized(tmp_path_factory):
     assert bag.import_errors == {}
     return {
         dag_id: DagSerialization.from_dict(DagSerialization.to_dict(bag.dags[dag_id]))
-        for dag_id in ("hcp_etcd_backup", "hcp_etcd_restore_drill")
+        for dag_id in ("hcp_etcd_backup", "hcp_etcd_backup_online", "hcp_etcd_restore_drill")
     }
 
 
@@ -48,6 +48,7 @@ def _next(dag, last=None):
     ("dag_id", "first"),
     [
         ("hcp_etcd_backup", datetime(2026, 3, 12, 2, 0, tzinfo=UTC)),  # tomorrow 02:00, not today's
+        ("hcp_etcd_backup_online", datetime(2026, 3, 11, 16, 0, tzinfo=UTC)),  # 16:00, not 12:00
         ("hcp_etcd_restore_drill", datetime(2026, 3, 15, 4, 0, tzinfo=UTC)),  # next Sunday, not last
     ],
 )

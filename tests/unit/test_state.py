@@ -36,6 +36,22 @@ def test_lock_states():
     assert check_lock({LOCK_ANNOTATION: "{garbage"}, "r1", NOW, "c/x") == "free"
 
 
+def test_the_lock_is_owned_by_a_run_of_one_dag():
+    """Run ids are unique per DAG only: the quiesced and the online DAG scheduled at the same minute
+    both run ``scheduled__<minute>``, and must not take each other's lock for their own."""
+    lock = {
+        LOCK_ANNOTATION: BackupLock(
+            "scheduled__x", "hcp_etcd_backup", NOW + timedelta(minutes=5)
+        ).to_annotation()
+    }
+    assert check_lock(lock, "scheduled__x", NOW, "c/x", "hcp_etcd_backup") == "ours"
+    with pytest.raises(LockHeldError, match="of DAG 'hcp_etcd_backup'"):
+        check_lock(lock, "scheduled__x", NOW, "c/x", "hcp_etcd_backup_online")
+    # A lock written without a DAG id (by hand, or an older release) is matched on the run id.
+    legacy = {LOCK_ANNOTATION: json.dumps({"run_id": "r1", "expires_at": "2999-01-01T00:00:00Z"})}
+    assert check_lock(legacy, "r1", NOW, "c/x", "hcp_etcd_backup_online") == "ours"
+
+
 def test_previous_pause_is_per_run():
     ann = {"hcp-etcd.openshift.io/previous-paused-until": previous_pause_annotation("r1", None)}
     assert read_previous_pause(ann, "r1") == (True, None)

@@ -33,6 +33,7 @@ from hcp_etcd.operators.kubernetes import ExecInEachError, KubernetesExecOperato
 from hcp_etcd.operators.patch import HostedClusterPatchOperator
 from hcp_etcd.state import (
     BackupLock,
+    LockHeldError,
     OriginalReplicas,
     check_lock,
     paused_by_someone_else,
@@ -198,7 +199,14 @@ class BackupPreflightOperator(KubernetesExecOperator, StoreOperator):
                 ) from err
             raise
         annotations = _annotations(hc)
-        check_lock(annotations, self.run_id(context), utcnow(), str(ref))
+        try:
+            check_lock(annotations, self.run_id(context), utcnow(), str(ref), self.dag_id)
+        except LockHeldError as err:
+            if mode == "online":
+                # The holder is backing this cluster up now (or died, and failed its run): an online
+                # backup taken beside it adds nothing, and failing would page for a non-event.
+                raise AirflowSkipException(f"{err} Online backup of {ref} skipped this time.") from err
+            raise
         if mode == "quiesced" and paused_by_someone_else(
             hc.get("spec") or {}, annotations, self.run_id(context), utcnow()
         ):
@@ -325,7 +333,7 @@ class PauseReconciliationOperator(HostedClusterPatchOperator):
         until = deadline(self.pause_deadline_minutes)
         hc = self.k8s.get_hosted_cluster(ref)
         annotations = _annotations(hc)
-        state = check_lock(annotations, run_id, utcnow(), str(ref))
+        state = check_lock(annotations, run_id, utcnow(), str(ref), self.dag_id)
         if state == "expired":
             self.log.warning("taking over the expired lock of %s: %s", ref, annotations.get(LOCK_ANNOTATION))
         recorded, previous = read_previous_pause(annotations, run_id)
@@ -1084,7 +1092,7 @@ class UnpauseReconciliationOperator(HostedClusterPatchOperator):
         annotations = _annotations(hc)
         lock = BackupLock.from_annotations(annotations)
         recorded, previous = read_previous_pause(annotations, run_id)
-        ours = lock is not None and lock.run_id == run_id
+        ours = lock is not None and lock.held_by(run_id, self.dag_id)
         if not ours and not recorded:
             self.log.warning(
                 "%s holds no lock or pause of run %s (lock: %s): leaving it alone",

@@ -98,6 +98,7 @@ class BackupRetentionOperator(StoreOperator):
     :param key_prefix: prefix of escrowed keys. (templated)
     :param key_bucket: bucket of keys (default ``bucket``). (templated)
     :param keep_last: see ``RetentionPolicy``. (templated)
+    :param keep_hourly: see ``RetentionPolicy``. (templated)
     :param keep_daily: see ``RetentionPolicy``. (templated)
     :param keep_weekly: see ``RetentionPolicy``. (templated)
     :param keep_monthly: see ``RetentionPolicy``. (templated)
@@ -118,6 +119,7 @@ class BackupRetentionOperator(StoreOperator):
         "key_prefix",
         "key_bucket",
         "keep_last",
+        "keep_hourly",
         "keep_daily",
         "keep_weekly",
         "keep_monthly",
@@ -135,6 +137,7 @@ class BackupRetentionOperator(StoreOperator):
         key_prefix: str = "hcp-etcd-keys",
         key_bucket: str | None = None,
         keep_last: int | str = 7,
+        keep_hourly: int | str = 0,
         keep_daily: int | str = 7,
         keep_weekly: int | str = 4,
         keep_monthly: int | str = 6,
@@ -155,6 +158,7 @@ class BackupRetentionOperator(StoreOperator):
         self.key_prefix = key_prefix
         self.key_bucket = key_bucket
         self.keep_last = keep_last
+        self.keep_hourly = keep_hourly
         self.keep_daily = keep_daily
         self.keep_weekly = keep_weekly
         self.keep_monthly = keep_monthly
@@ -166,7 +170,11 @@ class BackupRetentionOperator(StoreOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         """Plan and apply per cluster."""
         policy = RetentionPolicy(
-            int(self.keep_last), int(self.keep_daily), int(self.keep_weekly), int(self.keep_monthly)
+            int(self.keep_last),
+            int(self.keep_daily),
+            int(self.keep_weekly),
+            int(self.keep_monthly),
+            keep_hourly=int(self.keep_hourly),
         )
         run = self._run(self.s3, self.store)
         if run.bypass:
@@ -245,7 +253,8 @@ class BackupRetentionOperator(StoreOperator):
                 ts,
                 why,
             )
-        plan = plan_retention([Backup(parse_backup_ts(ts), ts) for ts in manifests], policy)
+        backups = [Backup(parse_backup_ts(ts), ts, str(m["mode"])) for ts, m in manifests.items()]
+        plan = plan_retention(backups, policy)
         no_manifest = [(ts, d.last_modified or run.now) for ts, d in dirs.items() if not d.has_manifest]
         dead = stale_incomplete(no_manifest, run.now, run.grace)
         for ts, reasons in sorted(plan.keep.items()):

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 URL_PREFIX = "/hcp-etcd"
 BACKUP_DAG_ID = "hcp_etcd_backup"
+ONLINE_BACKUP_DAG_ID = "hcp_etcd_backup_online"
 DEFAULT_PREFIX = "hcp-etcd/backups"  # the backup DAG's default ``prefix`` Param
 REPLICA_BUCKET_ENV = "HCP_ETCD_REPLICA_BUCKET"  # the backup DAG's default ``replica_bucket`` Param
 
@@ -103,6 +104,12 @@ def next_backup_at(dag_id: str = BACKUP_DAG_ID) -> datetime | None:
         return None
 
 
+def next_backup_of_either_kind() -> datetime | None:
+    """The sooner of the next quiesced and the next online backup run (None when neither is due)."""
+    due = [d for d in (next_backup_at(BACKUP_DAG_ID), next_backup_at(ONLINE_BACKUP_DAG_ID)) if d]
+    return min(due, default=None)
+
+
 def collect_from_environment() -> Snapshot:
     """Collect the rows with the DAGs' settings, through the project's hooks."""
     from hcp_etcd.hooks.snapshot_store import SnapshotStoreHook
@@ -125,7 +132,7 @@ def collect_from_environment() -> Snapshot:
             prefix=prefix,
             now=now,
             threshold=threshold,
-            next_backup_at=next_backup_at(),
+            next_backup_at=next_backup_of_either_kind(),
             label_selector=os.environ.get("HCP_ETCD_LABEL_SELECTOR", ""),
         )
     except Exception as err:
