@@ -169,6 +169,20 @@ def test_a_failed_copy_fails_the_run_and_the_next_run_catches_up(s3hook, replica
     assert replica_hook.object_size(REPLICA, manifest_key(PREFIX, REF, oldest)) is None
 
 
+def test_a_manifest_this_release_cannot_read_is_reported_not_copied_and_fails_nothing(s3hook, replica_hook):
+    """The newest manifest is of another schema (a newer release wrote it): retention keeps such a
+    backup, and replication neither copies it nor fails every run on it; the older backup is copied."""
+    older, newer = put_backup(s3hook, 1), put_backup(s3hook, 0)
+    manifest = s3hook.get_json(BUCKET, manifest_key(PREFIX, REF, newer))
+    s3hook.put_json({**manifest, "schema_version": 2}, BUCKET, manifest_key(PREFIX, REF, newer))
+
+    result = replicate(published={"ts": older})
+
+    assert result["copied"] == [f"s3://{REPLICA}/{manifest_key(PREFIX, REF, older)}"]
+    assert "schema_version 2" in result["unreadable"][newer]
+    assert replica_hook.object_size(REPLICA, manifest_key(PREFIX, REF, newer)) is None
+
+
 def test_an_unreachable_replica_fails_naming_it(s3hook, monkeypatch):
     """The replica bucket does not exist (or its region is down): the error says the primary backup is
     valid and names the replica and its connection."""

@@ -27,7 +27,7 @@ def _copy_errors() -> tuple[type[Exception], ...]:
     # botocore is imported when a task runs, not when a DAG file imports this module (parse time).
     from botocore.exceptions import BotoCoreError, ClientError
 
-    return ClientError, BotoCoreError, ManifestError, ValueError, OSError
+    return ClientError, BotoCoreError, ValueError, OSError
 
 
 class ReplicateBackupOperator(StoreOperator):
@@ -118,10 +118,16 @@ class ReplicateBackupOperator(StoreOperator):
                 "is valid; check the replica bucket, its policy and the connection's credentials and "
                 "region, and the next run copies what the replica lacks"
             ) from err
-        copied, failed = [], {}
+        copied, failed, unreadable = [], {}, {}
         for ts in sorted(set(newest) - present, reverse=True):
             try:
                 copied.append(self._copy(ref, ts, replica))
+            except ManifestError as err:
+                # Not a backup this release can read (retention keeps and reports it): nothing to copy.
+                unreadable[ts] = describe(err, 300)
+                self.log.warning(
+                    "%s: backup %s/%s not copied, its manifest is unreadable: %s", ref, base, ts, err
+                )
             except _copy_errors() as err:
                 failed[ts] = describe(err, 300)
                 self.log.error(
@@ -142,12 +148,16 @@ class ReplicateBackupOperator(StoreOperator):
             )
         kept = sorted(set(newest) & present)
         self.log.info("%s: replica %s has the newest backups (%d copied now)", ref, where, len(copied))
-        return {"replica": f"s3://{replica.bucket}/{base}", "copied": copied, "present": kept}
+        result = {"replica": f"s3://{replica.bucket}/{base}", "copied": copied, "present": kept}
+        return {**result, "unreadable": unreadable} if unreadable else result
 
     def _copy(self, ref: ClusterRef, ts: str, replica: ReplicaSettings) -> str:
         """Copy one backup's objects, then its manifest; returns the replica manifest's URI."""
         bucket, key = self.store.bucket, manifest_key(self.store.prefix, ref, ts)
-        manifest = validate_manifest(self.s3.get_json(bucket, key))
+        try:
+            manifest = validate_manifest(self.s3.get_json(bucket, key))
+        except ValueError as err:  # not JSON (a truncated write), or not a manifest of this schema
+            raise ManifestError(f"s3://{bucket}/{key}: {err}") from None
         if manifest["hosted_cluster"] != {"namespace": ref.namespace, "name": ref.name}:
             raise ManifestError(f"s3://{bucket}/{key} is a manifest of another cluster")
         fresh = 0

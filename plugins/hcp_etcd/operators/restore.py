@@ -354,9 +354,7 @@ class ResolveBackupOperator(RestoreStepOperator):
                 f"the replica bucket s3://{store.bucket} cannot be read ({describe(err, 300)}): check "
                 "replica_bucket, its region and the credentials of replica_aws_conn_id"
             )
-        missing = isinstance(err, RestoreInputError) and any(
-            text in str(err) for text in ("does not exist", "no complete backup")
-        )
+        missing = isinstance(err, BackupNotFoundError)
         if isinstance(err, RestoreInputError) and not missing:
             return err
         what = (
@@ -376,7 +374,7 @@ class ResolveBackupOperator(RestoreStepOperator):
     def _get_manifest(self, uri: str) -> Any:
         bucket, key = parse_s3_uri(uri)
         if self.s3.object_size(bucket, key) is None:
-            raise RestoreInputError(f"{uri} does not exist")
+            raise BackupNotFoundError(f"{uri} does not exist")
         try:
             return self.s3.get_json(bucket, key)
         except ValueError as err:
@@ -392,9 +390,13 @@ class ResolveBackupOperator(RestoreStepOperator):
             except RestoreInputError as err:
                 # An incomplete or foreign manifest is not a backup: the next older one may be.
                 self.log.warning("skipping %s: %s", uri, err)
-        raise RestoreInputError(
+        raise BackupNotFoundError(
             f"no complete backup of {ref} at or before {rfc3339(as_of)} under s3://{bucket}/{base}/"
         )
+
+
+class BackupNotFoundError(RestoreInputError):
+    """The bucket has no such backup (another copy may have it)."""
 
 
 def _read_errors() -> tuple[type[Exception], ...]:
