@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from fastapi.testclient import TestClient
-from ui_fixtures import BUCKET, NOW, PREFIX, MemoryStore, add_backup
+from ui_fixtures import BUCKET, NOW, PREFIX, FakeClusters, MemoryStore, add_backup
 
 from hcp_etcd import status
 from hcp_etcd.naming import ClusterRef
@@ -56,3 +56,36 @@ def test_without_a_replica_the_page_says_nothing_of_one(fleet):
         create_app(lambda: Snapshot(rows, NOW, DAY, BUCKET, PREFIX), require_auth=False, cache_seconds=0)
     )
     assert "replica" not in client.get("/").text
+
+
+class _Unreachable:
+    """The primary's S3 while its region is down."""
+
+    def list_objects(self, bucket: str, prefix: str) -> list:
+        raise ConnectionError("Could not connect to the endpoint URL")
+
+
+def test_when_the_primary_cannot_be_read_the_page_shows_the_replica(monkeypatch):
+    """The page an on-call engineer opens while the primary's region is down: an error line for the
+    primary, and each cluster's backups as the replica has them, with the way to restore from it."""
+    from hcp_etcd.hooks import hosted_cluster, snapshot_store
+    from hcp_etcd.ui import app
+
+    replica = MemoryStore()
+    add_backup(replica, ClusterRef("clusters", "prod1"), NOW - timedelta(hours=3))
+    stores = {"aws_default": _Unreachable(), "aws_replica": replica}
+    monkeypatch.setattr(snapshot_store, "SnapshotStoreHook", lambda aws_conn_id: stores[aws_conn_id])
+    monkeypatch.setattr(hosted_cluster, "HostedClusterHook", lambda **kw: FakeClusters([]))
+    monkeypatch.setattr(app, "next_backup_of_either_kind", lambda: None)
+    monkeypatch.setenv("HCP_ETCD_BUCKET", "primary-bkt")
+    monkeypatch.setenv("HCP_ETCD_REPLICA_BUCKET", BUCKET)
+    monkeypatch.setenv("HCP_ETCD_REPLICA_AWS_CONN_ID", "aws_replica")
+
+    snap = app.collect_from_environment()
+
+    assert [r.ref for r in snap.rows] == ["clusters/prod1"]
+    assert snap.rows[0].replica_manifest_uri == snap.rows[0].manifest_uri
+    assert any("S3 (s3://primary-bkt/" in e and "Could not connect" in e for e in snap.errors), snap.errors
+    assert any(
+        f"the rows show the replica s3://{BUCKET}/" in e and "source_bucket=replica" in e for e in snap.errors
+    )
