@@ -52,7 +52,9 @@ last, each checked against the manifest's SHA-256). Then retention over the flee
   every few hours with `mode=online`. Both take the cluster's backup lock: they never overlap on one
   cluster (an online run skips a cluster another backup is taking).
 * `dry_run` runs the preflight only (retention lists what it would delete).
-* The encryption key is escrowed under `key_prefix`; it never goes through XCom or logs.
+* The encryption key is escrowed under `key_prefix`; it never goes through XCom or logs. A cluster
+  encrypted with AWS KMS has none: the manifest records its key ARNs, and `verify` decrypts a Secret
+  of the snapshot through KMS.
 
 Docs: `docs/BACKUP.md`.
 """
@@ -200,7 +202,13 @@ def backup_tasks(schedule_setting: tuple[str, str]) -> None:
             task_id="snapshot", quiesce=quiesce.output, **hc, **K8S, **DOWNTIME_WINDOW
         )
         verify = VerifySnapshotsOperator(
-            task_id="verify", snapshot=snapshot.output, **hc, **K8S, **MODE, **IN_FLIGHT
+            task_id="verify",
+            snapshot=snapshot.output,
+            aws_conn_id=S3["aws_conn_id"],
+            **hc,
+            **K8S,
+            **MODE,
+            **IN_FLIGHT,
         )
         resume = ResumeApiServersOperator(
             task_id="resume", snapshot=snapshot.output, **hc, **K8S, **MODE, **DOWNTIME_WINDOW

@@ -50,7 +50,8 @@ A restore only happens when a HostedCluster is **created** (HyperShift's `etcd-i
    in the `secretEncryption.aescbc.activeKey` Secret (read and written in this task only) change,
    and the escrowed service-account signing key goes into the `spec.serviceAccountSigningKey`
    Secret (`<name>-sa-token-issuer-key` unless the spec names one): tokens of the lost cluster
-   still validate.
+   still validate. A backup of a KMS-encrypted cluster has no key to fill: the HostedCluster must
+   use the backup's KMS key ARN(s), else it is refused naming both.
    Neither given: the cluster as its backup recorded it (HostedCluster and NodePools), brought back
    under its own name. Warns when the availability policy or the release differs from the backed-up
    cluster's. Refuses existing objects, except Secrets a deleted HostedCluster of the same name left
@@ -61,8 +62,8 @@ A restore only happens when a HostedCluster is **created** (HyperShift's `etcd-i
    fails at once; a split brain (released HyperShift's etcd-init makes three one-member clusters of
    an HA restore) is named with the `docs/RUNBOOK.md` section that repairs it (Part C).
 8. `verify` — `member list` on every member (split-brain guard), revision, key counts per resource,
-   the key, a Secret from etcd decrypts, the control plane's `sa-signing-key` has the backup's
-   public key.
+   the key (KMS: the key ARNs), a Secret from etcd decrypts (KMS: through AWS KMS), the control
+   plane's `sa-signing-key` has the backup's public key.
 
 Nothing is created before steps 1-4 and the checks of step 5 pass. Docs: `docs/RESTORE.md`.
 """

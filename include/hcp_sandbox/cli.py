@@ -26,6 +26,7 @@ from hcp_sandbox import render
 from hcp_sandbox.client import SandboxClient
 from hcp_sandbox.layout import (
     DEFAULT_BUCKET,
+    ENCRYPTION_TYPES,
     ETCD_INIT_VARIANTS,
     HOSTED_CLUSTER_NAMESPACE,
     SandboxPaths,
@@ -162,7 +163,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         args.etcd_init,
     ]
     for spec in cluster_specs(args):
-        argv += ["--cluster", f"{spec.name}:{spec.members}"]
+        argv += ["--cluster", str(spec)]
     for rbac in args.rbac:
         argv += ["--rbac", str(Path(rbac).resolve())]
     if args.replica_s3:
@@ -280,12 +281,21 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    arn = args.kms_key_arn
+    if args.encryption == "kms" and not arn:
+        # The sandbox's own KMS key, as `hcp create cluster aws --kms-key-arn` would be given it.
+        info = read_info(SandboxPaths.of(args.dir)) if args.dir else None
+        arn = (info or {}).get("kms_key_arn")
+        if not arn:
+            print("--encryption kms needs --kms-key-arn, or --dir of a running sandbox", file=sys.stderr)
+            return 1
     objects = render.manifests(
         args.name,
         args.namespace,
         args.members,
         infra_id=args.infra_id,
         external_dns_domain=args.external_dns_domain,
+        kms_key_arn=arn if args.encryption == "kms" else None,
     )
     sys.stdout.write(render.to_yaml(objects))
     return 0
@@ -371,9 +381,9 @@ def cluster_specs(args: argparse.Namespace) -> list[Any]:
     """Hosted clusters from ``--cluster NAME[:MEMBERS]`` and ``--hosted-clusters N`` (default: one)."""
     from hcp_sandbox.serve import ClusterSpec
 
-    specs = [ClusterSpec.parse(c, args.members) for c in args.cluster]
+    specs = [ClusterSpec.parse(c, args.members, args.encryption) for c in args.cluster]
     count = args.hosted_clusters if args.hosted_clusters is not None else (0 if specs else 1)
-    specs += [ClusterSpec(f"hc-{i + 1}", args.members) for i in range(count)]
+    specs += [ClusterSpec(f"hc-{i + 1}", args.members, args.encryption) for i in range(count)]
     if len({s.name for s in specs}) != len(specs):
         raise SystemExit("hosted cluster names must be unique")
     return specs
@@ -397,7 +407,14 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--members", type=_positive_members, default=3, help="3 (HighlyAvailable) or 1 (SingleReplica)"
     )
-    up.add_argument("--cluster", action="append", default=[], metavar="NAME[:MEMBERS]")
+    up.add_argument("--cluster", action="append", default=[], metavar="NAME[:MEMBERS[:ENCRYPTION]]")
+    up.add_argument(
+        "--encryption",
+        choices=ENCRYPTION_TYPES,
+        default="aescbc",
+        help="how hosted clusters without their own :ENCRYPTION encrypt Secrets: aescbc (a key Secret) "
+        "or kms (envelope encryption with the sandbox's KMS key)",
+    )
     up.add_argument("--seed-mb", type=float, default=0.0, help="about this much data in each etcd")
     up.add_argument("--bucket", default=DEFAULT_BUCKET)
     up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
@@ -450,6 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     rend.add_argument("--members", type=_positive_members, default=3)
     rend.add_argument("--infra-id", help="the infra id of pre-created infrastructure (as --infra-json gives)")
     rend.add_argument("--external-dns-domain", help="services get <service>-<name>.<domain> hostnames")
+    rend.add_argument("--encryption", choices=ENCRYPTION_TYPES, default="aescbc")
+    rend.add_argument("--kms-key-arn", help="with --encryption kms (default: the sandbox's key, --dir)")
     rend.set_defaults(func=cmd_render)
 
     fault = sub.add_parser("fault", help="inject a fault")

@@ -18,6 +18,8 @@ REPLICA_REGION = "eu-west-1"
 # v2/etcd/etcd-init.sh): ``fixed`` as PR 9048 (commits 55d36748ec, f02544c929), ``legacy`` as on
 # ``main`` 3ee9615567 and release-4.20 to 5.2.
 ETCD_INIT_VARIANTS = ("fixed", "legacy")
+# How a hosted cluster's kube-apiserver encrypts Secrets (``spec.secretEncryption.type``).
+ENCRYPTION_TYPES = ("aescbc", "kms")
 HOSTED_CLUSTER_NAMESPACE = "clusters"
 # What the pod's `df` reports as the size of the etcd volume (HyperShift's default PVC is 8Gi).
 VOLUME_CAPACITY_BYTES = 8 * 1024**3

@@ -64,6 +64,29 @@ def encryption_key_secret_name(name: str) -> str:
     return f"{name}-etcd-encryption-key"
 
 
+def kms_provider_role_arn(infra_id: str) -> str:
+    """The role aws-encryption-provider assumes (``cmd/infra/aws/iam.go``: ``kms-provider``)."""
+    return f"arn:aws:iam::{ACCOUNT}:role/{infra_id}-kms-provider"
+
+
+def _secret_encryption(name: str, infra_id: str, kms_key_arn: str | None) -> dict[str, Any]:
+    """``spec.secretEncryption`` as ``hcp create cluster aws`` renders it: AES-CBC with a key Secret
+    (``cmd/cluster/core/create.go``), or with ``--kms-key-arn`` AWS KMS (``cmd/cluster/aws/create.go``)."""
+    if kms_key_arn is None:
+        return {"type": "aescbc", "aescbc": {"activeKey": {"name": encryption_key_secret_name(name)}}}
+    return {
+        "type": "kms",
+        "kms": {
+            "provider": "AWS",
+            "aws": {
+                "region": REGION,
+                "activeKey": {"arn": kms_key_arn},
+                "auth": {"awsKms": kms_provider_role_arn(infra_id)},
+            },
+        },
+    }
+
+
 def _secret(name: str, namespace: str, data: dict[str, bytes]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -86,11 +109,14 @@ def manifests(
     encryption_key: bytes | None = None,
     infra_id: str | None = None,
     external_dns_domain: str | None = None,
+    kms_key_arn: str | None = None,
 ) -> list[dict[str, Any]]:
     """Namespace, pull-secret and SSH-key Secrets, a new encryption-key Secret, HostedCluster, NodePool.
 
     :param encryption_key: the 32-byte aescbc key; a NEW random one when ``None`` (what
         ``--render-sensitive`` does: a restore must put the saved key in its place).
+    :param kms_key_arn: ``--kms-key-arn``: ``secretEncryption.type: kms`` with this AWS KMS key, and
+        no encryption-key Secret.
     :param infra_id: the infra id (``--infra-json``'s); ``<name>-<5 random>`` when ``None``, as hcp's.
     :param external_dns_domain: ``--external-dns-domain``: services get hostnames under it.
     """
@@ -143,10 +169,7 @@ def manifests(
                     }
                 },
             },
-            "secretEncryption": {
-                "type": "aescbc",
-                "aescbc": {"activeKey": {"name": encryption_key_secret_name(name)}},
-            },
+            "secretEncryption": _secret_encryption(name, infra_id, kms_key_arn),
             "services": _services(name, external_dns_domain),
             "fips": False,
             "olmCatalogPlacement": "management",
@@ -173,11 +196,12 @@ def manifests(
         },
         "status": {"replicas": 0},
     }
+    key_secret = [] if kms_key_arn else [_secret(encryption_key_secret_name(name), namespace, {"key": key})]
     return [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
         _secret(f"{name}-pull-secret", namespace, {".dockerconfigjson": pull_secret.encode()}),
         _secret(f"{name}-ssh-key", namespace, {"id_rsa.pub": ssh_key.encode()}),
-        _secret(encryption_key_secret_name(name), namespace, {"key": key}),
+        *key_secret,
         hosted_cluster,
         node_pool,
     ]

@@ -20,11 +20,12 @@ from typing import Any
 
 import yaml
 
-from hcp_sandbox import apiserver, pki, render, s3, seed
+from hcp_sandbox import apiserver, kms, pki, render, s3, seed
 from hcp_sandbox.controllers.cluster import Options
 from hcp_sandbox.controllers.manager import ControlPlane
 from hcp_sandbox.errors import ApiError
 from hcp_sandbox.layout import (
+    ENCRYPTION_TYPES,
     HOSTED_CLUSTER_NAMESPACE,
     REPLICA_BUCKET,
     REPLICA_REGION,
@@ -44,18 +45,26 @@ REGION = "us-east-1"
 
 @dataclass(frozen=True)
 class ClusterSpec:
-    """A hosted cluster to create at start: ``NAME[:MEMBERS]``."""
+    """A hosted cluster to create at start: ``NAME[:MEMBERS[:ENCRYPTION]]`` (``aescbc`` or ``kms``)."""
 
     name: str
     members: int = 3
+    encryption: str = "aescbc"
 
     @classmethod
-    def parse(cls, text: str, default_members: int = 3) -> ClusterSpec:
-        name, _, members = text.partition(":")
+    def parse(cls, text: str, default_members: int = 3, default_encryption: str = "aescbc") -> ClusterSpec:
+        name, _, rest = text.partition(":")
+        members, _, encryption = rest.partition(":")
         count = int(members) if members else default_members
         if count not in (1, 3):
             raise ValueError(f"{text}: members must be 3 (HighlyAvailable) or 1 (SingleReplica)")
-        return cls(name, count)
+        encryption = encryption or default_encryption
+        if encryption not in ENCRYPTION_TYPES:
+            raise ValueError(f"{text}: encryption must be one of {ENCRYPTION_TYPES}")
+        return cls(name, count, encryption)
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.members}:{self.encryption}"
 
 
 def aws_connection(paths: SandboxPaths, s3_port: int, region: str) -> dict[str, Any]:
@@ -157,6 +166,7 @@ class Sandbox:
         }
         self.s3: s3.S3Server | None = None
         self.s3_replica: s3.S3Server | None = None
+        self.kms: kms.LocalKms | None = None
         self.control: ControlPlane | None = None
         self.runner: Any = None
 
@@ -239,10 +249,16 @@ class Sandbox:
         paths.admin_kubeconfig.write_text(yaml.safe_dump(admin, sort_keys=False))
         paths.admin_kubeconfig.chmod(0o600)
 
+        if any(c.encryption == "kms" for c in self.clusters):
+            await self._start_kms(s3_started)  # the KMS key ARN goes into the HostedClusters
         keys: dict[str, bytes] = {}
         for spec in self.clusters:
             keys[spec.name] = os.urandom(32)
-            for obj in render.manifests(spec.name, members=spec.members, encryption_key=keys[spec.name]):
+            arn = self.info.get("kms_key_arn") if spec.encryption == "kms" else None
+            objects = render.manifests(
+                spec.name, members=spec.members, encryption_key=keys[spec.name], kms_key_arn=arn
+            )
+            for obj in objects:
                 plural = {
                     "Namespace": "namespaces",
                     "Secret": "secrets",
@@ -262,17 +278,16 @@ class Sandbox:
                     "namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
                 )
 
-        await s3_started
-        self.info["pids"]["s3"] = self.s3.pid
+        await self._start_kms(s3_started)
         if replica_started is not None and self.s3_replica is not None:
             await replica_started
             self.info["pids"]["s3_replica"] = self.s3_replica.pid
-        self.save()
+            self.save()
         names = [(HOSTED_CLUSTER_NAMESPACE, c.name) for c in self.clusters]
         await self.control.wait_running(names, timeout=120)
         if self.seed_mb > 0:
             started = time.monotonic()
-            await asyncio.gather(*(self._seed(c.name, keys[c.name]) for c in self.clusters))
+            await asyncio.gather(*(self._seed(c, keys[c.name]) for c in self.clusters))
             log.info(
                 "seeded %s MiB into each of %d clusters in %.1fs",
                 self.seed_mb,
@@ -316,14 +331,34 @@ class Sandbox:
         self.save()
         log.info("sandbox ready: API %s, S3 %s", server, self.s3.url)
 
-    async def _seed(self, name: str, key: bytes) -> None:
+    async def _start_kms(self, s3_started: asyncio.Task[None]) -> None:
+        """Wait for the S3 (and KMS) process; create the sandbox's KMS key once (``kms_key_arn``)."""
+        assert self.s3 is not None
+        await s3_started
+        self.info["pids"]["s3"] = self.s3.pid
+        if not self.info.get("kms_key_arn"):
+            self.kms = kms.LocalKms(
+                self.s3.url, self.paths.ca_crt, REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
+            )
+            self.info["kms_key_arn"] = await asyncio.to_thread(
+                self.kms.create_key, "hcp-sandbox: Secrets of type kms hosted clusters"
+            )
+        self.save()
+
+    async def _seed(self, spec: ClusterSpec, key: bytes) -> None:
         assert self.control is not None
-        rt = self.control.clusters[(HOSTED_CLUSTER_NAMESPACE, name)]
+        rt = self.control.clusters[(HOSTED_CLUSTER_NAMESPACE, spec.name)]
         assert rt.client is not None and rt.etcd is not None
+        secrets_as: bytes | seed.Encrypter = key
+        if spec.encryption == "kms":
+            # The cluster's kube-apiserver: one seed, wrapped once by its KMS plugin (envelope.go).
+            assert self.kms is not None
+            envelope = await asyncio.to_thread(kms.new_envelope, self.info["kms_key_arn"], self.kms.encrypt)
+            secrets_as = envelope.encrypt
         count = await seed.seed(
-            rt.client, rt.etcd.members[0].client_url, int(self.seed_mb * 1024 * 1024), key
+            rt.client, rt.etcd.members[0].client_url, int(self.seed_mb * 1024 * 1024), secrets_as
         )
-        log.info("seeded %s with %d keys", name, count)
+        log.info("seeded %s with %d keys", spec.name, count)
 
     async def stop(self) -> None:
         log.info("stopping")

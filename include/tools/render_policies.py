@@ -6,7 +6,8 @@ cannot drift (``tests/foundation/test_aws_policies.py`` fails when it does).
     python include/tools/render_policies.py            # rewrite the table in README.md
     python include/tools/render_policies.py --check    # exit 1 if README.md is out of date
     python include/tools/render_policies.py --out DIR --bucket B --account 123456789012 \\
-        --region eu-west-1 --kms-key-arn arn:aws:kms:... [--backup-prefix P] [--key-prefix K]
+        --region eu-west-1 --kms-key-arn arn:aws:kms:... [--cluster-kms-key-arn arn:aws:kms:...]
+        [--backup-prefix P] [--key-prefix K]
                                                         # the policies with your names, into DIR
 """
 
@@ -32,6 +33,8 @@ EXAMPLES = {
     "account": "111122223333",
     "region": "us-east-2",
     "kms_key_arn": "arn:aws:kms:us-east-2:111122223333:key/EXAMPLE-KEY-ID",
+    # The KMS key of a `secretEncryption.type: kms` hosted cluster (not the backups' key).
+    "cluster_kms_key_arn": "arn:aws:kms:us-east-2:111122223333:key/HOSTED-CLUSTER-KEY-ID",
 }
 # Who each file is for, in the order the README lists them.
 WHO = {
@@ -57,8 +60,10 @@ def _as_list(value: Any) -> list[str]:
 
 
 def _short(resource: str) -> str:
-    return resource.replace(f"arn:aws:s3:::{EXAMPLES['bucket']}", "bucket").replace(
-        EXAMPLES["kms_key_arn"], "KMS key"
+    return (
+        resource.replace(f"arn:aws:s3:::{EXAMPLES['bucket']}", "bucket")
+        .replace(EXAMPLES["kms_key_arn"], "KMS key")
+        .replace(EXAMPLES["cluster_kms_key_arn"], "hosted clusters' KMS keys")
     )
 
 
@@ -91,6 +96,7 @@ def substitute(text: str, values: dict[str, str]) -> str:
     :param values: name -> value, names as in ``EXAMPLES``.
     """
     for name in (
+        "cluster_kms_key_arn",
         "kms_key_arn",
         "backup_prefix",
         "key_prefix",

@@ -1,4 +1,4 @@
-"""Which AES-CBC keys a HostedCluster references, and which of them a restored cluster gets (pure).
+"""Which encryption keys a HostedCluster references, and which of them a restored cluster gets (pure).
 
 HyperShift (openshift/hypershift ``main`` 3ee9615567, ``api/hypershift/v1beta1/hostedcluster_types.go``
 and ``control-plane-operator/controllers/hostedcontrolplane/v2/kas/secretencryption.go:
@@ -13,6 +13,13 @@ deriveAESCBCEncryptionConfig``) keeps a key in a Secret next to the HostedCluste
   is rewritten under it. Mid-rotation, etcd holds Secrets under both keys.
 
 A status reference carries ``dataHash``, the hex SHA-256 of the key it means.
+
+A ``type: kms`` cluster (``hcp create cluster aws --kms-key-arn``, ``cmd/cluster/aws/create.go``) has
+no key to escrow: kube-apiserver envelope-encrypts with AWS KMS keys named by ARN in
+``spec.secretEncryption.kms.aws`` (``activeKey``, deprecated ``backupKey``; ``AWSKMSSpec`` in
+``api/hypershift/v1beta1/aws.go``) and, during a rotation, ``status.secretEncryption``
+(``{provider: AWS, aws: {arn}}``; ``v2/kas/kms.go: deriveKMSKeys``). A backup records those ARNs
+(:func:`kms_key_references`); a restore needs the same keys (:func:`kms_target_mismatch`).
 """
 
 from __future__ import annotations
@@ -67,6 +74,140 @@ class EscrowedKey:
             "roles": list(self.roles),
             "secrets": list(self.secrets),
         }
+
+
+AESCBC = "aescbc"
+KMS = "kms"
+
+
+def encryption_type(hc: dict[str, Any]) -> str:
+    """``spec.secretEncryption.type`` of a HostedCluster (``aescbc`` when it has none: older specs).
+
+    :param hc: a HostedCluster.
+    """
+    enc = (hc.get("spec") or {}).get("secretEncryption") or {}
+    kind = enc.get("type") or AESCBC
+    if kind not in (AESCBC, KMS):
+        raise RuntimeError(f"unknown spec.secretEncryption.type {kind!r} (HyperShift knows aescbc and kms)")
+    return str(kind)
+
+
+@dataclass(frozen=True)
+class KmsKeyReference:
+    """One reference of a HostedCluster to an AWS KMS key.
+
+    :param role: where it is (one of :data:`ROLES`).
+    :param arn: the key ARN.
+    """
+
+    role: str
+    arn: str
+
+
+def kms_key_references(hc: dict[str, Any]) -> list[KmsKeyReference]:
+    """Every AWS KMS key reference of a ``type: kms`` HostedCluster, spec first.
+
+    Refuses a KMS provider other than AWS (the project runs on AWS) and a spec without an active key.
+
+    :param hc: the HostedCluster as read from the API.
+    """
+    meta = hc.get("metadata") or {}
+    enc = (hc.get("spec") or {}).get("secretEncryption") or {}
+    kms = enc.get("kms") or {}
+    aws = kms.get("aws") or {}
+    active = (aws.get("activeKey") or {}).get("arn")
+    if kms.get("provider") != "AWS" or not active:
+        raise RuntimeError(
+            f"HostedCluster {meta.get('namespace')}/{meta.get('name')} has spec.secretEncryption.type kms "
+            f"with provider {kms.get('provider')!r} and no spec.secretEncryption.kms.aws.activeKey.arn: "
+            "only AWS KMS is supported"
+        )
+    refs = [KmsKeyReference(SPEC_ACTIVE, active)]
+    backup = (aws.get("backupKey") or {}).get("arn")
+    if backup:
+        refs.append(KmsKeyReference(SPEC_BACKUP, backup))
+    status = ((hc.get("status") or {}).get("secretEncryption")) or {}
+    for role, field_name in ((STATUS_ACTIVE, "activeKey"), (STATUS_TARGET, "targetKey")):
+        entry = status.get(field_name) or {}
+        arn = (entry.get("aws") or {}).get("arn") if entry.get("provider") == "AWS" else None
+        if arn:
+            refs.append(KmsKeyReference(role, arn))
+    return refs
+
+
+def kms_record(hc: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's ``encryption`` of a ``type: kms`` cluster: the ARNs (writing key first), each
+    with the references that named it and its provider name, and the region. No key material.
+
+    :param hc: the HostedCluster as read from the API.
+    """
+    from hcp_etcd.kms import provider_name
+
+    by_arn: dict[str, list[str]] = {}
+    for ref in kms_key_references(hc):
+        by_arn.setdefault(ref.arn, []).append(ref.role)
+    # The key a restored cluster writes with: the rotation's target, else the spec's active key.
+    writer = next((a for a, r in by_arn.items() if STATUS_TARGET in r), None) or next(iter(by_arn))
+    arns = [writer, *(a for a in by_arn if a != writer)]
+    aws = ((hc.get("spec") or {}).get("secretEncryption") or {}).get("kms", {}).get("aws") or {}
+    return {
+        "type": KMS,
+        "provider": "AWS",
+        "region": aws.get("region"),
+        "kms_key_arns": arns,
+        "kms_keys": [{"arn": a, "provider_name": provider_name(a), "roles": by_arn[a]} for a in arns],
+    }
+
+
+def target_kms_arns(hc: dict[str, Any]) -> tuple[str | None, str | None]:
+    """``(activeKey, backupKey)`` ARNs of a HostedCluster to create (None where it has none).
+
+    :param hc: a HostedCluster (spec only: a new cluster has no status).
+    """
+    aws = (((hc.get("spec") or {}).get("secretEncryption") or {}).get("kms") or {}).get("aws") or {}
+    return (aws.get("activeKey") or {}).get("arn"), (aws.get("backupKey") or {}).get("arn")
+
+
+def kms_target_mismatch(hc: dict[str, Any], arns: list[str]) -> str | None:
+    """Why a HostedCluster to create cannot read a KMS backup's Secrets, or None.
+
+    Its kube-apiserver must write with the backup's writing key (``arns[0]``) and read with the other
+    one, if any (a backup taken mid-rotation holds Secrets under both): ``activeKey`` must be the
+    first ARN and ``backupKey``, when the backup has a second one, that one (a new cluster has no
+    status, so its ``spec.backupKey`` is honoured: ``deriveKMSKeys``).
+
+    :param hc: the HostedCluster to create.
+    :param arns: the manifest's ``encryption.kms_key_arns``.
+    """
+    enc = (hc.get("spec") or {}).get("secretEncryption") or {}
+    provider = (enc.get("kms") or {}).get("provider")
+    active, backup = target_kms_arns(hc)
+    fix = (
+        f"render the cluster with the backup's key (hcp create cluster aws --kms-key-arn {arns[0]} ...; "
+        "its kms-provider role must be allowed kms:Encrypt and kms:Decrypt on it)"
+    )
+    if (enc.get("type") or AESCBC) != KMS or provider != "AWS" or not active:
+        return (
+            f"the backup's Secrets are encrypted with AWS KMS key {arns[0]}, but the HostedCluster to "
+            f"create has secretEncryption type {enc.get('type') or AESCBC!r}"
+            + (f" (provider {provider!r})" if enc.get("type") == KMS else "")
+            + f" and would never read them: {fix}"
+        )
+    if active != arns[0]:
+        return (
+            f"the backup's Secrets are encrypted with AWS KMS key {arns[0]}, but the HostedCluster to "
+            f"create has spec.secretEncryption.kms.aws.activeKey.arn {active}: {fix}"
+        )
+    others = arns[1:]
+    if others and backup not in (None, others[0]):
+        return (
+            f"the backup holds Secrets under AWS KMS key {others[0]} too (taken mid-rotation), but the "
+            f"HostedCluster to create has backupKey {backup}: set spec.secretEncryption.kms.aws.backupKey"
+            f".arn to {others[0]}, or remove it (the restore sets it)"
+        )
+    if len(others) > 1:
+        return f"the backup names {len(arns)} KMS keys; a restored cluster can read with two at most"
+    return None
 
 
 def key_references(hc: dict[str, Any]) -> list[KeyReference]:

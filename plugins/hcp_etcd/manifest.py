@@ -33,12 +33,13 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "etcd.version": str,
     "etcd.members": list,
     "etcd.key_counts": dict,
-    "encryption_key.location": str,
-    "encryption_key.sha256": str,
     "api_downtime_seconds": (int, float, type(None)),
     "airflow.dag_id": str,
     "airflow.run_id": str,
 }
+# Required unless ``encryption.type`` is ``kms`` (older manifests have no ``encryption``: AES-CBC).
+_REQUIRED_AESCBC: dict[str, type] = {"encryption_key.location": str, "encryption_key.sha256": str}
+_ARN = re.compile(r"^arn:[^\s]{1,2044}$")
 
 
 def _get(data: dict[str, Any], dotted: str) -> Any:
@@ -68,8 +69,8 @@ def build_manifest(
     etcd_version: str,
     members: list[dict[str, Any]],
     key_counts: dict[str, int],
-    key_location: str,
-    key_sha256: str,
+    key_location: str | None,
+    key_sha256: str | None,
     backup_key_location: str | None,
     backup_key_sha256: str | None,
     api_downtime_seconds: float | None,
@@ -83,6 +84,7 @@ def build_manifest(
     keys: list[dict[str, Any]] | None = None,
     source: dict[str, Any] | None = None,
     service_account_key: dict[str, Any] | None = None,
+    encryption: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble a manifest and validate it.
 
@@ -122,6 +124,10 @@ def build_manifest(
         (of the object), ``public_key_sha256`` (of its public key's DER SubjectPublicKeyInfo: what the
         restored cluster's key is compared with) and ``secret`` (where it was read). Optional in
         schema 1: older manifests lack it.
+    :param encryption: ``{"type": "aescbc"}``, or for a ``type: kms`` cluster
+        :func:`hcp_etcd.encryption.kms_record` (``kms_key_arns``, writing key first, and ``kms_keys``):
+        then there is no ``encryption_key`` (no key to escrow) and ``key_location`` is None. Optional
+        in schema 1: older manifests lack it (AES-CBC).
     """
     manifest: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -148,12 +154,15 @@ def build_manifest(
             "members": members,
             "key_counts": key_counts,
         },
-        "encryption_key": {"location": key_location, "sha256": key_sha256},
         "api_downtime_seconds": api_downtime_seconds,
         "airflow": {"dag_id": dag_id, "run_id": run_id},
     }
     if source is not None:
         manifest["source"] = source
+    if encryption is not None:
+        manifest["encryption"] = copy.deepcopy(encryption)
+    if key_location is not None:
+        manifest["encryption_key"] = {"location": key_location, "sha256": key_sha256}
     # Optional in schema 1 (older manifests lack them): what a restore verifies at its current revision.
     for name, value in (
         ("leased_key_counts", leased_key_counts),
@@ -162,12 +171,12 @@ def build_manifest(
     ):
         if value is not None:
             manifest["etcd"][name] = value
-    if backup_key_location:
+    if backup_key_location and "encryption_key" in manifest:
         manifest["encryption_key"]["backup_key"] = {
             "location": backup_key_location,
             "sha256": backup_key_sha256,
         }
-    if keys is not None:
+    if keys is not None and "encryption_key" in manifest:
         # Optional in schema 1: manifests before key rotation support list the two above only.
         manifest["encryption_key"]["keys"] = keys
     if service_account_key is not None:
@@ -244,7 +253,8 @@ def validate_manifest(data: Any) -> dict[str, Any]:
         raise ManifestError("manifest is not a JSON object")
     if data.get("schema_version") != SCHEMA_VERSION:
         raise ManifestError(f"unsupported manifest schema_version {data.get('schema_version')!r}")
-    for path, kind in _REQUIRED.items():
+    kms = _validate_encryption(data.get("encryption"))
+    for path, kind in {**_REQUIRED, **({} if kms else _REQUIRED_AESCBC)}.items():
         try:
             value = _get(data, path)
         except KeyError:
@@ -254,13 +264,16 @@ def validate_manifest(data: Any) -> dict[str, Any]:
             raise ManifestError(f"manifest field {path} has type {type(value).__name__}")
     if data["mode"] not in MODES:
         raise ManifestError(f"manifest mode {data['mode']!r} is not one of {MODES}")
-    for path in ("snapshot.sha256", "encryption_key.sha256"):
+    for path in ("snapshot.sha256", *(() if kms else ("encryption_key.sha256",))):
         if not re.fullmatch(r"[0-9a-f]{64}", _get(data, path)):
             raise ManifestError(f"manifest field {path} is not a hex SHA-256")
     if not data["snapshot"]["key"].endswith("/snapshot.db"):
         raise ManifestError("manifest snapshot.key does not name a snapshot.db")
     _validate_verification_fields(data["etcd"])
-    _validate_keys(data["encryption_key"])
+    if kms and data.get("encryption_key") is not None:
+        raise ManifestError("a kms manifest has no encryption_key (there is no key to escrow)")
+    if not kms:
+        _validate_keys(data["encryption_key"])
     if data.get("source") is not None:
         _validate_source(data["source"])
     if data.get("service_account_key") is not None:
@@ -269,6 +282,43 @@ def validate_manifest(data: Any) -> dict[str, Any]:
         if not isinstance(member, dict) or not {"pod", "revision", "hash"} <= member.keys():
             raise ManifestError("manifest etcd.members entries need pod, revision and hash")
     return data
+
+
+def _validate_encryption(enc: Any) -> bool:
+    """Check ``encryption`` (absent: AES-CBC); whether the manifest is of a ``type: kms`` cluster."""
+    if enc is None:
+        return False
+    if not isinstance(enc, dict) or enc.get("type") not in ("aescbc", "kms"):
+        raise ManifestError("manifest field encryption.type is not aescbc or kms")
+    if enc["type"] == "aescbc":
+        return False
+    arns = enc.get("kms_key_arns")
+    if not (
+        isinstance(arns, list)
+        and arns
+        and all(isinstance(a, str) and _ARN.fullmatch(a) for a in arns)
+        and len(set(arns)) == len(arns)
+    ):
+        raise ManifestError(
+            "manifest field encryption.kms_key_arns needs one or more distinct key ARNs (arn:...)"
+        )
+    keys = enc.get("kms_keys")
+    if keys is not None and not (
+        isinstance(keys, list)
+        and [k.get("arn") if isinstance(k, dict) else None for k in keys] == arns
+        and all(isinstance(k.get("roles"), list) and all(r in ROLES for r in k["roles"]) for k in keys)
+    ):
+        raise ManifestError("manifest field encryption.kms_keys must list kms_key_arns in order, with roles")
+    return True
+
+
+def kms_key_arns(manifest: dict[str, Any]) -> list[str] | None:
+    """The KMS key ARNs of a ``type: kms`` backup (writing key first); None for an AES-CBC one.
+
+    :param manifest: a valid manifest.
+    """
+    enc = manifest.get("encryption") or {}
+    return list(enc["kms_key_arns"]) if enc.get("type") == "kms" else None
 
 
 def _validate_verification_fields(etcd: dict[str, Any]) -> None:
@@ -356,9 +406,12 @@ def escrowed_keys(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """Every escrowed key of a manifest; an older manifest's (no ``keys``) with what it recorded.
 
     Entries of older manifests have ``kas_key_name`` None and the restore role as their only role.
+    A ``type: kms`` backup has none.
 
     :param manifest: a valid manifest.
     """
+    if kms_key_arns(manifest) is not None:
+        return []
     enc = manifest["encryption_key"]
     if enc.get("keys") is not None:
         return [dict(k) for k in enc["keys"]]
@@ -424,12 +477,13 @@ def replica_manifest(manifest: dict[str, Any], bucket: str, manifest_uri: str) -
     """
     out = copy.deepcopy(manifest)
     out["snapshot"]["bucket"] = bucket
-    enc = out["encryption_key"]
-    enc["location"] = _relocated(enc["location"], bucket)
-    if isinstance(enc.get("backup_key"), dict) and enc["backup_key"].get("location"):
-        enc["backup_key"]["location"] = _relocated(enc["backup_key"]["location"], bucket)
-    for entry in enc.get("keys") or []:
-        entry["location"] = _relocated(entry["location"], bucket)
+    enc = out.get("encryption_key")  # a type kms backup has no key of its own
+    if isinstance(enc, dict):
+        enc["location"] = _relocated(enc["location"], bucket)
+        if isinstance(enc.get("backup_key"), dict) and enc["backup_key"].get("location"):
+            enc["backup_key"]["location"] = _relocated(enc["backup_key"]["location"], bucket)
+        for entry in enc.get("keys") or []:
+            entry["location"] = _relocated(entry["location"], bucket)
     if isinstance(out.get("service_account_key"), dict):
         out["service_account_key"]["location"] = _relocated(out["service_account_key"]["location"], bucket)
     out["replica_of"] = manifest_uri

@@ -17,6 +17,8 @@ import render_policies  # noqa: E402
 
 BUCKET = "arn:aws:s3:::my-etcd-backups"
 KMS_KEY = "arn:aws:kms:us-east-2:111122223333:key/EXAMPLE-KEY-ID"
+# A type kms hosted cluster's key: the verifications decrypt its Secrets' DEKs through it.
+CLUSTER_KMS_KEY = "arn:aws:kms:us-east-2:111122223333:key/HOSTED-CLUSTER-KEY-ID"
 # The S3 and KMS actions these policies may name: from the AWS Service Authorization Reference.
 S3_ACTIONS = {
     "s3:ListBucket", "s3:ListBucketVersions", "s3:GetBucketVersioning", "s3:PutObject", "s3:GetObject",
@@ -65,7 +67,9 @@ def test_policy_is_valid_and_scoped(name: str) -> None:
                 if name in IDENTITY_POLICIES and resource != BUCKET:
                     assert resource.startswith(f"{BUCKET}/hcp-etcd/"), (name, resource)
             else:
-                assert resource == KMS_KEY, f"{name}: {resource}"
+                assert resource in (KMS_KEY, CLUSTER_KMS_KEY), f"{name}: {resource}"
+                if resource == CLUSTER_KMS_KEY:
+                    assert actions == ["kms:Decrypt"], f"{name}: only Decrypt on a cluster's key"
         if name in IDENTITY_POLICIES:
             assert "*" not in resources and "s3:*" not in actions, f"{name}: grants more than it names"
             assert "Principal" not in s
@@ -86,11 +90,13 @@ def test_what_the_code_does_is_granted() -> None:
         ("s3:DeleteObjectVersion", snap), ("s3:DeleteObjectVersion", key),
         ("s3:GetObjectRetention", snap), ("s3:AbortMultipartUpload", snap),
         ("s3:GetBucketVersioning", BUCKET), ("kms:GenerateDataKey", KMS_KEY), ("kms:Decrypt", KMS_KEY),
+        ("kms:Decrypt", CLUSTER_KMS_KEY),  # verify: a Secret of a type kms cluster decrypts
     ]:  # fmt: skip
         assert allowed("backup-role.json", action, resource), ("backup", action, resource)
     drill = f"{BUCKET}/hcp-etcd/backups/_drills/clusters/prod1/20261201.json"
     for action, resource in [("s3:GetObject", manifest), ("s3:GetObject", snap), ("s3:GetObject", key),
-                             ("s3:PutObject", drill), ("kms:Decrypt", KMS_KEY)]:  # fmt: skip
+                             ("s3:PutObject", drill), ("kms:Decrypt", KMS_KEY),
+                             ("kms:Decrypt", CLUSTER_KMS_KEY)]:  # fmt: skip
         assert allowed("restore-role.json", action, resource), ("restore", action, resource)
     assert not allowed("restore-role.json", "s3:PutObject", snap), "restore cannot change backups"
     assert allowed("presign-user.json", "s3:GetObject", snap)
@@ -116,11 +122,13 @@ def test_readme_permissions_are_rendered_from_the_files() -> None:
 
 def test_account_copies_replace_every_example_name(tmp_path: Path) -> None:
     values = {"--bucket": "acme-etcd", "--account": "999988887777", "--region": "eu-west-1",
-              "--kms-key-arn": "arn:aws:kms:eu-west-1:999988887777:key/1234"}  # fmt: skip
+              "--kms-key-arn": "arn:aws:kms:eu-west-1:999988887777:key/1234",
+              "--cluster-kms-key-arn": "arn:aws:kms:eu-west-1:999988887777:key/5678"}  # fmt: skip
     argv = ["--out", str(tmp_path), *[x for kv in values.items() for x in kv]]
     assert render_policies.main(argv) == 0
     for name in IDENTITY_POLICIES + RESOURCE_POLICIES:
         text = (tmp_path / name).read_text()
         json.loads(text)
-        for example in ("my-etcd-backups", "111122223333", "us-east-2", "EXAMPLE-KEY-ID"):
+        examples = ("my-etcd-backups", "111122223333", "us-east-2", "EXAMPLE-KEY-ID", "HOSTED-CLUSTER-KEY-ID")
+        for example in examples:
             assert example not in text, (name, example)

@@ -653,3 +653,93 @@ def test_a_deleted_cluster_comes_back_under_its_name_from_its_backup(sandbox, ai
         assert len(pools) == 1
     finally:
         delete_cluster(sandbox, "clusters", name)
+
+
+def local_kms(box):
+    """The sandbox's KMS (moto, on the S3 endpoint), as the tests' own client."""
+    from hcp_sandbox.kms import LocalKms
+
+    conn = json.loads(box.env["AIRFLOW_CONN_AWS_DEFAULT"])
+    extra = conn["extra"]
+    return LocalKms(extra["endpoint_url"], box.ca, extra["region_name"], conn["login"], conn["password"])
+
+
+def test_a_kms_cluster_is_backed_up_with_its_key_arns_and_restored_only_with_its_key(
+    sandbox, airflow_env, tmp_path
+):
+    """Issue 14 item 6: a ``type: kms`` cluster (Secrets envelope-encrypted with the sandbox's KMS key,
+    as kube-apiserver's KMS v2 provider writes them). The backup escrows no AES key, records the key
+    ARN, and proves a Secret of the snapshot decrypts through KMS; a restore into a cluster rendered
+    with another KMS key is refused before any write, naming both ARNs; one with the same key
+    restores, creates no key Secret, and its Secrets decrypt through KMS."""
+    from hcp_sandbox import kms as sandbox_kms
+
+    name, arn = "kms-one", sandbox.refresh()["kms_key_arn"]
+    rendered = tmp_path / "kms.yaml"
+    out = sandbox.cli(
+        "render", "--dir", str(sandbox.dir), "--name", name, "--members", "1", "--encryption", "kms"
+    )
+    assert out.returncode == 0, out.stderr
+    rendered.write_text(out.stdout)
+    create_rendered(sandbox, rendered)
+    kms_client = local_kms(sandbox)
+    other_arn = kms_client.create_key("another cluster's key")
+    try:
+        wait_available(sandbox, "clusters", name)
+        # The new cluster's kube-apiserver: one seed, wrapped by its KMS plugin, then every Secret.
+        seed_cluster(sandbox, name, sandbox_kms.new_envelope(arn, kms_client.encrypt).encrypt)
+        stored = secrets_in_etcd(sandbox, f"clusters-{name}")
+        assert stored and all(v.startswith(b"k8s:enc:kms:v2:awskmskey-") for v in stored.values())
+
+        backup = airflow_env.run({"hosted_clusters": [f"clusters/{name}"], "mode": "online"})
+        assert backup.state == "success", backup.output[-5000:]
+        assert "no key to escrow" in backup.output
+        assert backup.xcom("backup.verify", map_index=0)["secret_decrypts"]["passed"]
+        c = s3(sandbox)
+        listed = c.list_objects_v2(Bucket=sandbox.bucket, Prefix=f"{PREFIX}/clusters/{name}/")["Contents"]
+        manifest_key = sorted(o["Key"] for o in listed if o["Key"].endswith("/manifest.json"))[-1]
+        manifest = json.loads(c.get_object(Bucket=sandbox.bucket, Key=manifest_key)["Body"].read())
+        assert manifest["encryption"]["type"] == "kms" and manifest["encryption"]["kms_key_arns"] == [arn]
+        assert "encryption_key" not in manifest and manifest["service_account_key"]["location"]
+        keys = c.list_objects_v2(Bucket=sandbox.bucket, Prefix=f"{KEY_PREFIX}/clusters/{name}/").get(
+            "Contents", []
+        )
+        assert [o["Key"].split("/")[-2] for o in keys] == ["sa-signing-key"], "only the SA key is escrowed"
+
+        uri = f"s3://{sandbox.bucket}/{manifest_key}"
+        paths = {}
+        for target, key_arn in (("kms-other", other_arn), ("kms-restored", arn)):
+            out = sandbox.cli(
+                "render", "--name", target, "--members", "1", "--encryption", "kms", "--kms-key-arn", key_arn
+            )
+            assert out.returncode == 0, out.stderr
+            paths[target] = tmp_path / f"{target}.yaml"
+            paths[target].write_text(out.stdout)
+        seq = request_seq(sandbox)
+        refused, restored = run_dags(
+            airflow_env,
+            "hcp_etcd_restore",
+            [(restore_conf(uri, target, str(path)), "") for target, path in paths.items()],
+        )
+        assert refused.state == "failed" and refused.tis["create[-1]"] == "failed", refused.tis
+        error = refused.xcom("create", "error")
+        assert arn in error and other_arn in error and "--kms-key-arn" in error, error
+        assert not [w for w in writes_since(sandbox, seq) if "kms-other" in w], "a refused restore wrote"
+        assert not hc_exists(sandbox, "clusters", "kms-other")
+
+        assert restored.state == "success", restored.output[-6000:]
+        checks = {c["name"]: c for c in restored.xcom("verify")["checks"]}
+        assert checks["kms_key_matches_manifest"]["passed"], checks
+        assert checks["secret_decrypts"]["passed"] and "AWS KMS" in checks["secret_decrypts"]["detail"], (
+            checks
+        )
+        _, core = kube(sandbox)
+        made = {s.metadata.name for s in core.list_namespaced_secret("clusters").items}
+        assert "kms-restored-etcd-encryption-key" not in made
+        # Every Secret of the restored etcd opens through KMS, as its kube-apiserver would read it.
+        for key, value in secrets_in_etcd(sandbox, "clusters-kms-restored").items():
+            assert json.loads(sandbox_kms.decrypt(value, key, kms_client.decrypt))["kind"] == "Secret"
+    finally:
+        for target in (name, "kms-restored", "kms-other"):
+            if hc_exists(sandbox, "clusters", target):
+                delete_cluster(sandbox, "clusters", target)

@@ -624,6 +624,43 @@ def test_secrets_are_stored_aescbc_encrypted(core):
             json.loads(aescbc.decrypt(value, os.urandom(32)))
 
 
+def test_up_encryption_kms_stores_secrets_envelope_encrypted_with_its_kms_key(make_sandbox):
+    """``up --encryption kms`` (here per cluster, next to an AES-CBC one): a KMS key in the local KMS,
+    the HostedCluster names it, no key Secret, and Secrets are KMS v2 envelopes whose seed the local
+    KMS decrypts with that key (read here with the product's own reader)."""
+    from hcp_etcd import kms
+    from hcp_sandbox.kms import LocalKms
+
+    box = make_sandbox(
+        "--encryption", "kms", "--cluster", "k:1", "--cluster", "a:1:aescbc", "--seed-mb", "0.25"
+    )
+    arn = box.info["kms_key_arn"]
+    aws = json.loads(box.env["AIRFLOW_CONN_AWS_DEFAULT"])
+    local = LocalKms(aws["extra"]["endpoint_url"], box.ca, "us-east-1", aws["login"], aws["password"])
+    with client.ApiClient(box_configuration(box)) as api_client:
+        core, custom = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
+        hc = custom.get_namespaced_custom_object(HC_GROUP, HC_VERSION, "clusters", "hostedclusters", "k")
+        assert hc["spec"]["secretEncryption"]["kms"]["aws"]["activeKey"]["arn"] == arn
+        names = {x.metadata.name for x in core.list_namespaced_secret("clusters").items}
+        assert "k-etcd-encryption-key" not in names and "a-etcd-encryption-key" in names
+        out = etcdctl_json(core, "clusters-k", "etcd-0", "get", "--prefix", "/kubernetes.io/secrets/")
+        assert out["kvs"]
+        for kv in out["kvs"]:
+            key, value = base64.b64decode(kv["key"]).decode(), base64.b64decode(kv["value"])
+            envelope = kms.parse(value)
+            assert (envelope.version, envelope.provider, envelope.key_id) == (
+                "v2",
+                kms.provider_name(arn),
+                arn,
+            )
+            seed = local.decrypt(kms.kms_ciphertext(envelope.encrypted_dek))
+            assert json.loads(kms.open_data(envelope, seed, key))["kind"] == "Secret"
+        out = etcdctl_json(
+            core, "clusters-a", "etcd-0", "get", "--prefix", "/kubernetes.io/secrets/", "--limit", "1"
+        )
+        assert base64.b64decode(out["kvs"][0]["value"]).startswith(b"k8s:enc:aescbc:v1:")
+
+
 def test_etcd_available_is_quorum(sandbox, core, custom):
     """etcdStatefulSetCondition: one member of three down keeps EtcdAvailable (2 >= 3/2+1)."""
     ns = "clusters-ha-one"

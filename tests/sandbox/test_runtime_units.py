@@ -29,6 +29,7 @@ from hcp_sandbox.faults import S3FaultMiddleware, add_s3_fault, take_s3_fault
 from hcp_sandbox.layout import SandboxPaths
 from hcp_sandbox.podexec import PodTarget, map_argument
 from hcp_sandbox.seed import generate
+from hcp_sandbox.serve import ClusterSpec
 from hcp_sandbox.store import Store
 from tests.support.api_server import seed_hosted_cluster
 
@@ -207,6 +208,51 @@ def test_cli_arguments():
     assert fault_spec(args) == {"kind": "clock", "ahead_seconds": 660.0}
     with pytest.raises(SystemExit):
         parser.parse_args(["up", "--dir", "d", "--members", "2"])
+
+
+def test_encryption_is_per_cluster_with_a_default():
+    parser = build_parser()
+    args = parser.parse_args(
+        ["up", "--dir", "d", "--cluster", "a:1:kms", "--cluster", "b", "--hosted-clusters", "1"]
+    )
+    assert [(s.name, s.encryption) for s in cluster_specs(args)] == [
+        ("a", "kms"),
+        ("b", "aescbc"),
+        ("hc-1", "aescbc"),
+    ]
+    args = parser.parse_args(
+        ["up", "--dir", "d", "--encryption", "kms", "--cluster", "a:3:aescbc", "--cluster", "b:1"]
+    )
+    specs = cluster_specs(args)
+    assert [(s.name, s.encryption) for s in specs] == [("a", "aescbc"), ("b", "kms")]
+    # What `up` hands the serve process, and what it parses back.
+    assert [ClusterSpec.parse(str(s)) for s in specs] == specs
+    with pytest.raises(ValueError, match="encryption"):
+        ClusterSpec.parse("a:1:secretbox")
+
+
+def test_render_kms_is_what_hcp_renders_with_a_kms_key_arn():
+    arn = "arn:aws:kms:us-east-1:123456789012:key/k"
+    objects = render.manifests("k", members=1, infra_id="k-abcde", kms_key_arn=arn)
+    assert [o["metadata"]["name"] for o in objects if o["kind"] == "Secret"] == ["k-pull-secret", "k-ssh-key"]
+    hc = next(o for o in objects if o["kind"] == "HostedCluster")
+    role = "arn:aws:iam::123456789012:role/k-abcde-kms-provider"
+    assert hc["spec"]["secretEncryption"] == {
+        "type": "kms",
+        "kms": {
+            "provider": "AWS",
+            "aws": {"region": "us-east-1", "activeKey": {"arn": arn}, "auth": {"awsKms": role}},
+        },
+    }
+
+
+def test_s3_faults_are_not_spent_on_kms_requests(tmp_path):
+    faults = tmp_path / "faults.json"
+    app = S3FaultMiddleware(lambda environ, start: [b"ok"], faults)
+    add_s3_fault(faults, count=1, code=503)
+    kms = {"HTTP_X_AMZ_TARGET": "TrentService.Decrypt", "CONTENT_LENGTH": "0", "wsgi.input": io.BytesIO()}
+    assert b"".join(app(kms, lambda status, headers: None)) == b"ok"
+    assert take_s3_fault(faults) is not None, "the S3 fault is still queued"
 
 
 def _api_replicas(store: Store, namespace: str) -> set[int]:

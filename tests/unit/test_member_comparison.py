@@ -31,6 +31,10 @@ class FakeCluster:
     def list_etcd_pods(self, ns: str) -> list[str]:
         return list(PODS)
 
+    def get_hosted_cluster(self, ref: Any) -> dict[str, Any]:
+        # AES-CBC: verify's KMS check (KMS-encrypted clusters only) does nothing.
+        return {"spec": {"secretEncryption": {"type": "aescbc", "aescbc": {"activeKey": {"name": "k"}}}}}
+
     def scale_deployment(self, ns: str, name: str, replicas: int) -> None:
         self.calls.append(f"scale {name} {replicas}")
         self.compacted = True  # the API servers are back: history may be compacted from now on

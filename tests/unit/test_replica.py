@@ -183,6 +183,28 @@ def test_a_manifest_this_release_cannot_read_is_reported_not_copied_and_fails_no
     assert replica_hook.object_size(REPLICA, manifest_key(PREFIX, REF, newer)) is None
 
 
+def test_a_kms_clusters_backup_is_copied_with_its_service_account_key_only(s3hook, replica_hook):
+    """A type kms cluster's backup holds no AES key (its KMS key stays in KMS): the snapshot and the
+    service-account key are copied, and the replica's manifest is a valid kms manifest."""
+    stamp = put_backup(s3hook, 0)
+    mkey = manifest_key(PREFIX, REF, stamp)
+    manifest = s3hook.get_json(BUCKET, mkey)
+    del manifest["encryption_key"]
+    manifest["encryption"] = {"type": "kms", "provider": "AWS", "region": "us-east-2",
+                              "kms_key_arns": ["arn:aws:kms:us-east-2:111122223333:key/k1"]}  # fmt: skip
+    s3hook.put_json(manifest, BUCKET, mkey)
+
+    replicate(published={"ts": stamp})
+
+    copy = replica_hook.get_json(REPLICA, mkey)
+    assert copy["encryption"] == manifest["encryption"] and "encryption_key" not in copy
+    assert [k for _, k, _ in backup_objects(copy)] == [
+        manifest["snapshot"]["key"],
+        copy["service_account_key"]["location"].split("/", 3)[3],
+    ]
+    assert replica_hook.object_size(REPLICA, encryption_key_key(KEY_PREFIX, REF, sha(b"k" * 32))) is None
+
+
 def test_an_unreachable_replica_fails_naming_it(s3hook, monkeypatch):
     """The replica bucket does not exist (or its region is down): the error says the primary backup is
     valid and names the replica and its connection."""

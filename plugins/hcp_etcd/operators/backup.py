@@ -11,9 +11,18 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException, TaskDeferred
 from airflow.sdk.log import mask_secret
+from airflow.sdk.module_loading import import_string
 
 from hcp_etcd import aescbc, etcd, sakey
-from hcp_etcd.encryption import EscrowedKey, data_hash_mismatch, key_references, restore_keys
+from hcp_etcd.encryption import (
+    KMS,
+    EscrowedKey,
+    data_hash_mismatch,
+    encryption_type,
+    key_references,
+    kms_record,
+    restore_keys,
+)
 from hcp_etcd.errors import ConfigurationError, fail_fast_on_configuration_errors
 from hcp_etcd.naming import (
     API_SERVER_DEPLOYMENTS,
@@ -63,7 +72,8 @@ def read_escrow_keys(k8s: HostedClusterHook, ref: ClusterRef, hc: dict[str, Any]
 
     Each is masked in the task log at once; the caller keeps them local. Raises with what to fix on
     an unreadable Secret, a Secret without ``data.key``, or a status reference whose Secret no longer
-    holds the key the status recorded (``dataHash``).
+    holds the key the status recorded (``dataHash``). A ``type: kms`` cluster has none (its ARNs
+    are checked instead: :func:`hcp_etcd.encryption.kms_record`).
 
     :param k8s: the Kubernetes hook.
     :param ref: the HostedCluster.
@@ -72,6 +82,9 @@ def read_escrow_keys(k8s: HostedClusterHook, ref: ClusterRef, hc: dict[str, Any]
     from kubernetes.client.rest import ApiException
 
     keys: dict[str, bytes] = {}
+    if encryption_type(hc) == KMS:
+        kms_record(hc)  # raises on a KMS cluster this project cannot back up (not AWS, no key)
+        return keys
     for kref in key_references(hc):
         if kref.secret not in keys:
             try:
@@ -785,17 +798,30 @@ class VerifySnapshotsOperator(KubernetesExecOperator):
     apart from later writes by the keys' revisions: keys per ``/kubernetes.io/<resource>/``, how
     many of them are bound to an etcd lease, and sampled keys with the SHA-256 of their values.
 
+    A ``type: kms`` cluster has no escrowed key to prove the backup readable with: sampled Secrets of
+    the snapshot (values not changed since) are decrypted through AWS KMS instead, with the AWS
+    connection (``kms:Decrypt`` on the cluster's key ARNs), each under a key the HostedCluster
+    references (``secret_decrypts``); a failure fails the task, naming the keys and the permission.
+
     :param mode: ``quiesced`` or ``online``. (templated)
     :param snapshot: the snapshot step's result (its ``statuses`` and ``hashkv``); None measures the
         hashkv here, which fails if the common revision was compacted in between. (templated)
     :param snapshot_path: the file in the etcd container.
     :param samples_per_resource: keys sampled per stable resource.
     :param max_samples: at most this many sampled keys in all.
+    :param aws_conn_id: the AWS connection of the KMS check (``type: kms`` clusters). (templated)
+    :param secret_samples: Secrets to decrypt through KMS when the sample holds none.
     :return: ``{"members", "canonical", "status", "etcd_version", "key_counts", "leased_key_counts",
-        "samples", "listed_at_revision"}``.
+        "samples", "listed_at_revision", "secret_decrypts"}`` (the last: the KMS check, or None).
     """
 
-    template_fields: tuple[str, ...] = (*KubernetesExecOperator.template_fields, "mode", "snapshot")
+    template_fields: tuple[str, ...] = (
+        *KubernetesExecOperator.template_fields,
+        "mode",
+        "snapshot",
+        "aws_conn_id",
+    )
+    kms_hook_class: str = "hcp_etcd.hooks.kms.KeyManagementHook"
 
     def __init__(
         self,
@@ -805,6 +831,8 @@ class VerifySnapshotsOperator(KubernetesExecOperator):
         snapshot_path: str = etcd.DEFAULT_SNAPSHOT_PATH,
         samples_per_resource: int = 4,
         max_samples: int = 64,
+        aws_conn_id: str = "aws_default",
+        secret_samples: int = 3,
         **kwargs: Any,
     ) -> None:
         """See the class docstring."""
@@ -814,6 +842,8 @@ class VerifySnapshotsOperator(KubernetesExecOperator):
         self.snapshot_path = snapshot_path
         self.samples_per_resource = samples_per_resource
         self.max_samples = max_samples
+        self.aws_conn_id = aws_conn_id
+        self.secret_samples = secret_samples
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Status, compare, count, sample."""
@@ -869,7 +899,8 @@ class VerifySnapshotsOperator(KubernetesExecOperator):
             timeout=600,
             on_stdout_line=lambda line: inventory.feed([line]),
         )
-        samples = self._samples(ns, canonical, inventory.samples[: self.max_samples])
+        samples, values = self._samples(ns, canonical, inventory.samples[: self.max_samples])
+        decrypts = self._kms_decrypts(ns, canonical, values)
         self.log.info(
             "canonical snapshot: %s (revision %s); %s of its keys under %s (listed at revision %s): %s; "
             "%s bound to etcd leases; %s sampled",
@@ -891,21 +922,56 @@ class VerifySnapshotsOperator(KubernetesExecOperator):
             "leased_key_counts": dict(sorted(inventory.leased.items())),
             "samples": samples,
             "listed_at_revision": inventory.listed_revision,
+            "secret_decrypts": decrypts,
         }
 
-    def _samples(self, ns: str, canonical: etcd.MemberSnapshot, keys: list[str]) -> list[dict[str, Any]]:
-        """The sampled keys' value hashes, for values not changed since the snapshot."""
+    def _kms_decrypts(
+        self, ns: str, canonical: etcd.MemberSnapshot, values: list[tuple[str, bytes]]
+    ) -> dict[str, Any] | None:
+        """A ``type: kms`` cluster: sampled Secrets of the snapshot decrypt through AWS KMS (None for
+        an AES-CBC one, whose key is escrowed and checked by the restore)."""
+        from hcp_etcd.restore.verify import check_secret_decrypts_kms
+
+        hc = self.k8s.get_hosted_cluster(self.ref)
+        if encryption_type(hc) != KMS:
+            return None
+        record = kms_record(hc)
+        secrets = [(k, v) for k, v in values if etcd.resource_of_key(k) == "secrets"][: self.secret_samples]
+        if not secrets:
+            out = self.exec_in_pod(
+                ns, canonical.pod, etcd.secret_sample_command(self.secret_samples), timeout=120
+            )
+            secrets = etcd.parse_get_values(out.stdout)[: self.secret_samples]
+        hook = import_string(self.kms_hook_class)(aws_conn_id=self.aws_conn_id)
+        region = record.get("region")
+        check = check_secret_decrypts_kms(
+            secrets, record["kms_key_arns"], lambda blob: hook.decrypt(blob, region_name=region)
+        )
+        self.log.info("check %s %s  %s", check.name, "PASS" if check.passed else "FAIL", check.detail)
+        if not check.passed:
+            raise RuntimeError(
+                f"{self.ref}: Secrets of the snapshot do not decrypt through AWS KMS, so a restore could "
+                f"not read them: {check.detail}"
+            )
+        return check.as_dict()
+
+    def _samples(
+        self, ns: str, canonical: etcd.MemberSnapshot, keys: list[str]
+    ) -> tuple[list[dict[str, Any]], list[tuple[str, bytes]]]:
+        """The sampled keys' value hashes, and their values, for values not changed since the snapshot."""
         if not keys:
-            return []
+            return [], []
         found = etcd.parse_get_json_lines(
             self.exec_in_pod(ns, canonical.pod, etcd.get_keys_command(keys), timeout=300).stdout
         )
-        return [
-            {"key": v.key, "sha256": v.sha256, "mod_revision": v.mod_revision}
-            for v in (found[k] for k in keys if k in found)
-            # Changed after the snapshot in the meantime: its value is not the snapshot's.
-            if v.mod_revision <= canonical.status.revision
+        # Changed after the snapshot in the meantime: its value is not the snapshot's.
+        kept = [
+            v for v in (found[k] for k in keys if k in found) if v.mod_revision <= canonical.status.revision
         ]
+        return (
+            [{"key": v.key, "sha256": v.sha256, "mod_revision": v.mod_revision} for v in kept],
+            [(v.key, v.value) for v in kept],
+        )
 
 
 class EscrowEncryptionKeyOperator(StoreOperator):
@@ -924,7 +990,11 @@ class EscrowEncryptionKeyOperator(StoreOperator):
 
     :param key_bucket: bucket for keys (default: ``bucket``), separately permissionable. (templated)
     :param key_prefix: prefix for keys. (templated)
-    :return: ``{"location", "sha256", "backup_key": {...} | None, "keys": [...],
+    A ``type: kms`` cluster has no AES key: the task logs that there is none to escrow, returns the
+    cluster's KMS key ARNs as ``encryption`` (:func:`hcp_etcd.encryption.kms_record`) with ``location``
+    None, and escrows the service-account signing key as for any cluster.
+
+    :return: ``{"location", "sha256", "backup_key": {...} | None, "keys": [...], "encryption",
         "service_account_key": {...}}``: the keys the restored cluster gets as ``activeKey`` and
         ``backupKey`` (:func:`hcp_etcd.encryption.restore_keys`), every escrowed key with its roles,
         Secrets, fingerprint and kube-apiserver key name, and the service-account key's location and
@@ -959,6 +1029,8 @@ class EscrowEncryptionKeyOperator(StoreOperator):
         self.s3.register_backup_location(
             store.key_bucket, store.key_prefix, store.bucket, store.prefix, store.kms_key_id
         )
+        if encryption_type(hc) == KMS:
+            return self._record_kms_keys(ref, hc)
         raw_keys = read_escrow_keys(self.k8s, ref, hc)
         escrowed: dict[str, EscrowedKey] = {}
         for kref in key_references(hc):
@@ -988,6 +1060,26 @@ class EscrowEncryptionKeyOperator(StoreOperator):
             "sha256": active.sha256,
             "backup_key": {"location": backup.location, "sha256": backup.sha256} if backup else None,
             "keys": [e.as_dict() for e in escrowed.values()],
+            "encryption": {"type": "aescbc"},
+            "service_account_key": self._escrow_service_account_key(ref),
+        }
+
+    def _record_kms_keys(self, ref: ClusterRef, hc: dict[str, Any]) -> dict[str, Any]:
+        """A ``type: kms`` cluster: no AES key exists to escrow (AWS KMS keeps the key); the manifest
+        records the key ARNs a restore must use. The service-account signing key is escrowed still."""
+        record = kms_record(hc)
+        for entry in record["kms_keys"]:
+            self.log.info(
+                "%s encrypts Secrets with AWS KMS: no key to escrow; recording key %s (%s; kube-apiserver "
+                "provider %s): a restore must use the same key",
+                ref, entry["arn"], ", ".join(entry["roles"]), entry["provider_name"],
+            )  # fmt: skip
+        return {
+            "location": None,
+            "sha256": None,
+            "backup_key": None,
+            "keys": None,
+            "encryption": record,
             "service_account_key": self._escrow_service_account_key(ref),
         }
 

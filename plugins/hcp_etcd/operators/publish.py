@@ -115,6 +115,7 @@ class PublishManifestOperator(StoreOperator):
             backup_key_sha256=backup_key.get("sha256"),
             keys=escrow.get("keys"),
             service_account_key=escrow.get("service_account_key"),
+            encryption=escrow.get("encryption"),
             api_downtime_seconds=resume.get("api_downtime_seconds"),
             dag_id=self.dag_id,
             run_id=self.run_id(context),

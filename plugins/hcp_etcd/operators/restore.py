@@ -29,8 +29,9 @@ from airflow.sdk.log import mask_secret
 from airflow.sdk.module_loading import import_string
 
 from hcp_etcd import aescbc, etcd, params, sakey
+from hcp_etcd.encryption import target_kms_arns
 from hcp_etcd.errors import RestoreInputError, describe, fail_fast_on_configuration_errors
-from hcp_etcd.manifest import escrowed_keys, service_account_key
+from hcp_etcd.manifest import escrowed_keys, kms_key_arns, service_account_key
 from hcp_etcd.naming import (
     ClusterRef,
     cluster_prefix,
@@ -70,10 +71,12 @@ from hcp_etcd.restore.plan import (
 from hcp_etcd.restore.presign import PresignedUrlInfo, check_presigned_url, check_url_expiry_hours
 from hcp_etcd.restore.verify import (
     Check,
+    check_kms_keys,
     check_members,
     check_revision,
     check_samples,
     check_secret_decrypts,
+    check_secret_decrypts_kms,
     check_service_account_key,
     compare_key_counts,
     failed,
@@ -467,6 +470,13 @@ class CheckKeyOperator(RestoreStepOperator):
         out = {}
         source = ClusterRef.parse(self.backup["source"])
         key_prefix = validate_prefix(str(self.key_prefix))  # the only setting this step reads
+        arns = kms_key_arns(self.manifest)
+        if arns is not None:
+            self.log.info(
+                "%s encrypts Secrets with AWS KMS key(s) %s: no key was escrowed, the restored cluster "
+                "must use the same key(s) (checked when its manifests are built)",
+                source, ", ".join(arns),
+            )  # fmt: skip
         # Every escrowed key (a backup taken mid-rotation has two), not only the two a restore installs.
         for entry in escrowed_keys(self.manifest):
             roles = ", ".join(entry["roles"])
@@ -947,6 +957,10 @@ class VerifyRestoreOperator(RestoreStepOperator, KubernetesExecOperator):
     (``sa-signing-key`` in its namespace) is the escrowed one (or, for ``service_account_key="new"``,
     not it). Older manifests without samples or a service-account key get the checks they allow.
 
+    A ``type: kms`` backup has no key Secret: the checks are that the new cluster's KMS key ARNs are
+    the backup's (``kms_key_matches_manifest``) and that Secrets of the backup decrypt through AWS
+    KMS with the AWS connection (``kms:Decrypt`` on those keys; ``secret_decrypts``).
+
     :param fail_on_check_failure: raise when a check fails (the restore DAG); the drill reports instead.
     :param secret_samples: Secrets to try the key on when the manifest samples none.
     :param service_account_key: what the create task gave the cluster: ``escrowed`` or ``new``. (templated)
@@ -962,6 +976,8 @@ class VerifyRestoreOperator(RestoreStepOperator, KubernetesExecOperator):
             )
         )
     )
+
+    kms_hook_class: str = "hcp_etcd.hooks.kms.KeyManagementHook"
 
     def __init__(
         self,
@@ -1078,6 +1094,18 @@ class VerifyRestoreOperator(RestoreStepOperator, KubernetesExecOperator):
     def _secrets(
         self, ns: str, pod: str, revision: int, hc: dict[str, Any], found: dict[str, etcd.StoredValue]
     ) -> list[Check]:
+        # Secrets of the backup (not rewritten since): they were encrypted by the source cluster.
+        of_backup = [
+            (v.key, v.value)
+            for v in found.values()
+            if etcd.resource_of_key(v.key) == "secrets" and v.mod_revision <= revision
+        ]
+        if not of_backup:
+            out = self.exec_in_pod(ns, pod, etcd.secret_sample_command(self.secret_samples), timeout=120)
+            of_backup = etcd.parse_get_values(out.stdout)[: max(self.secret_samples, 1)]
+        arns = kms_key_arns(self.manifest)
+        if arns is not None:
+            return self._kms_secrets(hc, arns, of_backup)
         keys: dict[str, bytes] = {}
         for role, name in key_secret_names(hc).items():
             encoded = self.k8s.read_secret_data(self.target.namespace, name).get("key")
@@ -1094,15 +1122,6 @@ class VerifyRestoreOperator(RestoreStepOperator, KubernetesExecOperator):
                 for role, sha in expected.items()
             ),
         )
-        # Secrets of the backup (not rewritten since): they were encrypted by the source cluster.
-        of_backup = [
-            (v.key, v.value)
-            for v in found.values()
-            if etcd.resource_of_key(v.key) == "secrets" and v.mod_revision <= revision
-        ]
-        if not of_backup:
-            out = self.exec_in_pod(ns, pod, etcd.secret_sample_command(self.secret_samples), timeout=120)
-            of_backup = etcd.parse_get_values(out.stdout)[: max(self.secret_samples, 1)]
         samples = of_backup
         # Each Secret with the key its stored value names (a backup taken mid-rotation has two).
         by_name = {aescbc.kas_key_name(k): k for k in keys.values()}
@@ -1114,3 +1133,17 @@ class VerifyRestoreOperator(RestoreStepOperator, KubernetesExecOperator):
         decrypts = check_secret_decrypts(samples, by_name, escrowed)
         del keys, by_name
         return [matches, decrypts]
+
+    def _kms_secrets(
+        self, hc: dict[str, Any], arns: list[str], samples: list[tuple[str, bytes]]
+    ) -> list[Check]:
+        """A ``type: kms`` backup: the new cluster uses its KMS keys, and its Secrets decrypt through
+        AWS KMS (``kms:Decrypt`` for the AWS connection), each under a key the backup recorded."""
+        hook = import_string(self.kms_hook_class)(aws_conn_id=self.aws_conn_id)
+        region = (
+            (((hc.get("spec") or {}).get("secretEncryption") or {}).get("kms") or {}).get("aws") or {}
+        ).get("region")
+        decrypts = check_secret_decrypts_kms(
+            samples, arns, lambda blob: hook.decrypt(blob, region_name=region)
+        )
+        return [check_kms_keys(target_kms_arns(hc), arns), decrypts]

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from hcp_etcd.errors import RestoreInputError
-from hcp_etcd.manifest import ManifestError, escrowed_keys, validate_manifest
+from hcp_etcd.manifest import ManifestError, escrowed_keys, kms_key_arns, validate_manifest
 from hcp_etcd.naming import CLUSTER_REF_PATTERN, ClusterRef, InvalidNameError, parse_backup_ts
 from hcp_etcd.retention import group_backup_dirs
 
@@ -106,10 +106,13 @@ def check_manifest(data: Any, manifest_uri: str, expected: ClusterRef | None = N
 
 
 def key_entries(manifest: dict[str, Any]) -> dict[str, dict[str, str]]:
-    """The escrowed keys a manifest refers to, by aescbc role (``activeKey``, ``backupKey``).
+    """The escrowed keys a manifest refers to, by aescbc role (``activeKey``, ``backupKey``); none
+    for a ``type: kms`` backup.
 
     :param manifest: a valid manifest.
     """
+    if kms_key_arns(manifest) is not None:
+        return {}
     enc = manifest["encryption_key"]
     out = {"activeKey": {"location": enc["location"], "sha256": enc["sha256"]}}
     backup = enc.get("backup_key")

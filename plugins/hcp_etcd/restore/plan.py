@@ -13,8 +13,9 @@ from typing import Any
 import yaml
 
 from hcp_etcd import sakey
+from hcp_etcd.encryption import kms_target_mismatch, target_kms_arns
 from hcp_etcd.errors import RestoreInputError, describe
-from hcp_etcd.manifest import service_account_key
+from hcp_etcd.manifest import kms_key_arns, service_account_key
 from hcp_etcd.naming import (
     ANNOTATION_PREFIX,
     ClusterRef,
@@ -238,7 +239,9 @@ def prepare_objects(
     is renamed or regenerated here. What changes: etcd becomes Managed/PersistentVolume with
     ``restoreSnapshotURL``; ``pausedUntil`` goes (a paused cluster never restores); the aescbc key
     Secrets lose the rendered NEW key (the create task puts the escrowed one in); a backup key
-    escrowed by the backup gets a Secret and ``backupKey`` too; the service-account signing key the
+    escrowed by the backup gets a Secret and ``backupKey`` too; a ``type: kms`` backup needs a
+    HostedCluster with the same KMS key ARN(s) (refused otherwise, naming both) and gets no key
+    Secret; the service-account signing key the
     backup escrowed goes into the ``spec.serviceAccountSigningKey`` Secret (the spec's, else
     ``<name>-sa-token-issuer-key``), so tokens the lost cluster issued still validate; server-set
     metadata and ``status`` go, and the run is recorded in annotations.
@@ -291,7 +294,12 @@ def prepare_objects(
     hc["spec"].pop("pausedUntil", None)
     _set_restore_storage(hc, url or "https://placeholder.invalid/")
     hc["metadata"]["annotations"][RESTORED_FROM_ANNOTATION] = manifest_uri  # restored-by: set above
-    names = key_secret_names(hc)
+    arns = kms_key_arns(manifest)
+    if arns is not None:
+        _use_kms_keys(hc, arns)
+        names: dict[str, str] = {}
+    else:
+        names = key_secret_names(hc)
     if "backupKey" in key_entries(manifest) and "backupKey" not in names:
         names["backupKey"] = f"{target.name}-etcd-encryption-backup-key"
         hc["spec"]["secretEncryption"]["aescbc"]["backupKey"] = {"name": names["backupKey"]}
@@ -323,6 +331,20 @@ def prepare_objects(
         sa_key_secret = _service_account_key_secret(hc, objs, target, restored_by)
     objs.sort(key=lambda o: SUPPORTED_KINDS[(o["apiVersion"], o["kind"])])
     return RestorePlan(objs, target, names, replicas_of(hc), sa_key_secret=sa_key_secret)
+
+
+def _use_kms_keys(hc: dict[str, Any], arns: list[str]) -> None:
+    """A ``type: kms`` backup: refuse a HostedCluster that would not use the backup's KMS key(s); give
+    it the backup's second key as ``backupKey`` when it has none (a backup taken mid-rotation).
+
+    There is no key Secret to fill: AWS KMS keeps the key, and the new cluster's kube-apiserver
+    unwraps the DEKs stored in etcd with it (``kas/kms/aws.go``).
+    """
+    problem = kms_target_mismatch(hc, arns)
+    if problem:
+        raise RestoreInputError(problem)
+    if len(arns) > 1 and target_kms_arns(hc)[1] is None:
+        hc["spec"]["secretEncryption"]["kms"]["aws"]["backupKey"] = {"arn": arns[1]}
 
 
 def _service_account_key_secret(

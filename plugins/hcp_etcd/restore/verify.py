@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from hcp_etcd import aescbc
+from hcp_etcd import aescbc, kms
 from hcp_etcd.etcd import VOLATILE_RESOURCES
 
 
@@ -193,6 +193,84 @@ def check_secret_decrypts(
         True,
         f"{len(samples)} Secret(s) decrypt with the restored key(s) {', '.join(sorted(used))} "
         f"({', '.join(k for k, _ in samples)})",
+    )
+
+
+# KMS Decrypt of a CiphertextBlob: (plaintext, ARN of the key KMS used); raises on a refusal.
+KmsDecrypt = Callable[[bytes], tuple[bytes, str]]
+
+
+def check_secret_decrypts_kms(
+    samples: list[tuple[str, bytes]], arns: list[str], decrypt: KmsDecrypt
+) -> Check:
+    """Secrets read from etcd decrypt through AWS KMS, each under a key the backup recorded.
+
+    A value names its kube-apiserver provider (``awskmskey-<n>``, :func:`hcp_etcd.kms.provider_name`
+    of an ARN) and, in KMS v2, the key ARN; its DEK (or seed) is opened by KMS ``Decrypt``, once per
+    distinct DEK, and must come back from one of ``arns``; the DEK must open the object.
+
+    :param samples: (etcd key, raw value) of Secrets.
+    :param arns: the backup's ``encryption.kms_key_arns``.
+    :param decrypt: KMS ``Decrypt`` (through the AWS connection).
+    """
+    if not samples:
+        return Check("secret_decrypts", False, "no Secret found in etcd to decrypt through KMS")
+    by_provider = {kms.provider_name(a): a for a in arns}
+    opened: dict[bytes, tuple[bytes, str]] = {}
+    failures, used = [], set()
+    for etcd_key, value in samples:
+        try:
+            envelope = kms.parse(value)
+            arn = by_provider.get(envelope.provider)
+            if arn is None:
+                failures.append(
+                    f"{etcd_key}: encrypted by provider {envelope.provider}, not one of the backup's keys "
+                    f"({', '.join(f'{a} = {n}' for n, a in sorted(by_provider.items()))})"
+                )
+                continue
+            if envelope.key_id is not None and envelope.key_id != arn:
+                failures.append(
+                    f"{etcd_key}: provider {envelope.provider} names key {envelope.key_id}, not {arn}"
+                )
+                continue
+            if envelope.encrypted_dek not in opened:
+                opened[envelope.encrypted_dek] = decrypt(kms.kms_ciphertext(envelope.encrypted_dek))
+            dek, used_arn = opened[envelope.encrypted_dek]
+            if used_arn and used_arn != arn:
+                failures.append(f"{etcd_key}: KMS opened its DEK with {used_arn}, not {arn}")
+                continue
+            kms.open_data(envelope, dek, etcd_key)
+            used.add(arn)
+        except kms.KmsFormatError as err:
+            failures.append(f"{etcd_key}: {err}")
+        except Exception as err:  # KMS refused: say so, with what to grant
+            failures.append(f"{etcd_key}: {err} (the AWS connection needs kms:Decrypt on {', '.join(arns)})")
+    opened.clear()
+    if failures:
+        return Check("secret_decrypts", False, "; ".join(failures)[:800])
+    return Check(
+        "secret_decrypts",
+        True,
+        f"{len(samples)} Secret(s) decrypt through AWS KMS key(s) {', '.join(sorted(used))} "
+        f"({', '.join(k for k, _ in samples)})",
+    )
+
+
+def check_kms_keys(target_arns: tuple[str | None, str | None], arns: list[str]) -> Check:
+    """The restored cluster's KMS keys are the backup's: ``activeKey`` its writing key, and
+    ``backupKey`` its other key when it recorded two.
+
+    :param target_arns: ``(activeKey, backupKey)`` ARNs of the restored HostedCluster.
+    :param arns: the backup's ``encryption.kms_key_arns``.
+    """
+    active, backup = target_arns
+    passed = active == arns[0] and (len(arns) < 2 or backup == arns[1])
+    return Check(
+        "kms_key_matches_manifest",
+        passed,
+        f"the new cluster's KMS activeKey is {active}"
+        + (f", backupKey {backup}" if backup else "")
+        + f"; the backup's keys: {', '.join(arns)}",
     )
 
 
