@@ -29,6 +29,7 @@ from hcp_etcd.operators.backup import (
 )
 from hcp_etcd.operators.fleet import BackupRetentionOperator, ResolveHostedClustersOperator
 from hcp_etcd.operators.publish import PublishManifestOperator
+from hcp_etcd.operators.replicate import ReplicateBackupOperator
 from hcp_etcd.operators.transfer import SnapshotToS3Operator
 from hcp_etcd.params import KUBERNETES as K8S
 from hcp_etcd.params import ref as P
@@ -41,7 +42,8 @@ DOC = """
 Per hosted cluster (mapped, at most 4 clusters' tasks at once through the pool `hcp_etcd_backup`):
 preflight → pause (setup) → quiesce (setup) → snapshot every member → resume (teardown) and verify →
 upload → escrow key → manifest (last) + Asset event → cleanup (teardown) → unpause (teardown) →
-wait Available. Then retention over the fleet.
+wait Available; and, with a `replica_bucket`, the copy to the replica (snapshot, keys, manifest
+last, each checked against the manifest's SHA-256). Then retention over the fleet (both copies).
 
 * `mode=quiesced` is the documented procedure (API down during the snapshot only);
   `mode=online` does not pause or stop anything (etcd snapshots are consistent anyway; members
@@ -148,11 +150,13 @@ def backup_params(mode: str) -> dict[str, Param]:
             "s3:BypassGovernanceRetention). Off: locked backups are kept and reported as locked until their "
             "retention date. COMPLIANCE mode and legal holds are never bypassed.",
         ),
+        **params.replica(),
         **params.connections(),
     }
 
 
 S3 = {**params.STORE, "kms_key_id": P("kms_key_id")}
+REPLICA = {name: P(name) for name in ("replica_bucket", "replica_aws_conn_id", "replica_kms_key_id")}
 MODE = {"mode": P("mode")}
 # Scheduling order across the fleet (WeightRule.ABSOLUTE: each task weighs what it says here, never
 # what it inherits from its upstream by accident). Once a cluster's API servers are down, its
@@ -231,6 +235,9 @@ def backup_tasks(schedule_setting: tuple[str, str]) -> None:
             **MODE,
             **IN_FLIGHT,
         )
+        replicate = ReplicateBackupOperator(
+            task_id="replicate", published=publish.output, **keys, **REPLICA, **hc, **S3, **IN_FLIGHT
+        )
         cleanup = CleanupSnapshotsOperator(task_id="cleanup", **hc, **K8S, **DOWNTIME_WINDOW)
         unpause = UnpauseReconciliationOperator(task_id="unpause", **hc, **K8S, **MODE, **DOWNTIME_WINDOW)
         wait = WaitHostedClusterAvailableOperator(task_id="wait_available", **hc, **K8S, **MODE, **IN_FLIGHT)
@@ -245,6 +252,8 @@ def backup_tasks(schedule_setting: tuple[str, str]) -> None:
         cleanup >> unpause.as_teardown(setups=pause, on_failure_fail_dagrun=True) >> wait
         # A failed backup must fail the run, not only its (ignored) teardowns.
         publish >> wait
+        # The copy runs beside the teardowns (the API is back already) and fails the run on its own.
+        publish >> replicate
 
     clusters = backup_cluster.expand(hosted_cluster=resolve.output)
     retention = BackupRetentionOperator(
@@ -259,13 +268,17 @@ def backup_tasks(schedule_setting: tuple[str, str]) -> None:
         keep_monthly=P("keep_monthly"),
         dry_run=P("dry_run"),
         bypass_governance_retention=P("bypass_governance_retention"),
+        **REPLICA,
         # Retention reads only manifests (verified backups), so a failed cluster cannot mislead it.
         trigger_rule=TriggerRule.ALL_DONE,
         **S3,
     )
     # Retention runs whatever happened (ALL_DONE), so it cannot carry the verdict: this leaf does,
     # failing the run when any cluster's backup failed.
-    verdict = EmptyOperator(task_id="all_backups_succeeded", pool="default_pool")
+    # NONE_FAILED: a skipped replicate (no replica set) or a dry run is not a failed backup.
+    verdict = EmptyOperator(
+        task_id="all_backups_succeeded", pool="default_pool", trigger_rule=TriggerRule.NONE_FAILED
+    )
     clusters >> [retention, verdict]
 
 

@@ -22,10 +22,13 @@ from hcp_etcd.operators.restore import (
     VerifyRestoreOperator,
     WaitRestoredOperator,
 )
-from hcp_etcd.params import STORE
+from hcp_etcd.params import SOURCE_STORE
 from hcp_etcd.params import ref as P
 from hcp_etcd.restore.backups import SOURCE_PATTERN
 from hcp_etcd.restore.presign import MAX_URL_EXPIRY_HOURS
+
+# Which copy the backup is read from, and the replica to name when the primary cannot be read.
+SOURCE = {"source_bucket": P("source_bucket"), "replica_bucket": P("replica_bucket")}
 
 DOC = """
 ### Restore an etcd backup into a new hosted cluster
@@ -116,6 +119,8 @@ PARAMS = {
     **params.storage(
         "Prefix of the escrowed encryption keys, as in hcp_etcd_backup (the manifest's key must be there)."
     ),
+    **params.source_bucket(),
+    **params.replica(kms=False),
     **params.connections(),
     **params.presign_connection(),
 }
@@ -141,9 +146,10 @@ def hcp_etcd_restore() -> None:
         at_or_before=P("at_or_before"),
         target_namespace=P("target_namespace"),
         target_name=P("target_name"),
-        **STORE,
+        **SOURCE,
+        **SOURCE_STORE,
     )
-    backup = {"backup": resolve.output, "presign_aws_conn_id": P("presign_aws_conn_id"), **STORE}
+    backup = {"backup": resolve.output, "presign_aws_conn_id": P("presign_aws_conn_id"), **SOURCE_STORE}
     snapshot = CheckSnapshotOperator(task_id="check_snapshot", **backup)
     key = CheckKeyOperator(task_id="check_key", key_prefix=P("key_prefix"), **backup)
     presign = PresignSnapshotOperator(task_id="presign", url_expiry_hours=P("url_expiry_hours"), **backup)

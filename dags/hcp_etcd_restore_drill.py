@@ -21,10 +21,13 @@ from hcp_etcd.operators.restore import (
     VerifyRestoreOperator,
     WaitRestoredOperator,
 )
-from hcp_etcd.params import STORE
+from hcp_etcd.params import SOURCE_STORE, STORE
 from hcp_etcd.params import ref as P
 from hcp_etcd.restore.plan import DRILL_LABEL
 from hcp_etcd.restore.presign import MAX_URL_EXPIRY_HOURS
+
+# Which copy the backup is read from, and the replica to name when the primary cannot be read.
+SOURCE = {"source_bucket": P("source_bucket"), "replica_bucket": P("replica_bucket")}
 
 SCHEDULE, _ = params.env_schedule(*params.DRILL_SCHEDULE)  # never raises: see params
 # Every drill is a whole control plane on the management cluster (and, on AWS, its volumes and load
@@ -80,6 +83,8 @@ PARAMS = {
     ),
     **params.storage("Prefix of the escrowed encryption keys, as in hcp_etcd_backup."),
     **params.restore_limits(MAX_URL_EXPIRY_HOURS, "a drill cluster"),
+    **params.source_bucket(),
+    **params.replica(kms=False),
     **params.connections(),
     **params.presign_connection(),
 }
@@ -109,10 +114,15 @@ def hcp_etcd_restore_drill() -> None:
 
     @task_group(group_id="drill")
     def drill_cluster(hosted_cluster: str) -> None:
+        # The steps that read the backup read the copy source_bucket names; the report goes to the primary.
         resolve = ResolveBackupOperator(
-            task_id="resolve_backup", source=hosted_cluster, target_namespace=P("drill_namespace"), **STORE
+            task_id="resolve_backup",
+            source=hosted_cluster,
+            target_namespace=P("drill_namespace"),
+            **SOURCE,
+            **SOURCE_STORE,
         )
-        backup = {"backup": resolve.output, "presign_aws_conn_id": P("presign_aws_conn_id"), **STORE}
+        backup = {"backup": resolve.output, "presign_aws_conn_id": P("presign_aws_conn_id"), **SOURCE_STORE}
         snapshot = CheckSnapshotOperator(task_id="check_snapshot", **backup)
         key = CheckKeyOperator(task_id="check_key", key_prefix=P("key_prefix"), **backup)
         presign = PresignSnapshotOperator(task_id="presign", url_expiry_hours=P("url_expiry_hours"), **backup)

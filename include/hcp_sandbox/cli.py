@@ -68,7 +68,7 @@ def _recorded_pids(info: dict[str, Any] | None) -> list[int]:
     if not info:
         return []
     pids = info.get("pids", {})
-    found = [pids.get("serve"), pids.get("s3"), *pids.get("etcd", [])]
+    found = [pids.get("serve"), pids.get("s3"), pids.get("s3_replica"), *pids.get("etcd", [])]
     for hc in (info.get("hosted_clusters") or {}).values():
         found += [m.get("pid") for m in hc.get("etcd", [])]
     return sorted({p for p in found if isinstance(p, int)})
@@ -133,7 +133,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     # whose peers listened on other ports, and never reach quorum.
     for stale_dir in (paths.root / "pods", paths.pki, paths.shims, paths.logs):
         shutil.rmtree(stale_dir, ignore_errors=True)
-    for stale in (paths.info, paths.kubeconfig, paths.airflow_env, paths.s3_faults, paths.log):
+    for stale in (
+        paths.info,
+        paths.kubeconfig,
+        paths.airflow_env,
+        paths.s3_faults,
+        paths.s3_replica_faults,
+        paths.log,
+    ):
         stale.unlink(missing_ok=True)
     argv = [
         sys.executable,
@@ -159,6 +166,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         argv += ["--cluster", str(spec)]
     for rbac in args.rbac:
         argv += ["--rbac", str(Path(rbac).resolve())]
+    if args.replica_s3:
+        argv.append("--replica-s3")
     env = dict(os.environ)
     package_parent = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
@@ -312,9 +321,10 @@ def fault_spec(args: argparse.Namespace) -> dict[str, Any]:
             "after_bytes": args.after_bytes,
         }
     if kind == "s3":
+        where = {"replica": True} if args.replica else {}
         if args.drop:
-            return {"kind": kind, "drop": True, "after_bytes": args.after_bytes, "count": args.count}
-        return {"kind": kind, "code": args.code or 503, "count": args.count}
+            return {"kind": kind, "drop": True, "after_bytes": args.after_bytes, "count": args.count, **where}
+        return {"kind": kind, "code": args.code or 503, "count": args.count, **where}
     if kind in ("etcd-stop", "etcd-start"):
         return {"kind": kind, "namespace": args.namespace, "pod": args.pod}
     if kind == "restore-split-brain":
@@ -359,7 +369,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from hcp_sandbox.rbac import RbacAuthorizer
 
     authorizer = RbacAuthorizer.from_paths([Path(p) for p in args.rbac]) if args.rbac else None
-    return asyncio.run(serve.run(paths, specs, args.seed_mb, args.bucket, options, authorizer))
+    return asyncio.run(
+        serve.run(paths, specs, args.seed_mb, args.bucket, options, authorizer, args.replica_s3)
+    )
 
 
 # -- parser ------------------------------------------------------------------------------------
@@ -430,6 +442,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="enforce the RBAC manifests in PATH (file or folder, e.g. include/rbac) for the issued token",
     )
+    up.add_argument(
+        "--replica-s3",
+        action="store_true",
+        help="also run a second S3 endpoint (region eu-west-1, bucket hcp-etcd-replica, connection "
+        "aws_replica) that every backup is copied to",
+    )
     up.set_defaults(func=cmd_up)
 
     for name, func, text in (
@@ -472,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--drop", action="store_true")
     s3.add_argument("--after-bytes", type=int, default=0)
     s3.add_argument("--count", type=int, default=1)
+    s3.add_argument("--replica", action="store_true", help="fail the replica's endpoint (up --replica-s3)")
     for name in ("etcd-stop", "etcd-start"):
         p = kinds.add_parser(name, help=f"{name.split('-')[1]} the etcd member of a pod")
         p.add_argument("--namespace", required=True)
@@ -510,6 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--event-ttl", type=float, default=10800.0)
     srv.add_argument("--etcd-init", choices=ETCD_INIT_VARIANTS, default="fixed")
     srv.add_argument("--rbac", action="append", default=[])
+    srv.add_argument("--replica-s3", action="store_true")
     srv.set_defaults(func=cmd_serve)
     return parser
 

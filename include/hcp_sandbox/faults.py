@@ -279,12 +279,20 @@ class RuntimeFaults:
     """The fault kinds the API layer does not apply, and the state they leave for the runtime to read.
 
     :param s3_faults: the S3 process's queue file (``DIR/s3-faults.json``).
+    :param s3_replica_faults: the replica S3 process's (``up --replica-s3``); None without one.
     :param find_member: the etcd member behind a pod (:data:`MemberLookup`).
     :param changed: called after a fault changed the runtime (rewrite ``sandbox.json``, reconcile now).
     """
 
-    def __init__(self, s3_faults: Path, find_member: MemberLookup, changed: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        s3_faults: Path,
+        find_member: MemberLookup,
+        changed: Callable[[], None],
+        s3_replica_faults: Path | None = None,
+    ) -> None:
         self.s3_faults = s3_faults
+        self.s3_replica_faults = s3_replica_faults
         self._find_member = find_member
         self._changed = changed
         # The `clock` fault: how far HyperShift's "now" runs ahead of real time (pause check only).
@@ -314,9 +322,13 @@ class RuntimeFaults:
         """Apply one fault ``spec``; returns what was done (the API's answer)."""
         kind = spec.get("kind")
         if kind == "s3":
+            # The replica's endpoint keeps its own queue next to the primary's.
+            queue = self.s3_replica_faults if spec.get("replica") else self.s3_faults
+            if queue is None:
+                raise ApiError(400, "BadRequest", "no replica S3 endpoint: up --replica-s3")
             try:
                 add_s3_fault(
-                    self.s3_faults,
+                    queue,
                     count=int(spec.get("count", 1)),
                     code=spec.get("code"),
                     drop=bool(spec.get("drop")),

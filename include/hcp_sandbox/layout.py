@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_BUCKET = "hcp-etcd-backups"
+# The second S3 endpoint (``up --replica-s3``): another region, its own bucket and connection.
+REPLICA_BUCKET = "hcp-etcd-replica"
+REPLICA_REGION = "eu-west-1"
 # The etcd-init scripts a restore can run (control-plane-operator/controllers/hostedcontrolplane/
 # v2/etcd/etcd-init.sh): ``fixed`` as PR 9048 (commits 55d36748ec, f02544c929), ``legacy`` as on
 # ``main`` 3ee9615567 and release-4.20 to 5.2.
@@ -78,6 +81,11 @@ class SandboxPaths:
     def s3_faults(self) -> Path:
         """Pending S3 faults: written by the serve process, consumed by the S3 process."""
         return self.root / "s3-faults.json"
+
+    @property
+    def s3_replica_faults(self) -> Path:
+        """Pending faults of the replica's S3 endpoint (``up --replica-s3``)."""
+        return self.root / "s3-replica-faults.json"
 
     def pod_root(self, namespace: str, pod: str) -> Path:
         """The directory that stands for ``/`` inside a pod."""

@@ -51,11 +51,24 @@ class S3Server:
     """The S3 child process, as the serve process starts and stops it."""
 
     def __init__(
-        self, root: Path, cert: Path, key: Path, faults_file: Path, bucket: str, log_file: Path
+        self,
+        root: Path,
+        cert: Path,
+        key: Path,
+        faults_file: Path,
+        bucket: str,
+        log_file: Path,
+        region: str = "us-east-1",
+        name: str = "s3",
     ) -> None:
-        self.port_file = root / "s3.port"
+        """One moto process; ``name`` tells two apart (``s3``, ``s3-replica``) in their port files.
+
+        :param region: the region the bucket is created in.
+        """
+        self.port_file = root / f"{name}.port"
         self.cert, self.key, self.faults_file = cert, key, faults_file
         self.bucket = bucket
+        self.region = region
         self.log_file = log_file
         self.process: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
@@ -85,6 +98,8 @@ class S3Server:
             str(self.faults_file),
             "--bucket",
             self.bucket,
+            "--region",
+            self.region,
         ]
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as out:

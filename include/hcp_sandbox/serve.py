@@ -24,7 +24,14 @@ from hcp_sandbox import apiserver, kms, pki, render, s3, seed
 from hcp_sandbox.controllers.cluster import Options
 from hcp_sandbox.controllers.manager import ControlPlane
 from hcp_sandbox.errors import ApiError
-from hcp_sandbox.layout import ENCRYPTION_TYPES, HOSTED_CLUSTER_NAMESPACE, SandboxPaths, write_json_atomic
+from hcp_sandbox.layout import (
+    ENCRYPTION_TYPES,
+    HOSTED_CLUSTER_NAMESPACE,
+    REPLICA_BUCKET,
+    REPLICA_REGION,
+    SandboxPaths,
+    write_json_atomic,
+)
 from hcp_sandbox.podexec import PodExecHandler, install_shims
 from hcp_sandbox.rbac import RbacAuthorizer
 from hcp_sandbox.store import Store
@@ -60,30 +67,47 @@ class ClusterSpec:
         return f"{self.name}:{self.members}:{self.encryption}"
 
 
-def airflow_connections(paths: SandboxPaths, api_port: int, s3_port: int, bucket: str) -> dict[str, str]:
-    """The variables of ``airflow.env``: Airflow connections (as JSON) and the bucket."""
-    kubernetes = {
-        "conn_type": "kubernetes",
-        "extra": {"kube_config_path": str(paths.kubeconfig), "namespace": HOSTED_CLUSTER_NAMESPACE},
-    }
-    aws = {
+def aws_connection(paths: SandboxPaths, s3_port: int, region: str) -> dict[str, Any]:
+    """An Airflow AWS connection (as JSON) to one of the sandbox's S3 endpoints."""
+    return {
         "conn_type": "aws",
         "login": AWS_ACCESS_KEY_ID,
         "password": AWS_SECRET_ACCESS_KEY,
         "extra": {
             "endpoint_url": f"https://127.0.0.1:{s3_port}",
-            "region_name": REGION,
+            "region_name": region,
             "verify": str(paths.ca_crt),
             "config_kwargs": {"signature_version": "s3v4", "s3": {"addressing_style": "path"}},
         },
     }
-    return {
+
+
+def airflow_connections(
+    paths: SandboxPaths, api_port: int, s3_port: int, bucket: str, replica_s3_port: int | None = None
+) -> dict[str, str]:
+    """The variables of ``airflow.env``: Airflow connections (as JSON) and the bucket(s).
+
+    With the replica endpoint (``replica_s3_port``), also its connection ``aws_replica`` and the
+    settings that make every backup copy to it.
+    """
+    kubernetes = {
+        "conn_type": "kubernetes",
+        "extra": {"kube_config_path": str(paths.kubeconfig), "namespace": HOSTED_CLUSTER_NAMESPACE},
+    }
+    env = {
         "AIRFLOW_CONN_KUBERNETES_DEFAULT": json.dumps(kubernetes),
-        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(aws),
+        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(aws_connection(paths, s3_port, REGION)),
         "HCP_ETCD_BUCKET": bucket,
         # For clients built without the connection's `verify` (boto3 honours it, so does the AWS CLI).
         "AWS_CA_BUNDLE": str(paths.ca_crt),
     }
+    if replica_s3_port is not None:
+        env |= {
+            "AIRFLOW_CONN_AWS_REPLICA": json.dumps(aws_connection(paths, replica_s3_port, REPLICA_REGION)),
+            "HCP_ETCD_REPLICA_BUCKET": REPLICA_BUCKET,
+            "HCP_ETCD_REPLICA_AWS_CONN_ID": "aws_replica",
+        }
+    return env
 
 
 def kubeconfig(server: str, ca_pem: bytes, token: str, user: str = "hcp-sandbox-admin") -> dict[str, Any]:
@@ -125,8 +149,10 @@ class Sandbox:
         bucket: str,
         options: Options,
         authorizer: RbacAuthorizer | None = None,
+        replica_s3: bool = False,
     ) -> None:
         self.paths = paths
+        self.replica_s3 = replica_s3
         self.authorizer = authorizer
         self.clusters = clusters
         self.seed_mb = seed_mb
@@ -139,6 +165,7 @@ class Sandbox:
             "pids": {"serve": os.getpid(), "s3": None, "etcd": []},
         }
         self.s3: s3.S3Server | None = None
+        self.s3_replica: s3.S3Server | None = None
         self.kms: kms.LocalKms | None = None
         self.control: ControlPlane | None = None
         self.runner: Any = None
@@ -177,11 +204,27 @@ class Sandbox:
         )
         # The S3 process imports moto (seconds of CPU): let it start while the rest comes up.
         s3_started = asyncio.create_task(asyncio.to_thread(self.s3.start))
+        replica_started = None
+        if self.replica_s3:
+            # A second moto process (about 3 s of CPU and 55 MiB): only when asked for.
+            self.s3_replica = s3.S3Server(
+                paths.root,
+                paths.pki / "server.crt",
+                paths.pki / "server.key",
+                paths.s3_replica_faults,
+                REPLICA_BUCKET,
+                paths.logs / "s3-replica.log",
+                region=REPLICA_REGION,
+                name="s3-replica",
+            )
+            replica_started = asyncio.create_task(asyncio.to_thread(self.s3_replica.start))
         await asyncio.sleep(0)
         self.info["pids"]["s3"] = None
 
         store = Store()
         self.control = ControlPlane(store, paths, (ca_cert, ca_key), self.options, on_change=self.save)
+        if self.s3_replica is None:
+            self.control.faults.s3_replica_faults = None  # a replica fault has no endpoint to fail
         await self.control.start()
         token = secrets.token_urlsafe(32)
         # Not subject to --rbac: for tests' setup and inspection, never handed to Airflow.
@@ -236,6 +279,10 @@ class Sandbox:
                 )
 
         await self._start_kms(s3_started)
+        if replica_started is not None and self.s3_replica is not None:
+            await replica_started
+            self.info["pids"]["s3_replica"] = self.s3_replica.pid
+            self.save()
         names = [(HOSTED_CLUSTER_NAMESPACE, c.name) for c in self.clusters]
         await self.control.wait_running(names, timeout=120)
         if self.seed_mb > 0:
@@ -248,7 +295,8 @@ class Sandbox:
                 time.monotonic() - started,
             )
 
-        env = airflow_connections(paths, api_port, self.s3.port or 0, self.bucket)
+        replica_port = self.s3_replica.port or 0 if self.s3_replica is not None else None
+        env = airflow_connections(paths, api_port, self.s3.port or 0, self.bucket, replica_port)
         paths.airflow_env.write_text("".join(f"{k}='{v}'\n" for k, v in env.items()))
         self.info.update(
             {
@@ -261,6 +309,18 @@ class Sandbox:
                     "access_key_id": AWS_ACCESS_KEY_ID,
                     "secret_access_key": AWS_SECRET_ACCESS_KEY,
                 },
+                **(
+                    {
+                        "s3_replica": {
+                            "url": self.s3_replica.url,
+                            "port": self.s3_replica.port,
+                            "region": REPLICA_REGION,
+                            "bucket": REPLICA_BUCKET,
+                        }
+                    }
+                    if self.s3_replica is not None
+                    else {}
+                ),
                 "kubeconfig": str(paths.kubeconfig),
                 "admin_kubeconfig": str(paths.admin_kubeconfig),
                 "ca": str(paths.ca_crt),
@@ -305,8 +365,9 @@ class Sandbox:
         if self.control is not None:
             await self.control.close()
         log.info("controllers and etcd stopped")
-        if self.s3 is not None:
-            await asyncio.to_thread(self.s3.stop)
+        for server in (self.s3, self.s3_replica):
+            if server is not None:
+                await asyncio.to_thread(server.stop)
         if self.runner is not None:
             # Open exec streams and watches would hold a graceful shutdown for a minute: don't wait.
             with contextlib.suppress(TimeoutError):
@@ -324,9 +385,10 @@ async def run(
     bucket: str,
     options: Options,
     authorizer: RbacAuthorizer | None = None,
+    replica_s3: bool = False,
 ) -> int:
     """Serve until SIGTERM/SIGINT; returns the process exit code."""
-    sandbox = Sandbox(paths, clusters, seed_mb, bucket, options, authorizer)
+    sandbox = Sandbox(paths, clusters, seed_mb, bucket, options, authorizer, replica_s3)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

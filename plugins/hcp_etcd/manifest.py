@@ -434,3 +434,57 @@ def referenced_key_objects(manifest: dict[str, Any]) -> set[str]:
     if sa_key is not None:
         locations.add(sa_key["location"])
     return locations
+
+
+def _split_location(location: str) -> tuple[str, str]:
+    bucket, _, key = location.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+def _relocated(location: str, bucket: str) -> str:
+    return f"s3://{bucket}/{_split_location(location)[1]}"
+
+
+def backup_objects(manifest: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Every object a backup consists of but its manifest, as ``(bucket, key, hex SHA-256)``:
+    the snapshot, then each escrowed key (AES keys and the service-account key; their SHA-256 is
+    of the object's bytes).
+
+    :param manifest: a valid manifest.
+    """
+    snap = manifest["snapshot"]
+    out = [(snap["bucket"], snap["key"], snap["sha256"])]
+    keys = [(k["location"], k["sha256"]) for k in escrowed_keys(manifest)]
+    sa_key = service_account_key(manifest)
+    if sa_key is not None:
+        keys.append((sa_key["location"], sa_key["sha256"]))
+    for location, sha256 in keys:
+        entry = (*_split_location(location), sha256)
+        if entry not in out:
+            out.append(entry)
+    return out
+
+
+def replica_manifest(manifest: dict[str, Any], bucket: str, manifest_uri: str) -> dict[str, Any]:
+    """The manifest of a backup's copy in ``bucket``: every object at the same key there.
+
+    The copy is a backup location of its own (a restore, retention and key GC read it as they read
+    the primary); ``replica_of`` says where it was copied from.
+
+    :param manifest: the primary's valid manifest.
+    :param bucket: the replica bucket.
+    :param manifest_uri: ``s3://`` of the primary's manifest.
+    """
+    out = copy.deepcopy(manifest)
+    out["snapshot"]["bucket"] = bucket
+    enc = out.get("encryption_key")  # a type kms backup has no key of its own
+    if isinstance(enc, dict):
+        enc["location"] = _relocated(enc["location"], bucket)
+        if isinstance(enc.get("backup_key"), dict) and enc["backup_key"].get("location"):
+            enc["backup_key"]["location"] = _relocated(enc["backup_key"]["location"], bucket)
+        for entry in enc.get("keys") or []:
+            entry["location"] = _relocated(entry["location"], bucket)
+    if isinstance(out.get("service_account_key"), dict):
+        out["service_account_key"]["location"] = _relocated(out["service_account_key"]["location"], bucket)
+    out["replica_of"] = manifest_uri
+    return validate_manifest(out)

@@ -16,6 +16,8 @@ Datadog, InfluxDB-style StatsD), and once with the cluster in the name
 | ``hcp_etcd.drill.result`` | gauge | last drill: 1 passed, 0 failed |
 | ``hcp_etcd.retention.unreadable_backups`` | gauge | kept with an unreadable manifest (alert: > 0) |
 | ``hcp_etcd.retention.locked_backups`` | gauge | backups past the policy that S3 Object Lock still protects |
+| ``hcp_etcd.replica.newest_timestamp`` | gauge | Unix time of the newest backup copied to the replica |
+| ``hcp_etcd.replica.lag_seconds`` | gauge | newest backup minus the replica's newest (alert: > 0 twice) |
 
 A metric never fails a backup: errors are logged and swallowed.
 """
@@ -40,6 +42,8 @@ DRILL_RECOVERY_SECONDS = "hcp_etcd.drill.recovery_seconds"
 DRILL_RESULT = "hcp_etcd.drill.result"
 UNREADABLE_BACKUPS = "hcp_etcd.retention.unreadable_backups"
 LOCKED_BACKUPS = "hcp_etcd.retention.locked_backups"
+REPLICA_NEWEST_TIMESTAMP = "hcp_etcd.replica.newest_timestamp"
+REPLICA_LAG_SECONDS = "hcp_etcd.replica.lag_seconds"
 ALL_METRICS = (
     BACKUP_DURATION,
     SNAPSHOT_BYTES,
@@ -49,6 +53,8 @@ ALL_METRICS = (
     DRILL_RESULT,
     UNREADABLE_BACKUPS,
     LOCKED_BACKUPS,
+    REPLICA_NEWEST_TIMESTAMP,
+    REPLICA_LAG_SECONDS,
 )
 
 
@@ -146,3 +152,32 @@ def emit_retention(namespace: str, name: str, summary: dict[str, Any]) -> None:
         _gauge(LOCKED_BACKUPS, float(len(summary.get("locked") or {})), namespace, name)
     except Exception:  # a metric must never fail retention
         log.warning("could not emit retention metrics", exc_info=True)
+
+
+def replica_figures(newest: datetime | None, replica_newest: datetime | None) -> dict[str, float]:
+    """The replica's figures for one cluster (pure): its newest backup and how far it trails.
+
+    :param newest: the primary's newest backup (None: none).
+    :param replica_newest: the replica's newest backup (None: none yet).
+    """
+    if replica_newest is None:
+        return {}
+    figures = {REPLICA_NEWEST_TIMESTAMP: replica_newest.timestamp()}
+    if newest is not None:
+        figures[REPLICA_LAG_SECONDS] = max(0.0, (newest - replica_newest).total_seconds())
+    return figures
+
+
+def emit_replica(namespace: str, name: str, newest: datetime | None, replica_newest: datetime | None) -> None:
+    """Emit the replica's figures for one cluster; never raises.
+
+    :param namespace: HostedCluster namespace.
+    :param name: HostedCluster name.
+    :param newest: the primary's newest backup.
+    :param replica_newest: the replica's newest backup.
+    """
+    try:
+        for metric, value in replica_figures(newest, replica_newest).items():
+            _gauge(metric, value, namespace, name)
+    except Exception:  # a metric must never fail a backup
+        log.warning("could not emit replica metrics", exc_info=True)

@@ -31,6 +31,7 @@ DEFAULT_KEY_PREFIX = "hcp-etcd/keys"
 # (the first task of each DAG refuses an empty bucket with a message saying what to set).
 _BUCKET_PATTERN = r"^$|^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 BUCKET_ENV = "HCP_ETCD_BUCKET"
+REPLICA_BUCKET_ENV = "HCP_ETCD_REPLICA_BUCKET"
 RETRY_DELAY_ENV = "HCP_ETCD_RETRY_DELAY_SECONDS"
 DEFAULT_RETRY_DELAY_SECONDS = 30.0
 
@@ -173,6 +174,96 @@ class StoreSettings:
             key_prefix=validate_prefix(str(key_prefix)),
             kms_key_id=str(kms_key_id) if kms_key_id else None,
         )
+
+
+@dataclass(frozen=True)
+class ReplicaSettings:
+    """Where every published backup is copied: a second bucket, in another region, with its own
+    connection and KMS key (build it with :meth:`validate`; None when no replica is set).
+
+    :param bucket: the replica bucket (snapshots, manifests and escrowed keys, at the primary's keys).
+    :param aws_conn_id: its AWS connection (its region is the connection's).
+    :param kms_key_id: its SSE-KMS key; None for SSE-S3.
+    """
+
+    bucket: str
+    aws_conn_id: str
+    kms_key_id: str | None
+
+    @classmethod
+    def validate(
+        cls, *, store: StoreSettings, bucket: Any, aws_conn_id: Any, kms_key_id: Any, default_conn_id: str
+    ) -> ReplicaSettings | None:
+        """Check the rendered replica Params; None when ``bucket`` is empty (no replica).
+
+        :param store: the primary's settings (the replica must be another bucket).
+        :param bucket: the ``replica_bucket`` Param.
+        :param aws_conn_id: the ``replica_aws_conn_id`` Param; empty for ``default_conn_id``.
+        :param kms_key_id: the ``replica_kms_key_id`` Param; empty for SSE-S3.
+        :param default_conn_id: the primary's connection.
+        """
+        if not bucket:
+            return None
+        if not re.fullmatch(_BUCKET_PATTERN, str(bucket)):
+            raise ConfigurationError(f"replica_bucket {bucket!r} is not a valid S3 bucket name")
+        if str(bucket) in (store.bucket, store.key_bucket):
+            raise ConfigurationError(
+                f"replica_bucket {bucket!r} is the backup or key bucket: a replica is a second bucket "
+                "(in another region); set another one, or leave replica_bucket empty"
+            )
+        return cls(
+            bucket=str(bucket),
+            aws_conn_id=str(aws_conn_id) if aws_conn_id else default_conn_id,
+            kms_key_id=str(kms_key_id) if kms_key_id else None,
+        )
+
+
+def replica(kms: bool = True) -> dict[str, Param]:
+    """``replica_bucket``, ``replica_aws_conn_id``, ``replica_kms_key_id``: the second copy (or none).
+
+    :param kms: with ``replica_kms_key_id`` (the DAGs that write to the replica).
+    """
+    bucket = os.environ.get(REPLICA_BUCKET_ENV, "").strip()
+    found = {
+        "replica_bucket": Param(
+            bucket if re.fullmatch(_BUCKET_PATTERN, bucket) and bucket else None,
+            type=["null", "string"],
+            maxLength=63,
+            pattern=_BUCKET_PATTERN,
+            description="Second bucket (another region) every published backup is copied to: snapshot, "
+            f"escrowed keys, manifest last (default: env {REPLICA_BUCKET_ENV}; empty: no replica).",
+        ),
+        "replica_aws_conn_id": Param(
+            os.environ.get("HCP_ETCD_REPLICA_AWS_CONN_ID", "").strip() or None,
+            type=["null", "string"],
+            description="AWS connection of the replica bucket; its region is the connection's (default: "
+            "env HCP_ETCD_REPLICA_AWS_CONN_ID; empty: aws_conn_id).",
+        ),
+        "replica_kms_key_id": Param(
+            os.environ.get("HCP_ETCD_REPLICA_KMS_KEY_ID", "").strip() or None,
+            type=["null", "string"],
+            maxLength=2048,
+            description="KMS key (of the replica's region) for SSE-KMS in the replica; empty uses SSE-S3 "
+            "(default: env HCP_ETCD_REPLICA_KMS_KEY_ID).",
+        ),
+    }
+    if not kms:
+        del found["replica_kms_key_id"]
+    return found
+
+
+def source_bucket() -> dict[str, Param]:
+    """``source_bucket``: which copy a restore or drill reads, the primary or the replica."""
+    return {
+        "source_bucket": Param(
+            "primary",
+            type="string",
+            enum=["primary", "replica"],
+            description="Read the backup from the primary bucket, or from replica_bucket with "
+            "replica_aws_conn_id (when the primary's region is down). A manifest URI in source names its "
+            "bucket itself: give the replica's with replica.",
+        )
+    }
 
 
 # (environment variable, default) of each DAG's schedule.
@@ -331,3 +422,10 @@ def presign_connection() -> dict[str, Param]:
 # Operator arguments that every task of a DAG takes from its Params.
 KUBERNETES = {"kubernetes_conn_id": ref("kubernetes_conn_id")}
 STORE = {**KUBERNETES, "aws_conn_id": ref("aws_conn_id"), "bucket": ref("bucket"), "prefix": ref("prefix")}
+# The copy a restore or drill reads (``source_bucket``): the primary's settings, or the replica's.
+SOURCE_STORE = {
+    **STORE,
+    "bucket": "{{ params.replica_bucket if params.source_bucket == 'replica' else params.bucket }}",
+    "aws_conn_id": "{{ (params.replica_aws_conn_id or params.aws_conn_id) "
+    "if params.source_bucket == 'replica' else params.aws_conn_id }}",
+}

@@ -104,6 +104,10 @@ class ClusterStatus:
     :param unreadable_backups: backups newer than the newest valid one whose manifest is unreadable
         (another schema, a truncated write): retention keeps them; someone must look.
     :param next_backup_at: next scheduled backup run (None when paused or unknown).
+    :param replica_bucket: the replica bucket read (None: no replica set).
+    :param replica_last_backup_at: ``created_at`` of the replica's newest valid manifest.
+    :param replica_age_seconds: now - ``replica_last_backup_at``.
+    :param replica_manifest_uri: its ``s3://`` URI (``source`` of a restore with ``source_bucket=replica``).
     :param state: ``stale``, ``drill-failed``, ``no-backup`` or ``ok``.
     :param reasons: why the row stands out (empty when ``ok``).
     """
@@ -129,6 +133,10 @@ class ClusterStatus:
     drill_failures: list[str] = field(default_factory=list)
     unreadable_backups: list[str] = field(default_factory=list)
     next_backup_at: datetime | None = None
+    replica_bucket: str | None = None
+    replica_last_backup_at: datetime | None = None
+    replica_age_seconds: float | None = None
+    replica_manifest_uri: str | None = None
     state: str = STATE_OK
     reasons: list[str] = field(default_factory=list)
 
@@ -344,6 +352,36 @@ def collect_status(
         rows.append(classify(row, now, threshold))
     rows.sort(key=lambda r: (_STATE_ORDER[r.state], r.ref))
     return rows
+
+
+def add_replica(
+    rows: list[ClusterStatus], store: ObjectStore, bucket: str, prefix: str, now: datetime
+) -> None:
+    """Fill in each row's copy in the replica bucket; a replica without the newest backup is a reason.
+
+    :param rows: the rows of :func:`collect_status` (their state is the primary's).
+    :param store: the S3 reader of the replica's connection.
+    :param bucket: the replica bucket.
+    :param prefix: the backup prefix (the same in both copies).
+    :param now: the current time.
+    """
+    listing = store.list_objects(bucket, prefix.strip("/") + "/" if prefix.strip("/") else "")
+    objects = [(o.key, o.last_modified) for o in listing]
+    for row in rows:
+        row.replica_bucket = bucket
+        found, _ = newest_manifest(store, bucket, prefix, ClusterRef(row.namespace, row.name), objects, now)
+        if found:
+            row.replica_manifest_uri, manifest, _ = found
+            row.replica_last_backup_at = _time(manifest["created_at"])
+        if row.replica_last_backup_at is not None:
+            row.replica_age_seconds = max(0.0, (now - row.replica_last_backup_at).total_seconds())
+        if row.last_backup_at is not None and (
+            row.replica_last_backup_at is None or row.replica_last_backup_at < row.last_backup_at
+        ):
+            row.reasons.append(
+                f"the replica s3://{bucket} lacks the newest backup: the next backup run copies it "
+                "(see the replicate task's log)"
+            )
 
 
 def summary(rows: list[ClusterStatus]) -> dict[str, int]:

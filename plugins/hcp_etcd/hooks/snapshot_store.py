@@ -578,3 +578,62 @@ class SnapshotStoreHook(S3Hook):
             resp["Body"].close()
             raise ValueError(f"s3://{bucket}/{key} is larger than {max_bytes} bytes")
         return resp["Body"].read(max_bytes + 1)
+
+    # ---- the replica (a second bucket, another connection) ---------------------------------------
+
+    def has_object(self, bucket: str, key: str, sha256: str) -> bool:
+        """Whether ``s3://bucket/key`` holds exactly the bytes of that SHA-256: by S3's full-object
+        checksum when it stored one, else (a multipart object's checksum of checksums) by reading it.
+
+        :param bucket: bucket.
+        :param key: key.
+        :param sha256: hex SHA-256 of the bytes expected.
+        """
+        stored = self.object_checksum(bucket, key)
+        if stored is None:
+            return False
+        if stored[1] == sha256_b64(sha256):
+            return True
+        if stored[1] is not None and "-" not in stored[1]:
+            return False  # the full-object checksum of other bytes
+        found = self.sha256_object(bucket, key)
+        return found is not None and found[1] == sha256
+
+    def copy_verified(
+        self,
+        source: SnapshotStoreHook,
+        source_bucket: str,
+        key: str,
+        bucket: str,
+        sha256: str,
+        kms_key_id: str | None = None,
+    ) -> bool:
+        """Copy an object from another connection's bucket (streamed, multipart as :meth:`upload_stream`)
+        unless this bucket already holds the same bytes; the bytes sent must have ``sha256``.
+
+        Buckets in two regions or accounts cannot ``CopyObject`` between them with one set of
+        credentials, so the bytes pass through this process, hashed on the way.
+
+        :param source: the hook of the source bucket.
+        :param source_bucket: the source bucket.
+        :param key: the key, the same in both buckets.
+        :param bucket: the destination bucket.
+        :param sha256: hex SHA-256 the object must have (the manifest's).
+        :param kms_key_id: SSE-KMS key of the destination, else SSE-S3.
+        :return: True when copied, False when it was there already.
+        :raises ValueError: the bytes read differ from ``sha256`` (the copy is deleted).
+        """
+        if self.has_object(bucket, key, sha256):
+            return False
+        body = source.client.get_object(Bucket=source_bucket, Key=key)["Body"]
+        try:
+            result = self.upload_stream(body, bucket, key, kms_key_id)
+        finally:
+            body.close()
+        if result.sha256 != sha256:
+            self.client.delete_object(Bucket=bucket, Key=key)
+            raise ValueError(
+                f"s3://{source_bucket}/{key} has SHA-256 {result.sha256}, not the manifest's {sha256}: "
+                "not copied (the primary object changed or is damaged)"
+            )
+        return True

@@ -11,7 +11,7 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.module_loading import import_string
 
 from hcp_etcd.naming import ClusterRef
-from hcp_etcd.params import DEFAULT_KEY_PREFIX, StoreSettings
+from hcp_etcd.params import DEFAULT_KEY_PREFIX, ReplicaSettings, StoreSettings
 
 if TYPE_CHECKING:
     # The hooks pull in the kubernetes client, boto3 and the providers (seconds of imports): DAG files
@@ -179,6 +179,11 @@ class StoreOperator(HostedClusterOperator):
     # Where the escrowed keys are: operators that take them as arguments set them; the rest keep these.
     key_bucket: str | None = None
     key_prefix: str = DEFAULT_KEY_PREFIX
+    # The replica (a second bucket with its own connection and KMS key): operators that act on both
+    # copies take these as arguments; the rest keep None (no replica).
+    replica_bucket: str | None = None
+    replica_aws_conn_id: str | None = None
+    replica_kms_key_id: str | None = None
 
     def __init__(
         self,
@@ -222,6 +227,36 @@ class StoreOperator(HostedClusterOperator):
             key_prefix=self.key_prefix,
             kms_key_id=self.kms_key_id,
         )
+
+    @cached_property
+    def replica(self) -> ReplicaSettings | None:
+        """The rendered replica settings, validated once (None: no replica)."""
+        return ReplicaSettings.validate(
+            store=self.store,
+            bucket=self.replica_bucket,
+            aws_conn_id=self.replica_aws_conn_id,
+            kms_key_id=self.replica_kms_key_id,
+            default_conn_id=str(self.aws_conn_id),
+        )
+
+    @cached_property
+    def replica_store(self) -> StoreSettings | None:
+        """The replica as a backup location of its own: its bucket holds backups and keys alike."""
+        replica = self.replica
+        if replica is None:
+            return None
+        store = self.store
+        return StoreSettings(
+            replica.bucket, store.prefix, replica.bucket, store.key_prefix, replica.kms_key_id
+        )
+
+    @cached_property
+    def replica_s3(self) -> SnapshotStoreHook:
+        """The S3 hook on the replica's connection (only when :attr:`replica` is set)."""
+        if self.replica is None:
+            raise ValueError(f"task {self.task_id} has no replica_bucket")
+        parameters = {**self.s3_hook_parameters(), "aws_conn_id": self.replica.aws_conn_id}
+        return import_string(self.s3_hook_class)(**parameters)
 
     @property
     def kms(self) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Context
 
@@ -27,6 +27,9 @@ from hcp_etcd.retention import (
     stale_incomplete,
     unreferenced_keys,
 )
+
+if TYPE_CHECKING:
+    from hcp_etcd.hooks.snapshot_store import SnapshotStoreHook
 
 
 class ResolveHostedClustersOperator(HostedClusterOperator):
@@ -103,6 +106,10 @@ class BackupRetentionOperator(StoreOperator):
     :param bypass_governance_retention: delete objects under GOVERNANCE-mode Object Lock (needs
         ``s3:BypassGovernanceRetention``; never COMPLIANCE mode or a legal hold). (templated)
     :param incomplete_grace_minutes: age after which a manifest-less directory is dead.
+    :param replica_bucket: the replica bucket: the same policy applies to its backups and keys
+        (empty: none). (templated)
+    :param replica_aws_conn_id: its connection (empty: ``aws_conn_id``). (templated)
+    :param replica_kms_key_id: its SSE-KMS key. (templated)
     :return: per cluster: kept, deleted, incomplete removed, unreadable, locked, keys removed.
     """
 
@@ -118,6 +125,9 @@ class BackupRetentionOperator(StoreOperator):
         "keep_monthly",
         "dry_run",
         "bypass_governance_retention",
+        "replica_bucket",
+        "replica_aws_conn_id",
+        "replica_kms_key_id",
     )
 
     def __init__(
@@ -134,10 +144,16 @@ class BackupRetentionOperator(StoreOperator):
         dry_run: bool | str = False,
         bypass_governance_retention: bool | str = False,
         incomplete_grace_minutes: float = 360,
+        replica_bucket: str | None = None,
+        replica_aws_conn_id: str | None = None,
+        replica_kms_key_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         """See the class docstring."""
         super().__init__(**kwargs)
+        self.replica_bucket = replica_bucket
+        self.replica_aws_conn_id = replica_aws_conn_id
+        self.replica_kms_key_id = replica_kms_key_id
         self.hosted_clusters = hosted_clusters
         self.key_prefix = key_prefix
         self.key_bucket = key_bucket
@@ -160,35 +176,53 @@ class BackupRetentionOperator(StoreOperator):
             int(self.keep_monthly),
             keep_hourly=int(self.keep_hourly),
         )
+        run = self._run(self.s3, self.store)
+        if run.bypass:
+            self.log.warning("bypass_governance_retention is on: GOVERNANCE-locked backups may be deleted")
+        # The replica is a backup location of its own: the same policy over its own backups (so it
+        # always keeps its newest, even when copies have failed for a while).
+        replica = None if self.replica_store is None else self._run(self.replica_s3, self.replica_store)
+        summary, replica_failed = {}, {}
+        for ref in sorted({ClusterRef.parse(r) for r in (self.hosted_clusters or [])}):
+            summary[str(ref)] = result = self._one(ref, policy, run)
+            metrics.emit_retention(ref.namespace, ref.name, result)
+            if replica is not None:
+                try:
+                    result["replica"] = self._one(ref, policy, replica)
+                except (_client_error(), _botocore_error()) as err:
+                    replica_failed[str(ref)] = result["replica"] = {"error": describe(err, 300)}
+        if replica_failed:
+            raise RuntimeError(
+                f"retention of the replica s3://{replica.store.bucket if replica else '?'} failed for "
+                f"{', '.join(sorted(replica_failed))} (the primary's was applied): check the replica's "
+                "connection; the next run applies it again"
+            )
+        return summary
+
+    def _run(self, hook: SnapshotStoreHook, store: params.StoreSettings) -> _Run:
+        """What retention of one backup location works with, its key store's locations read once."""
         run = _Run(
-            store=self.store,
+            store=store,
+            s3=hook,
             dry=_flag(self.dry_run),
             bypass=_flag(self.bypass_governance_retention),
             now=utcnow(),
             grace=timedelta(minutes=float(self.incomplete_grace_minutes)),
         )
-        if run.bypass:
-            self.log.warning("bypass_governance_retention is on: GOVERNANCE-locked backups may be deleted")
         try:
-            run.locations, run.first_registered = self.s3.backup_locations(
-                run.store.key_bucket, run.store.key_prefix
-            )
-        except (_client_error(), ValueError) as err:
+            run.locations, run.first_registered = hook.backup_locations(store.key_bucket, store.key_prefix)
+        except (_client_error(), _botocore_error(), ValueError) as err:
             run.locations_problem = f"the key store's backup locations are unreadable ({describe(err)})"
-        summary = {}
-        for ref in sorted({ClusterRef.parse(r) for r in (self.hosted_clusters or [])}):
-            summary[str(ref)] = result = self._one(ref, policy, run)
-            metrics.emit_retention(ref.namespace, ref.name, result)
-        return summary
+        return run
 
-    def _backup_dirs(self, bucket: str, base: str) -> dict[str, BackupDir]:
+    def _backup_dirs(self, hook: SnapshotStoreHook, bucket: str, base: str) -> dict[str, BackupDir]:
         """The backup directories under ``{base}/`` (a cluster's prefix in one location)."""
         return group_backup_dirs(
-            ((o.key, o.last_modified) for o in self.s3.list_objects(bucket, base + "/")), base
+            ((o.key, o.last_modified) for o in hook.list_objects(bucket, base + "/")), base
         )
 
     def _read_manifests(
-        self, bucket: str, base: str, ref: ClusterRef, dirs: dict[str, BackupDir]
+        self, hook: SnapshotStoreHook, bucket: str, base: str, ref: ClusterRef, dirs: dict[str, BackupDir]
     ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
         """The valid manifests of a cluster's backup directories, and why the others are unreadable."""
         valid: dict[str, dict[str, Any]] = {}
@@ -197,7 +231,7 @@ class BackupRetentionOperator(StoreOperator):
             if d.manifest_key is None:
                 continue
             try:
-                manifest = validate_manifest(self.s3.get_json(bucket, d.manifest_key))
+                manifest = validate_manifest(hook.get_json(bucket, d.manifest_key))
                 if manifest["hosted_cluster"] != {"namespace": ref.namespace, "name": ref.name}:
                     raise ManifestError(f"manifest of another cluster ({manifest['hosted_cluster']})")
                 valid[ts] = manifest
@@ -208,8 +242,8 @@ class BackupRetentionOperator(StoreOperator):
     def _one(self, ref: ClusterRef, policy: RetentionPolicy, run: _Run) -> dict[str, Any]:
         verb = "would delete" if run.dry else "deleting"
         base = cluster_prefix(run.store.prefix, ref)
-        dirs = self._backup_dirs(run.store.bucket, base)
-        manifests, unreadable = self._read_manifests(run.store.bucket, base, ref, dirs)
+        dirs = self._backup_dirs(run.s3, run.store.bucket, base)
+        manifests, unreadable = self._read_manifests(run.s3, run.store.bucket, base, ref, dirs)
         for ts, why in sorted(unreadable.items()):
             self.log.warning(
                 "%s keeping %s/%s: its manifest is unreadable (%s). Retention never deletes what it cannot "
@@ -231,7 +265,7 @@ class BackupRetentionOperator(StoreOperator):
             self.log.info("%s %s %s %s/%s (%s)", ref, verb, kind, base, ts, why_delete)
             blocked = None
             if not run.dry:
-                blocked = self.s3.delete_unless_locked(
+                blocked = run.s3.delete_unless_locked(
                     run.store.bucket, dirs[ts].deletion_order(), run.now, run.bypass
                 )
             if blocked:
@@ -268,7 +302,9 @@ class BackupRetentionOperator(StoreOperator):
                 continue
             base = cluster_prefix(prefix, ref)
             try:
-                others, bad = self._read_manifests(bucket, base, ref, self._backup_dirs(bucket, base))
+                others, bad = self._read_manifests(
+                    run.s3, bucket, base, ref, self._backup_dirs(run.s3, bucket, base)
+                )
             except _client_error() as err:
                 others, bad = {}, {"*": describe(err, 300)}
             if bad:
@@ -281,7 +317,7 @@ class BackupRetentionOperator(StoreOperator):
         key_base = encryption_key_key(run.store.key_prefix, ref, "0" * 64).rsplit("/", 1)[0]
         key_objects = [
             (f"s3://{run.store.key_bucket}/{o.key}", o.last_modified)
-            for o in self.s3.list_objects(run.store.key_bucket, key_base + "/")
+            for o in run.s3.list_objects(run.store.key_bucket, key_base + "/")
             if o.key.endswith(".key")
         ]
         # Keys of backups still in progress (or just failed) are younger than the grace: spared. Keys
@@ -302,7 +338,7 @@ class BackupRetentionOperator(StoreOperator):
             blocked = None
             if not run.dry:
                 key = loc.split("/", 3)[3]
-                blocked = self.s3.delete_unless_locked(run.store.key_bucket, [key], run.now, run.bypass)
+                blocked = run.s3.delete_unless_locked(run.store.key_bucket, [key], run.now, run.bypass)
             if blocked:
                 locked[loc] = blocked
             else:
@@ -317,6 +353,13 @@ def _client_error() -> type[Exception]:
     return ClientError
 
 
+def _botocore_error() -> type[Exception]:
+    # An endpoint that cannot be reached (another region's outage) is no ClientError.
+    from botocore.exceptions import BotoCoreError
+
+    return BotoCoreError
+
+
 def _flag(value: Any) -> bool:
     return value in (True, "True", "true")
 
@@ -326,6 +369,7 @@ class _Run:
     """What one retention run works with (validated once)."""
 
     store: params.StoreSettings
+    s3: SnapshotStoreHook
     dry: bool
     bypass: bool
     now: datetime

@@ -267,6 +267,9 @@ class ResolveBackupOperator(RestoreStepOperator):
     :param at_or_before: RFC3339 cutoff for ``namespace/name``; empty: data interval end or now. (templated)
     :param target_namespace: namespace of the new HostedCluster. (templated)
     :param target_name: its name; empty for a drill name. (templated)
+    :param source_bucket: ``primary`` or ``replica``: which copy ``bucket`` is (the DAG renders the
+        replica's bucket and connection into ``bucket``/``aws_conn_id`` for ``replica``). (templated)
+    :param replica_bucket: the replica, named when the primary cannot be read. (templated)
     :return: ``{"manifest_uri", "manifest", "source", "target", "as_of"}`` (no secrets).
     """
 
@@ -276,6 +279,8 @@ class ResolveBackupOperator(RestoreStepOperator):
         "at_or_before",
         "target_namespace",
         "target_name",
+        "source_bucket",
+        "replica_bucket",
     )
 
     def __init__(
@@ -285,10 +290,14 @@ class ResolveBackupOperator(RestoreStepOperator):
         at_or_before: str | None = None,
         target_namespace: str,
         target_name: str | None = None,
+        source_bucket: str = "primary",
+        replica_bucket: str | None = None,
         **kwargs: Any,
     ) -> None:
         """See the class docstring."""
         super().__init__(**kwargs)
+        self.source_bucket = source_bucket
+        self.replica_bucket = replica_bucket
         self.source = source
         self.at_or_before = at_or_before
         self.target_namespace = target_namespace
@@ -297,14 +306,22 @@ class ResolveBackupOperator(RestoreStepOperator):
     def run(self, context: Context) -> dict[str, Any]:
         """Resolve, validate, check the target."""
         params.check_settings()
+        if str(self.source_bucket) == "replica" and not self.bucket:
+            raise RestoreInputError(
+                "source_bucket=replica but no replica_bucket is set: give the bucket the backup DAG copies "
+                f"to (replica_bucket, or {params.REPLICA_BUCKET_ENV} in the Airflow environment)"
+            )
         store = self.store  # before anything is read: a missing bucket fails here, saying what to set
         as_of = parse_rfc3339(str(self.at_or_before)) if self.at_or_before else drill_moment(context)
         src = parse_source(str(self.source))
-        if src.manifest_uri:
-            uri = src.manifest_uri
-            manifest = check_manifest(self._get_manifest(uri), uri)
-        else:
-            uri, manifest = self._newest(store, src.cluster, as_of)  # type: ignore[arg-type]
+        try:
+            if src.manifest_uri:
+                uri = src.manifest_uri
+                manifest = check_manifest(self._get_manifest(uri), uri)
+            else:
+                uri, manifest = self._newest(store, src.cluster, as_of)  # type: ignore[arg-type]
+        except (RestoreInputError, *_read_errors()) as err:
+            raise self._unreadable(err, store) from err
         hc = manifest["hosted_cluster"]
         source_ref = ClusterRef(hc["namespace"], hc["name"])
         name = str(self.target_name) if self.target_name else drill_target_name(source_ref.name, as_of)
@@ -331,10 +348,36 @@ class ResolveBackupOperator(RestoreStepOperator):
             "as_of": rfc3339(as_of),
         }
 
+    def _unreadable(self, err: Exception, store: StoreSettings) -> Exception:
+        """A failed read of the primary, saying so and naming the replica (a bad manifest stays as is)."""
+        if str(self.source_bucket) == "replica":
+            if isinstance(err, RestoreInputError):
+                return err
+            return RestoreInputError(
+                f"the replica bucket s3://{store.bucket} cannot be read ({describe(err, 300)}): check "
+                "replica_bucket, its region and the credentials of replica_aws_conn_id"
+            )
+        missing = isinstance(err, BackupNotFoundError)
+        if isinstance(err, RestoreInputError) and not missing:
+            return err
+        what = (
+            str(err)
+            if missing
+            else f"the primary bucket s3://{store.bucket} cannot be read ({describe(err, 300)})"
+        )
+        if self.replica_bucket:
+            hint = (
+                f"the replica s3://{self.replica_bucket} has copies of the backups: run again with "
+                "source_bucket=replica (a manifest URI in source: the same key in the replica bucket)"
+            )
+        else:
+            hint = "no replica_bucket is set: check the bucket, its region and the AWS connection"
+        return RestoreInputError(f"{what}; {hint}")
+
     def _get_manifest(self, uri: str) -> Any:
         bucket, key = parse_s3_uri(uri)
         if self.s3.object_size(bucket, key) is None:
-            raise RestoreInputError(f"{uri} does not exist")
+            raise BackupNotFoundError(f"{uri} does not exist")
         try:
             return self.s3.get_json(bucket, key)
         except ValueError as err:
@@ -350,9 +393,20 @@ class ResolveBackupOperator(RestoreStepOperator):
             except RestoreInputError as err:
                 # An incomplete or foreign manifest is not a backup: the next older one may be.
                 self.log.warning("skipping %s: %s", uri, err)
-        raise RestoreInputError(
+        raise BackupNotFoundError(
             f"no complete backup of {ref} at or before {rfc3339(as_of)} under s3://{bucket}/{base}/"
         )
+
+
+class BackupNotFoundError(RestoreInputError):
+    """The bucket has no such backup (another copy may have it)."""
+
+
+def _read_errors() -> tuple[type[Exception], ...]:
+    # botocore is imported when a task runs, not when a DAG file imports this module (parse time).
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return ClientError, BotoCoreError
 
 
 class CheckSnapshotOperator(RestoreStepOperator):

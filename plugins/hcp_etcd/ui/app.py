@@ -21,7 +21,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from hcp_etcd.status import ClusterStatus, collect_status, stale_threshold, summary
+from hcp_etcd.status import ClusterStatus, add_replica, collect_status, stale_threshold, summary
 from hcp_etcd.ui.page import render_page
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ URL_PREFIX = "/hcp-etcd"
 BACKUP_DAG_ID = "hcp_etcd_backup"
 ONLINE_BACKUP_DAG_ID = "hcp_etcd_backup_online"
 DEFAULT_PREFIX = "hcp-etcd/backups"  # the backup DAG's default ``prefix`` Param
+REPLICA_BUCKET_ENV = "HCP_ETCD_REPLICA_BUCKET"  # the backup DAG's default ``replica_bucket`` Param
 
 
 @dataclass
@@ -123,21 +124,44 @@ def collect_from_environment() -> Snapshot:
         return Snapshot([], now, threshold, bucket, prefix, errors)
     clusters = _Clusters(os.environ.get("HCP_ETCD_KUBERNETES_CONN_ID", "kubernetes_default"), errors)
     store = SnapshotStoreHook(aws_conn_id=os.environ.get("HCP_ETCD_AWS_CONN_ID", "aws_default"))
-    try:
-        rows = collect_status(
+    replica = os.environ.get(REPLICA_BUCKET_ENV, "").strip()
+    replica_store = None
+    if replica:
+        conn_id = os.environ.get("HCP_ETCD_REPLICA_AWS_CONN_ID", "").strip()
+        replica_store = SnapshotStoreHook(aws_conn_id=conn_id or store.aws_conn_id)
+
+    def rows_of(source: Any, source_bucket: str) -> list[ClusterStatus]:
+        return collect_status(
             clusters=clusters,
-            store=store,
-            bucket=bucket,
+            store=source,
+            bucket=source_bucket,
             prefix=prefix,
             now=now,
             threshold=threshold,
             next_backup_at=next_backup_of_either_kind(),
             label_selector=os.environ.get("HCP_ETCD_LABEL_SELECTOR", ""),
         )
+
+    primary_failed = False
+    try:
+        rows = rows_of(store, bucket)
     except Exception as err:
         log.warning("reading s3://%s/%s failed", bucket, prefix, exc_info=True)
         errors.append(f"S3 (s3://{bucket}/{prefix}): {type(err).__name__}: {err}"[:300])
-        rows = []
+        rows, primary_failed = [], True
+    if replica_store is not None:
+        try:
+            if primary_failed:
+                # The primary's region is down: the page the on-call engineer opens shows the replica.
+                rows = rows_of(replica_store, replica)
+                errors.append(
+                    f"the primary bucket cannot be read: the rows show the replica s3://{replica}/{prefix} "
+                    "(restore with source_bucket=replica)"
+                )
+            add_replica(rows, replica_store, replica, prefix, now)
+        except Exception as err:  # the replica's region may be down: the primary's rows still show
+            log.warning("reading the replica s3://%s/%s failed", replica, prefix, exc_info=True)
+            errors.append(f"replica S3 (s3://{replica}/{prefix}): {type(err).__name__}: {err}"[:300])
     return Snapshot(rows, now, threshold, bucket, prefix, errors)
 
 
