@@ -42,7 +42,7 @@ from typing import Any
 import pytest
 from airflow.dag_processing.dagbag import DagBag
 from airflow.sdk import DAG, TriggerRule
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from hcp_etcd.hooks.hosted_cluster import HostedClusterHook
 from hcp_etcd.hooks.snapshot_store import SnapshotStoreHook
@@ -148,6 +148,7 @@ class Outcome:
     tries: int = 0
     result: Any = None
     errors: list[str] = field(default_factory=list)
+    skipped: bool = False  # it raised AirflowSkipException (ok, but its all_success downstream does not run)
 
 
 @dataclass
@@ -278,6 +279,9 @@ class Harness:
                 del store[k]
             try:
                 outcome.result = op.execute(self.context(run_id, task_id, first_try + outcome.tries - 1))
+            except AirflowSkipException:  # skipped, as Airflow marks it: not a failure, not retried
+                outcome.ok = outcome.skipped = True
+                break
             except AirflowFailException as err:  # Airflow does not retry these
                 outcome.errors.append(f"{type(err).__name__}: {str(err)[:300]}")
                 break
@@ -348,7 +352,7 @@ class Harness:
             make = functools.partial(self._operator, task, cluster, params, rid)
             first_try = 2 if name == retried else 1
             trace.tasks[name] = self.attempt(task.task_id, make, rid, tries=tries, first_try=first_try)
-            return trace.tasks[name].ok
+            return trace.tasks[name].ok and not trace.tasks[name].skipped
 
         with contextlib.suppress(_StopRun):
             self._backup_tasks(dag, run)
@@ -357,8 +361,9 @@ class Harness:
     @staticmethod
     def _backup_tasks(dag: DAG, run: Callable[[Any], bool]) -> None:
         """The tasks of the DAG's per-cluster group in topological order, each run (``run(task)``:
-        True when it succeeded) or not as its trigger rule decides, the way the scheduler does for
-        one cluster: ``all_success`` runs when every upstream task succeeded; a teardown
+        True when it succeeded, False when it failed or was skipped) or not as its trigger rule
+        decides, the way the scheduler does for one cluster: ``all_success`` runs when every upstream
+        task succeeded (after a skipped one it is skipped: not run); a teardown
         (``all_done_setup_success``) when its upstream tasks are done and one of its setups
         succeeded. Anything else is refused, so a new rule in the DAG cannot pass unnoticed."""
         succeeded: dict[str, bool] = {}
