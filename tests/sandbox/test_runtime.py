@@ -921,10 +921,11 @@ def test_failed_up_leaves_nothing_running(tmp_path):
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                if str(tmp_path).encode() in (proc / "cmdline").read_bytes():
-                    leftovers.append(proc.name)
+                cmdline = (proc / "cmdline").read_bytes()
             except OSError:
-                pass
+                continue
+            if str(tmp_path).encode() in cmdline:
+                leftovers.append((proc.name, cmdline.replace(b"\0", b" ")[:300]))
     assert not leftovers
 
 
