@@ -28,8 +28,9 @@ LINKED_PAGES = (*USER_PAGES, "docs/ARCHITECTURE.md", "include/hcp_sandbox/README
 # "#14" (not "PKCS#7", "runc#3359", a colour "#1565c0" or a link to "(#0-decide)"), "issue 15",
 # "issues 5 and 7".
 ISSUE_NUMBER = re.compile(r"(?<![\w&(])#\d+\b|\bissues? \d+", re.IGNORECASE)
-# Notes users do not have: the design notes, this machine's paths.
-NOT_FOR_USERS = re.compile(r"\bDESIGN\.md\b|/work/")
+# Notes users do not have: the design notes, and paths of a developer's machine (a home directory,
+# a test run's temporary directory).
+NOT_FOR_USERS = re.compile(r"\bDESIGN\.md\b|(?<![\w.~])/(?:home|root|Users)/\w|/tmp/pytest-")
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 CODE_SPAN = re.compile(r"`[^`\n]*`")
 FENCE = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
