@@ -64,6 +64,24 @@ def _ours(pid: int, root: Path) -> bool:
         return False
 
 
+def _unrecorded_children(root: Path) -> list[int]:
+    """Processes the sandbox in ``root`` started (its S3 servers and etcd members), found by ``/proc``:
+    their command lines name ``root`` and the program. Not this process (``up``/``down`` name it too)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if (
+            int(proc.name) != os.getpid()
+            and str(root) in cmdline
+            and ("-m hcp_sandbox.s3 " in cmdline or " --name=etcd-" in cmdline)
+        ):
+            found.append(int(proc.name))
+    return found
+
+
 def _recorded_pids(info: dict[str, Any] | None) -> list[int]:
     if not info:
         return []
@@ -93,10 +111,13 @@ def stop_processes(paths: SandboxPaths, serve_pid: int | None = None, timeout: f
     if serve and _alive(serve) and _ours(serve, paths.root):
         os.kill(serve, signal.SIGTERM)
         _wait_gone([serve], timeout)
-    # Re-read: the serve process rewrites the file as it stops things.
+    # Re-read: the serve process rewrites the file as it stops things. Then the sandbox's children
+    # that no file records: a serve process stopped (or killed, when it took too long) while it
+    # started them, e.g. the S3 server, whose pid is recorded once it listens.
+    recorded = set(_recorded_pids(read_info(paths)) + _recorded_pids(info) + [serve or 0])
     pids = [
         p
-        for p in set(_recorded_pids(read_info(paths)) + _recorded_pids(info) + [serve or 0])
+        for p in recorded | set(_unrecorded_children(paths.root))
         if p and _alive(p) and _ours(p, paths.root)
     ]
     for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):

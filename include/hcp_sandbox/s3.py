@@ -14,7 +14,6 @@ import logging
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -73,8 +72,6 @@ class S3Server:
         self.log_file = log_file
         self.process: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
-        self._lock = threading.Lock()
-        self._stopped = False
 
     @property
     def url(self) -> str:
@@ -105,12 +102,8 @@ class S3Server:
             self.region,
         ]
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        # start() runs in a thread while the sandbox comes up: a stop() that comes first (a failed
-        # `up`) must keep it from starting a process nobody would stop.
-        with self._lock, open(self.log_file, "ab") as out:
-            if self._stopped:
-                raise RuntimeError("the sandbox stopped before its S3 server started")
-            proc = self.process = subprocess.Popen(
+        with open(self.log_file, "ab") as out:
+            self.process = subprocess.Popen(
                 argv,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -120,9 +113,7 @@ class S3Server:
             )
         deadline = time.monotonic() + timeout
         while not self.port_file.exists():
-            if self._stopped:
-                raise RuntimeError("the sandbox stopped while its S3 server started")
-            if proc.poll() is not None or time.monotonic() > deadline:
+            if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 tail = self.log_file.read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"the S3 server did not start:\n{tail}")
@@ -130,9 +121,7 @@ class S3Server:
         self.port = int(self.port_file.read_text())
 
     def stop(self, timeout: float = 10.0) -> None:
-        with self._lock:
-            self._stopped = True
-            proc = self.process
+        proc = self.process
         if proc is None:
             return
         if proc.poll() is None:

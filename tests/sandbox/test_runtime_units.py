@@ -320,3 +320,24 @@ def test_the_replica_endpoint_has_its_own_fault_queue_and_connection(tmp_path: P
         REPLICA_BUCKET,
         "aws_replica",
     )
+
+
+def test_stop_processes_also_stops_children_no_file_records(tmp_path: Path) -> None:
+    """A serve process stopped (or killed) while it started the S3 server leaves a child whose pid no
+    file records: `down` and a failed `up` still stop it, found by its command line; other processes
+    that merely name the directory are left alone."""
+    from hcp_sandbox.cli import stop_processes
+
+    sleep = "import time; time.sleep(60)"
+    child = subprocess.Popen(
+        [sys.executable, "-c", sleep, "-m", "hcp_sandbox.s3", "--port-file", f"{tmp_path}/s3.port"]
+    )
+    bystander = subprocess.Popen([sys.executable, "-c", sleep, f"{tmp_path}/logs/serve.log"])
+    try:
+        assert stop_processes(SandboxPaths.of(tmp_path), timeout=1) == []
+        assert child.wait(timeout=10) != 0
+        assert bystander.poll() is None
+    finally:
+        for proc in (child, bystander):
+            proc.kill()
+            proc.wait()

@@ -11,9 +11,9 @@ from hcp_etcd import metrics
 from hcp_etcd.errors import describe, fail_fast_on_configuration_errors
 from hcp_etcd.manifest import ManifestError, backup_objects, replica_manifest, validate_manifest
 from hcp_etcd.naming import ClusterRef, cluster_prefix, manifest_key, parse_backup_ts
-from hcp_etcd.operators.base import StoreOperator
+from hcp_etcd.operators.base import StoreOperator, utcnow
 from hcp_etcd.params import DEFAULT_KEY_PREFIX, ReplicaSettings
-from hcp_etcd.retention import group_backup_dirs
+from hcp_etcd.restore.backups import backup_candidates
 
 if TYPE_CHECKING:
     from hcp_etcd.hooks.snapshot_store import SnapshotStoreHook
@@ -89,9 +89,7 @@ class ReplicateBackupOperator(StoreOperator):
     def _manifest_dirs(self, hook: SnapshotStoreHook, bucket: str, base: str) -> list[str]:
         """The backup directories under ``{base}/`` that have a manifest, newest first."""
         objects = ((o.key, o.last_modified) for o in hook.list_objects(bucket, base + "/"))
-        return sorted(
-            (ts for ts, d in group_backup_dirs(objects, base).items() if d.has_manifest), reverse=True
-        )
+        return backup_candidates(objects, base, utcnow())
 
     @fail_fast_on_configuration_errors
     def execute(self, context: Context) -> dict[str, Any]:
