@@ -32,6 +32,8 @@ DEFAULT_KEY_PREFIX = "hcp-etcd/keys"
 _BUCKET_PATTERN = r"^$|^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 BUCKET_ENV = "HCP_ETCD_BUCKET"
 REPLICA_BUCKET_ENV = "HCP_ETCD_REPLICA_BUCKET"
+REPLICA_AWS_CONN_ID_ENV = "HCP_ETCD_REPLICA_AWS_CONN_ID"
+REPLICA_KMS_KEY_ID_ENV = "HCP_ETCD_REPLICA_KMS_KEY_ID"
 RETRY_DELAY_ENV = "HCP_ETCD_RETRY_DELAY_SECONDS"
 DEFAULT_RETRY_DELAY_SECONDS = 30.0
 
@@ -234,17 +236,17 @@ def replica(kms: bool = True) -> dict[str, Param]:
             f"escrowed keys, manifest last (default: env {REPLICA_BUCKET_ENV}; empty: no replica).",
         ),
         "replica_aws_conn_id": Param(
-            os.environ.get("HCP_ETCD_REPLICA_AWS_CONN_ID", "").strip() or None,
+            os.environ.get(REPLICA_AWS_CONN_ID_ENV, "").strip() or None,
             type=["null", "string"],
             description="AWS connection of the replica bucket; its region is the connection's (default: "
-            "env HCP_ETCD_REPLICA_AWS_CONN_ID; empty: aws_conn_id).",
+            f"env {REPLICA_AWS_CONN_ID_ENV}; empty: aws_conn_id).",
         ),
         "replica_kms_key_id": Param(
-            os.environ.get("HCP_ETCD_REPLICA_KMS_KEY_ID", "").strip() or None,
+            os.environ.get(REPLICA_KMS_KEY_ID_ENV, "").strip() or None,
             type=["null", "string"],
             maxLength=2048,
             description="KMS key (of the replica's region) for SSE-KMS in the replica; empty uses SSE-S3 "
-            "(default: env HCP_ETCD_REPLICA_KMS_KEY_ID).",
+            f"(default: env {REPLICA_KMS_KEY_ID_ENV}).",
         ),
     }
     if not kms:

@@ -93,6 +93,11 @@ def test_json_list_delete_and_kms_args(s3hook):
     s3hook.put_json({"a": 1}, "bkt", "p/c/a/1/manifest.json")
     assert s3hook.get_json("bkt", "p/c/a/1/manifest.json") == {"a": 1}
     assert [o.key for o in s3hook.list_objects("bkt", "p/")] == ["p/c/a/1/manifest.json"]
+    # A cluster's base is listed with its slash: "p/c/a" must not list a cluster "p/c/ab".
+    s3hook.put_json({"b": 1}, "bkt", "p/c/ab/1/manifest.json")
+    [(key, modified)] = s3hook.list_backup_objects("bkt", "p/c/a")
+    assert key == "p/c/a/1/manifest.json" and modified.tzinfo is not None
+    s3hook.delete_objects("bkt", ["p/c/ab/1/manifest.json"])
     s3hook.delete_objects("bkt", ["p/c/a/1/manifest.json"])
     assert s3hook.list_objects("bkt", "p/") == []
     assert SnapshotStoreHook.sse_args("alias/x") == {

@@ -299,6 +299,15 @@ class SnapshotStoreHook(S3Hook):
             for obj in self.iter_file_metadata(prefix, bucket)
         ]
 
+    def list_backup_objects(self, bucket: str, base: str) -> list[tuple[str, datetime]]:
+        """(key, last modified) of every object under a cluster's ``{base}/``: what the backup
+        directories are grouped from (:func:`hcp_etcd.retention.group_backup_dirs`).
+
+        :param bucket: bucket.
+        :param base: ``{prefix}/{ns}/{name}``, without the trailing slash.
+        """
+        return [(o.key, o.last_modified) for o in self.list_objects(bucket, base + "/")]
+
     def is_versioned(self, bucket: str) -> bool:
         """Whether the bucket keeps versions (always so with Object Lock); asked once per hook.
 

@@ -217,9 +217,7 @@ class BackupRetentionOperator(StoreOperator):
 
     def _backup_dirs(self, hook: SnapshotStoreHook, bucket: str, base: str) -> dict[str, BackupDir]:
         """The backup directories under ``{base}/`` (a cluster's prefix in one location)."""
-        return group_backup_dirs(
-            ((o.key, o.last_modified) for o in hook.list_objects(bucket, base + "/")), base
-        )
+        return group_backup_dirs(hook.list_backup_objects(bucket, base), base)
 
     def _read_manifests(
         self, hook: SnapshotStoreHook, bucket: str, base: str, ref: ClusterRef, dirs: dict[str, BackupDir]

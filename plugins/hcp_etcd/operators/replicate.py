@@ -88,8 +88,7 @@ class ReplicateBackupOperator(StoreOperator):
 
     def _manifest_dirs(self, hook: SnapshotStoreHook, bucket: str, base: str) -> list[str]:
         """The backup directories under ``{base}/`` that have a manifest, newest first."""
-        objects = ((o.key, o.last_modified) for o in hook.list_objects(bucket, base + "/"))
-        return backup_candidates(objects, base, utcnow())
+        return backup_candidates(hook.list_backup_objects(bucket, base), base, utcnow())
 
     @fail_fast_on_configuration_errors
     def execute(self, context: Context) -> dict[str, Any]:

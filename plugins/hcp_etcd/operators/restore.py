@@ -385,8 +385,7 @@ class ResolveBackupOperator(RestoreStepOperator):
 
     def _newest(self, store: StoreSettings, ref: ClusterRef, as_of: datetime) -> tuple[str, dict[str, Any]]:
         bucket, base = store.bucket, cluster_prefix(store.prefix, ref)
-        objects = ((o.key, o.last_modified) for o in self.s3.list_objects(bucket, base + "/"))
-        for ts in backup_candidates(objects, base, as_of):
+        for ts in backup_candidates(self.s3.list_backup_objects(bucket, base), base, as_of):
             uri = f"s3://{bucket}/{base}/{ts}/manifest.json"
             try:
                 return uri, check_manifest(self._get_manifest(uri), uri, ref)

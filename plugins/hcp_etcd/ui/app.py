@@ -21,6 +21,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from hcp_etcd.params import DEFAULT_PREFIX, REPLICA_AWS_CONN_ID_ENV, REPLICA_BUCKET_ENV
 from hcp_etcd.status import ClusterStatus, add_replica, collect_status, stale_threshold, summary
 from hcp_etcd.ui.page import render_page
 
@@ -29,8 +30,6 @@ log = logging.getLogger(__name__)
 URL_PREFIX = "/hcp-etcd"
 BACKUP_DAG_ID = "hcp_etcd_backup"
 ONLINE_BACKUP_DAG_ID = "hcp_etcd_backup_online"
-DEFAULT_PREFIX = "hcp-etcd/backups"  # the backup DAG's default ``prefix`` Param
-REPLICA_BUCKET_ENV = "HCP_ETCD_REPLICA_BUCKET"  # the backup DAG's default ``replica_bucket`` Param
 
 
 @dataclass
@@ -127,7 +126,7 @@ def collect_from_environment() -> Snapshot:
     replica = os.environ.get(REPLICA_BUCKET_ENV, "").strip()
     replica_store = None
     if replica:
-        conn_id = os.environ.get("HCP_ETCD_REPLICA_AWS_CONN_ID", "").strip()
+        conn_id = os.environ.get(REPLICA_AWS_CONN_ID_ENV, "").strip()
         replica_store = SnapshotStoreHook(aws_conn_id=conn_id or store.aws_conn_id)
 
     def rows_of(source: Any, source_bucket: str) -> list[ClusterStatus]:
