@@ -21,7 +21,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from hcp_etcd.params import DEFAULT_PREFIX, REPLICA_AWS_CONN_ID_ENV, REPLICA_BUCKET_ENV
+from hcp_etcd.params import BUCKET_ENV, DEFAULT_PREFIX, REPLICA_AWS_CONN_ID_ENV, REPLICA_BUCKET_ENV
 from hcp_etcd.status import ClusterStatus, add_replica, collect_status, stale_threshold, summary
 from hcp_etcd.ui.page import render_page
 
@@ -115,11 +115,11 @@ def collect_from_environment() -> Snapshot:
 
     now = datetime.now(UTC)
     threshold = stale_threshold()
-    bucket = os.environ.get("HCP_ETCD_BUCKET", "")
+    bucket = os.environ.get(BUCKET_ENV, "")
     prefix = os.environ.get("HCP_ETCD_PREFIX", DEFAULT_PREFIX)
     errors: list[str] = []
     if not bucket:
-        errors.append("HCP_ETCD_BUCKET is not set: the api-server needs the same environment as the DAGs")
+        errors.append(f"{BUCKET_ENV} is not set: the api-server needs the same environment as the DAGs")
         return Snapshot([], now, threshold, bucket, prefix, errors)
     clusters = _Clusters(os.environ.get("HCP_ETCD_KUBERNETES_CONN_ID", "kubernetes_default"), errors)
     store = SnapshotStoreHook(aws_conn_id=os.environ.get("HCP_ETCD_AWS_CONN_ID", "aws_default"))
