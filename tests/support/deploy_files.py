@@ -125,3 +125,76 @@ def under(path: str, mount: str) -> bool:
     :param mount: a mount point.
     """
     return path == mount or path.startswith(mount.rstrip("/") + "/")
+
+
+# ---- docker-compose.yaml as `docker compose up` reads it ----------------------------------------
+
+COMPOSE = REPO / "docker-compose.yaml"
+# Compose's interpolation: $$ (a literal $), ${VAR}, ${VAR:-default} (unset or empty), ${VAR-default}
+# (unset), $VAR. Written here because no library of ours implements the Compose specification's rules.
+_INTERPOLATION = re.compile(r"\$(?:(\$)|\{(\w+)(?:(:?-)([^}]*))?\}|(\w+))")
+
+
+def load_compose() -> dict[str, Any]:
+    """``docker-compose.yaml`` parsed, its anchors and ``<<`` merge keys resolved by the YAML loader."""
+    data = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(data, dict), "docker-compose.yaml is not a YAML mapping"
+    return data
+
+
+def interpolate(value: str, shell: dict[str, str]) -> str:
+    """A value of the compose file as Compose interpolates it from the shell's environment.
+
+    :param value: the text as written.
+    :param shell: the environment ``docker compose`` runs in.
+    """
+
+    def one(match: re.Match[str]) -> str:
+        literal, name, op, default, bare = match.groups()
+        if literal:
+            return "$"
+        if bare:
+            return shell.get(bare, "")
+        if op == ":-":
+            return shell.get(name) or default
+        if op == "-":
+            return shell.get(name, default)
+        return shell.get(name, "")
+
+    return _INTERPOLATION.sub(one, value)
+
+
+def compose_env_file(service: dict[str, Any]) -> str | None:
+    """The ``env_file`` a service reads (the one file the project's compose file names), or None."""
+    entries = service.get("env_file") or []
+    entries = [entries] if isinstance(entries, str | dict) else entries
+    paths = [e["path"] if isinstance(e, dict) else e for e in entries]
+    assert len(paths) <= 1, f"more than one env_file: {paths}"
+    return paths[0] if paths else None
+
+
+def compose_service_env(
+    service: dict[str, Any], env_file: dict[str, str], shell: dict[str, str]
+) -> dict[str, str]:
+    """The environment a container of ``service`` starts with: its ``env_file`` values, overridden
+    by its ``environment`` (Compose's precedence), each value interpolated from ``shell``.
+
+    :param service: the service as parsed by :func:`load_compose`.
+    :param env_file: the variables of the service's ``env_file`` (``airflow.env``).
+    :param shell: the environment ``docker compose`` runs in.
+    """
+    environment = service.get("environment") or {}
+    if isinstance(environment, list):
+        environment = dict(item.split("=", 1) for item in environment)
+    return {**env_file, **{k: interpolate(str(v), shell) for k, v in environment.items()}}
+
+
+def compose_command(service: dict[str, Any], shell: dict[str, str]) -> list[str]:
+    """A service's command as a list (the string form split as Compose splits it: on spaces).
+
+    :param service: the service as parsed by :func:`load_compose`.
+    :param shell: the environment ``docker compose`` runs in.
+    """
+    command = service.get("command") or []
+    parts = command.split() if isinstance(command, str) else list(command)
+    return [interpolate(str(p), shell) for p in parts]
