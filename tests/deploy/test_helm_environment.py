@@ -101,6 +101,11 @@ MUST_AGREE = {
 _CONNECTION = "a connection: JSON in airflow.env (the README's example); from the Secret hcp-etcd-connections"
 # Settings compose and the chart give differently by design: name -> why.
 INHERENT_BOTH = {
+    "AIRFLOW_CONFIG": (
+        "compose's containers share one airflow.cfg (./config, written by airflow-init) for the secrets "
+        "Airflow generates; the chart renders one airflow.cfg ConfigMap for every pod and gives the "
+        "secrets from its own Secrets"
+    ),
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": (
         "the metadata DB: compose's postgres service by name; the chart's metadata Secret"
     ),

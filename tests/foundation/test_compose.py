@@ -13,7 +13,12 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.support.deploy_files import compose_mounts, dockerfile_path_entries
+from tests.support.deploy_files import (
+    compose_env_file,
+    compose_mounts,
+    compose_service_env,
+    dockerfile_path_entries,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = Path(__file__).parent / "data" / "compose-spec.json"
@@ -50,8 +55,9 @@ def test_every_airflow_service_runs_the_image_built_from_the_repo(compose: dict[
         images.add(service["image"])
         env = service["environment"]
         assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
-        assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://redis:") or "@redis:" in (
-            env["AIRFLOW__CELERY__BROKER_URL"]
+        assert (
+            env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://redis:")
+            or "@redis:" in (env["AIRFLOW__CELERY__BROKER_URL"])
         )
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql")
         mounts = {v.split(":")[0]: v.split(":")[1] for v in service["volumes"]}
@@ -105,3 +111,16 @@ def test_kubeconfig_and_hcp_are_mounted_into_every_airflow_service(compose: dict
     volumes = compose["x-airflow-common"]["volumes"]
     read_only = [v for v in volumes if v.split(":")[1] in ("/opt/airflow/secrets", bin_dir)]
     assert len(read_only) == 2 and all(v.endswith(":ro") for v in read_only)
+
+
+def test_every_setting_put_in_airflow_env_reaches_every_airflow_service(compose: dict[str, Any]) -> None:
+    """`environment` wins over `env_file` in Compose: a setting the compose file also lists (with a
+    default) would silently override the user's airflow.env, e.g. turn a replica bucket off."""
+    names = set(re.findall(r"HCP_ETCD_[A-Z0-9_]*[A-Z0-9]", (ROOT / "README.md").read_text()))
+    assert {"HCP_ETCD_BUCKET", "HCP_ETCD_REPLICA_BUCKET", "HCP_ETCD_BACKUP_SCHEDULE"} <= names, sorted(names)
+    env_file = {name: f"set-in-airflow-env-{name}" for name in names}
+    for service in [*AIRFLOW_SERVICES, "airflow-init"]:
+        assert compose_env_file(compose["services"][service]) == "./airflow.env", service
+        env = compose_service_env(compose["services"][service], env_file, shell={})
+        overridden = {n: env.get(n) for n in names if env.get(n) != env_file[n]}
+        assert not overridden, f"{service}: the compose file overrides airflow.env for {overridden}"

@@ -16,21 +16,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import yaml
-from botocore.config import Config
-from kubernetes import client, config
-from kubernetes.client.rest import ApiException
 
 from tests.support.airflow import AirflowEnv, RunResult
+from tests.support.sandbox_objects import (
+    HS,
+    KEY_PREFIX,
+    PREFIX,
+    copy_backup,
+    delete_cluster,
+    drill_report,
+    hc_exists,
+    kube,
+    render,
+    s3,
+)
 
 pytestmark = pytest.mark.integration
 
 DRILL_NS = "hcp-etcd-drills"
-PREFIX = "hcp-etcd/backups"
-KEY_PREFIX = "hcp-etcd/keys"
-HS = ("hypershift.openshift.io", "v1beta1")
 
 
 def run_dags(
@@ -55,56 +60,6 @@ def run_dag(
     return run_dags(airflow_env, dag_id, [(conf, logical)], timeout, extra_env)[0]
 
 
-def s3(box):
-    conn = json.loads(box.env["AIRFLOW_CONN_AWS_DEFAULT"])
-    extra = conn["extra"]
-    return boto3.client(
-        "s3",
-        endpoint_url=extra["endpoint_url"],
-        region_name=extra["region_name"],
-        verify=extra["verify"],
-        aws_access_key_id=conn["login"],
-        aws_secret_access_key=conn["password"],
-        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
-    )
-
-
-def kube(box):
-    """The tests' own client (admin: include/rbac restricts only the token Airflow has)."""
-    api = config.new_client_from_config(str(box.admin_kubeconfig))
-    return client.CustomObjectsApi(api), client.CoreV1Api(api)
-
-
-def hc_exists(box, ns: str, name: str) -> bool:
-    co, _ = kube(box)
-    try:
-        co.get_namespaced_custom_object(*HS, ns, "hostedclusters", name)
-    except ApiException as err:
-        if err.status == 404:
-            return False
-        raise
-    return True
-
-
-def delete_cluster(box, ns: str, name: str) -> None:
-    """Delete a restored cluster and what the restore made (HC, NodePools, its Secrets); wait until gone."""
-    co, core = kube(box)
-    for plural in ("hostedclusters", "nodepools"):
-        for item in co.list_namespaced_custom_object(*HS, ns, plural)["items"]:
-            if item["metadata"]["name"] == name or item.get("spec", {}).get("clusterName") == name:
-                co.delete_namespaced_custom_object(*HS, ns, plural, item["metadata"]["name"])
-    for secret in core.list_namespaced_secret(ns).items:
-        if secret.metadata.name.startswith(f"{name}-"):
-            core.delete_namespaced_secret(secret.metadata.name, ns)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        names = [n.metadata.name for n in core.list_namespace().items]
-        if f"{ns}-{name}" not in names:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"control plane of {ns}/{name} still there")
-
-
 def request_seq(box) -> int:
     return box.api.seq()
 
@@ -117,13 +72,6 @@ def writes_since(box, seq: int) -> list[str]:
         if i.get("verb") in ("create", "update", "patch", "delete", "deletecollection")
         and i.get("subresource") != "exec"
     ]
-
-
-def render(box, path: Path, name: str, members: int) -> Path:
-    out = box.cli("render", "--dir", str(box.dir), "--name", name, "--members", str(members))
-    assert out.returncode == 0, out.stderr
-    path.write_text(out.stdout)
-    return path
 
 
 @dataclass
@@ -152,29 +100,6 @@ def backups(sandbox, airflow_env) -> Backups:
     key = found["ha-one"].split("/", 3)[3]
     manifest = json.loads(c.get_object(Bucket=sandbox.bucket, Key=key)["Body"].read())
     return Backups(found["ha-one"], found["single-one"], manifest)
-
-
-def copy_backup(box, manifest: dict, ts: str, *, flip_byte: bool = False, key: bytes | None = None) -> str:
-    """Copy a backup into another timestamp directory (optionally corrupting it); returns the manifest URI."""
-    c = s3(box)
-    ns, name = manifest["hosted_cluster"]["namespace"], manifest["hosted_cluster"]["name"]
-    base = f"{PREFIX}/{ns}/{name}/{ts}"
-    body = bytearray(c.get_object(Bucket=box.bucket, Key=manifest["snapshot"]["key"])["Body"].read())
-    if flip_byte:
-        body[len(body) // 2] ^= 0x01
-    c.put_object(Bucket=box.bucket, Key=f"{base}/snapshot.db", Body=bytes(body))
-    m = json.loads(json.dumps(manifest))
-    m["snapshot"]["key"] = f"{base}/snapshot.db"
-    m["created_at"] = f"{ts[0:4]}-{ts[4:6]}-{ts[6:8]}T{ts[9:11]}:{ts[11:13]}:{ts[13:15]}Z"
-    if key is not None:
-        fp = hashlib.sha256(key).hexdigest()
-        c.put_object(Bucket=box.bucket, Key=f"{KEY_PREFIX}/{ns}/{name}/{fp}.key", Body=key)
-        m["encryption_key"] = {
-            "location": f"s3://{box.bucket}/{KEY_PREFIX}/{ns}/{name}/{fp}.key",
-            "sha256": fp,
-        }
-    c.put_object(Bucket=box.bucket, Key=f"{base}/manifest.json", Body=json.dumps(m).encode())
-    return f"s3://{box.bucket}/{base}/manifest.json"
 
 
 def restore_conf(source: str, name: str, manifests: str, **extra: Any) -> dict[str, Any]:
@@ -364,11 +289,6 @@ def test_wrong_key_fails_verification(sandbox, airflow_env, backups, tmp_path):
         assert "secret_decrypts" in error and "key_matches_manifest" not in error
     finally:
         delete_cluster(sandbox, "clusters", "wrong-key")
-
-
-def drill_report(box, name: str, day: str) -> dict:
-    body = s3(box).get_object(Bucket=box.bucket, Key=f"{PREFIX}/_drills/clusters/{name}/{day}.json")["Body"]
-    return json.loads(body.read())
 
 
 def test_drill_over_two_past_dates(sandbox, airflow_env, backups):

@@ -558,6 +558,7 @@ class Harness:
         before: dict[str, tuple[int, str]],
         trace: Trace | None,
         succeeded: bool | None = None,
+        replicas: int | None = None,
     ) -> None:
         """The four invariants of issue 6 after a run, whatever happened in it.
 
@@ -566,6 +567,8 @@ class Harness:
            whose checks did not pass, and a manifest was added only when the run succeeded;
         3. no snapshot file in any etcd pod;
         4. every earlier object is still there, byte for byte.
+
+        ``replicas``: the API servers' original replica count (default: this sandbox's, :data:`REPLICAS`).
         """
         ref = ClusterRef("clusters", cluster)
         hc = self.k8s.get_hosted_cluster(ref)
@@ -574,7 +577,8 @@ class Harness:
         assert not leftover, f"annotations left on {ref}: {leftover}"
         for dep in API_SERVER_DEPLOYMENTS:
             want, _ = self.k8s.get_deployment_replicas(ref.control_plane_namespace, dep)
-            assert want == REPLICAS[cluster], f"{dep} at {want}, originally {REPLICAS[cluster]}"
+            original = REPLICAS[cluster] if replicas is None else replicas
+            assert want == original, f"{dep} at {want}, originally {original}"
         assert self.wait_available(cluster).ok, f"{ref} not Available again"
         after = self.objects(cluster)
         changed = {k: v for k, v in before.items() if after.get(k) != v}

@@ -23,7 +23,8 @@ container, processes on one machine must be given explicitly.
 - The service names resolve to loopback ports (Compose's network DNS).
 - Each component gets its own ports (a container has its own network namespace) and each worker its
   own Celery node name (a container its own hostname).
-- Two settings are the tests', listed with their reasons in :data:`TEST_SETTINGS`.
+- The tests' own timing settings (how soon a dead task is retried, no re-parse of unchanged DAG
+  files, a longer api-server timeout) are listed with their reasons in :data:`TEST_SETTINGS`.
 """
 
 from __future__ import annotations
@@ -68,27 +69,36 @@ COMPONENTS = (
     ("airflow-triggerer", 1),
     ("airflow-worker", 2),
 )
-# Settings of the tests, not of the compose file, each with its reason.
+# Settings of the tests, not of the compose file, each with its reason: timing only, no behaviour.
 TEST_SETTINGS = {
     # A task whose worker died is failed and retried after this many seconds without a heartbeat
-    # (default 300): the worker-SIGKILL test waits for it.
-    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
+    # (default 300), looked for every 5 s (default 10): the worker-SIGKILL test waits for it (30 s: a
+    # busy machine can delay a live task's heartbeat).
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+    # The DAG files do not change during a session: parsed when the dag-processor starts, not again
+    # every 30 s (each parse of the three files is CPU the 2-core machine's runs would wait for).
+    "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "3600",
     # A task's supervisor gives up on the api-server after 5 s by default; on 2 cores running every
     # component, Postgres and the sandbox, an answer can take longer (as in bench/airflow_run.py).
     "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
-    # Manual and backfilled runs only: the backup DAGs' schedules have no fire time before 2028 (the
-    # compose file reads these from the shell; a user sets them the same way).
 }
-SHELL = {
+# The environment `docker compose` is run in (what its ${...} read): nothing of the tests'.
+SHELL: dict[str, str] = {}
+# What the tests put in airflow.env beside the sandbox's connections, as a user's airflow.env would.
+ENV_FILE = {
+    # Manual and backfilled runs only: the backup DAGs' schedules have no fire time before 2028. The
+    # drill keeps its weekly one (a backfill needs it; catchup is off and it has no start date, so
+    # nothing runs before next Sunday 04:00).
     "HCP_ETCD_BACKUP_SCHEDULE": "0 0 29 2 *",
     "HCP_ETCD_ONLINE_SCHEDULE": "",
-}
-# What the tests put in airflow.env beside the sandbox's connections (a user's airflow.env holds the same).
-ENV_FILE = {
-    "HCP_ETCD_DRILL_SCHEDULE": "0 0 29 2 *",
     "HCP_ETCD_POOL_SLOTS": "2",  # read by airflow-init's `airflow pools set`
     "HCP_ETCD_RETRY_DELAY_SECONDS": "5",
 }
+# The tier's fleet: one HA hosted cluster and three single-replica ones (4 MiB of data each), and the
+# DAGs the tests run.
+FLEET = {"prod-ha": 3, "prod-a": 1, "prod-b": 1, "prod-c": 1}
+DAGS = ("hcp_etcd_backup", "hcp_etcd_restore", "hcp_etcd_restore_drill")
 ADMIN = "admin"  # the simple auth manager's default user ([core] simple_auth_manager_users)
 
 
@@ -498,10 +508,33 @@ class Production(Airflow):
         self.components = [c for c in self.components if c.name != component.name] + [component]
         return component
 
-    def restart(self, component: Component) -> Component:
-        """Stop a component (TERM, as ``docker compose restart``) and start it again."""
+    def restart(self, component: Component, timeout: float = 180) -> Component:
+        """Stop a component (TERM, as ``docker compose restart``), start it again, wait until ready.
+
+        :param component: the component.
+        :param timeout: seconds for it to be ready again.
+        """
         component.server.stop()
-        return self._start_component(component.service, component.replica)
+        return self.start_again(component, timeout)
+
+    def start_again(self, component: Component, timeout: float = 180) -> Component:
+        """Start a stopped (or killed) component again, as ``restart: always`` does; wait until ready.
+
+        :param component: the component.
+        :param timeout: seconds for it to be ready.
+        """
+        offset = component.server.log.stat().st_size if component.server.log.exists() else 0
+        since = self._query("SELECT max(id) FROM job")[0][0] or 0
+        again = self._start_component(component.service, component.replica)
+        log = again.server.log
+        if again.service == "airflow-worker":
+            ready = lambda: b" ready." in log.read_bytes()[offset:]  # noqa: E731
+        elif again.service == "airflow-triggerer":
+            ready = lambda: self.job_alive("TriggererJob", after_id=since)  # noqa: E731
+        else:
+            raise NotImplementedError(f"no readiness check for {again.service} restarts")
+        _wait(f"{again.name} started again", ready, timeout, log)
+        return again
 
     def component(self, service: str, replica: int = 1) -> Component:
         return next(c for c in self.components if (c.service, c.replica) == (service, replica))
@@ -517,14 +550,46 @@ class Production(Airflow):
         except OSError:
             return False
 
-    def job_alive(self, job_type: str) -> bool:
-        """A running job of that type heartbeated in the last 30 s (what ``airflow jobs check`` reads)."""
+    def job_alive(self, job_type: str, after_id: int = 0) -> bool:
+        """A running job of that type heartbeated in the last 30 s (what ``airflow jobs check`` reads).
+
+        :param job_type: ``TriggererJob``, ``DagProcessorJob``, ...
+        :param after_id: only jobs with a greater id (a restarted component's new job).
+        """
         rows = self._query(
-            "SELECT 1 FROM job WHERE job_type = ? AND state = 'running' "
+            "SELECT 1 FROM job WHERE job_type = ? AND state = 'running' AND id > ? "
             "AND latest_heartbeat > now() - interval '30 seconds'",
             job_type,
+            after_id,
         )
         return bool(rows)
+
+    def run_state(self, dag_id: str, run_id: str) -> str | None:
+        """A run's state (None: no such run yet).
+
+        :param dag_id: the DAG.
+        :param run_id: the run.
+        """
+        rows = self._query("SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", dag_id, run_id)
+        return str(rows[0][0]) if rows else None
+
+    def trigger_of(self, run_id: str, task_id: str, map_index: int = 0) -> dict[str, int] | None:
+        """The trigger a deferred task waits on and the triggerer running it (None: not deferred, or
+        no triggerer has taken it yet).
+
+        :param run_id: the run.
+        :param task_id: the task.
+        :param map_index: its map index.
+        """
+        rows = self._query(
+            "SELECT t.id, t.triggerer_id FROM task_instance ti JOIN trigger t ON ti.trigger_id = t.id "
+            "WHERE ti.run_id = ? AND ti.task_id = ? AND ti.map_index = ? AND ti.state = 'deferred' "
+            "AND t.triggerer_id IS NOT NULL",
+            run_id,
+            task_id,
+            map_index,
+        )
+        return {"trigger_id": rows[0][0], "triggerer_id": rows[0][1]} if rows else None
 
     def _parsed(self, dag_ids: set[str]) -> bool:
         return dag_ids <= {r[0] for r in self._query("SELECT dag_id FROM dag")}
@@ -581,14 +646,39 @@ class Production(Airflow):
             )
         return proc.stdout
 
-    def executed_by(self) -> dict[str, list[str]]:
-        """Which tasks each worker ran: the workloads its log says it executed (``task_id`` of each)."""
-        found = {}
+    def executed(self, run_id: str) -> dict[str, set[tuple[str, int, int]]]:
+        """What each worker executed of a run: ``(task_id, map_index, attempt)`` of every workload its
+        log says it ran (a deferred task resumed is a second workload of the same attempt).
+
+        :param run_id: the run.
+        """
+        pattern = re.compile(
+            rf"Executing workload in Celery: .*?log_path='[^']*/run_id={re.escape(run_id)}/task_id=([^/']+)"
+            r"(?:/map_index=(\d+))?/attempt=(\d+)\.log'"
+        )
+        found: dict[str, set[tuple[str, int, int]]] = {}
         for worker in self.workers():
             text = worker.server.log.read_text(errors="replace")
-            lines = [line for line in text.splitlines() if "Executing workload in Celery" in line]
-            found[worker.name] = lines
+            found[worker.name] = {(m[1], int(m[2] or -1), int(m[3])) for m in pattern.finditer(text)}
         return found
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1, attempt: int = 1) -> str:
+        """One attempt's task log (the shared ``./logs``).
+
+        :param dag_id: the DAG.
+        :param run_id: the run.
+        :param task_id: the task.
+        :param map_index: its map index (-1: not mapped).
+        :param attempt: the try.
+        """
+        mapped = f"map_index={map_index}/" if map_index >= 0 else ""
+        path = (
+            self.home
+            / "host"
+            / "logs"
+            / f"dag_id={dag_id}/run_id={run_id}/task_id={task_id}/{mapped}attempt={attempt}.log"
+        )
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def log_text(self) -> bytes:
         """Every component's output and every task log."""

@@ -49,7 +49,13 @@ SUITES: dict[str, list[str]] = {
     "reliability": ["tests/reliability", "-k", f"{DRILL_FAULTS} or not {Path(FAULT_MATRIX).name}"],
     "backup DAG": [BACKUP_DAG],
     "integration": ["tests/integration", f"--ignore={BACKUP_DAG}"],
-    "the rest": ["tests", "--ignore=tests/reliability", "--ignore=tests/integration"],
+    # tests/production is `make test-prod`, a tier of its own (tests/production/conftest.py).
+    "the rest": [
+        "tests",
+        "--ignore=tests/reliability",
+        "--ignore=tests/integration",
+        "--ignore=tests/production",
+    ],
 }
 
 
