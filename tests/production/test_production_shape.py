@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from hcp_etcd.naming import API_SERVER_DEPLOYMENTS, ClusterRef
+from hcp_etcd.naming import API_SERVER_DEPLOYMENTS, ClusterRef, asset_name
+from hcp_etcd.restore.report import drill_asset_name
 from tests.support.harness import Harness
 from tests.support.production import FLEET as CLUSTERS
 from tests.support.production import Component, Production, missing_packages
@@ -316,6 +317,22 @@ def test_status_page_through_the_api_server_with_a_real_login(prod: Production) 
     for name in CLUSTERS:
         assert rows[name]["last_backup_at"] and rows[name]["on_management_cluster"], rows[name]
     assert not page["errors"], page["errors"]
+
+
+def test_asset_events_on_postgres(prod: Production) -> None:
+    """Each backup and each drill of the session left its Asset event in Postgres (what downstream
+    DAGs are triggered by), with its extra as JSON and no key material in it."""
+    rows = prod._query(
+        "SELECT a.name, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id ORDER BY e.id"
+    )
+    events: dict[str, list[Any]] = {}
+    for name, extra in rows:
+        events.setdefault(name, []).append(extra if isinstance(extra, dict) else json.loads(extra))
+    for cluster in CLUSTERS:
+        assert events.get(asset_name(ClusterRef("clusters", cluster))), (cluster, sorted(events))
+    drills = events.get(drill_asset_name(ClusterRef("clusters", "prod-a")), [])
+    assert len(drills) >= 3, sorted(events)  # the three backfilled dates
+    assert all("key" not in extra for extras in events.values() for extra in extras), events
 
 
 def test_no_key_or_signature_in_postgres_or_any_log(prod: Production, harness: Harness) -> None:

@@ -23,8 +23,10 @@ container, processes on one machine must be given explicitly.
 - The service names resolve to loopback ports (Compose's network DNS).
 - Each component gets its own ports (a container has its own network namespace) and each worker its
   own Celery node name (a container its own hostname).
-- The tests' own timing settings (how soon a dead task is retried, no re-parse of unchanged DAG
-  files, a longer api-server timeout) are listed with their reasons in :data:`TEST_SETTINGS`.
+- The tests' own timing settings (how soon a dead task is retried, a longer api-server timeout) are
+  listed with their reasons in :data:`TEST_SETTINGS`. Everything else keeps Airflow's defaults: a
+  faster setting can change what happens (without the dag-processor's re-parse every 30 s, the
+  scheduler never learns of a backfill's runs, and the drill it then runs never comes).
 """
 
 from __future__ import annotations
@@ -76,9 +78,6 @@ TEST_SETTINGS = {
     # busy machine can delay a live task's heartbeat).
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
-    # The DAG files do not change during a session: parsed when the dag-processor starts, not again
-    # every 30 s (each parse of the three files is CPU the 2-core machine's runs would wait for).
-    "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "3600",
     # A task's supervisor gives up on the api-server after 5 s by default; on 2 cores running every
     # component, Postgres and the sandbox, an answer can take longer (as in bench/airflow_run.py).
     "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
@@ -150,9 +149,6 @@ class Server:
                 start_new_session=True,
                 preexec_fn=preexec,
             )
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` to the whole process group (the process and everything it started)."""
