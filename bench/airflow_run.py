@@ -130,14 +130,25 @@ class Airflow:
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout
+        api_up = False
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"airflow standalone exited; see {self.home / 'standalone.log'}")
-            if self._api_up() and self._parsed(set(dag_ids)):
+            api_up = api_up or self._api_up()
+            if api_up and self._parsed(set(dag_ids)):
                 return
             time.sleep(0.5)
+        # Which check failed: the api-server never answered, or it did and the DAGs are not in the DB.
+        waiting = (
+            "the api-server's /api/v2/version"
+            if not api_up
+            else f"the DAGs {sorted(dag_ids)} unpaused in the DB"
+        )
         tail = (self.home / "standalone.log").read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"airflow standalone not ready in {timeout:.0f}s; its log ends with:\n{tail}")
+        raise RuntimeError(
+            f"airflow standalone not ready in {timeout:.0f}s, still waiting for {waiting}; "
+            f"its log ends with:\n{tail}"
+        )
 
     def _api_up(self) -> bool:
         try:

@@ -203,7 +203,10 @@ def test_every_airflow_process_dies_after_quiesce_deadline_gives_cluster_back(
     # The DAG's task group `backup`, mapped over the clusters: this run's only cluster is index 0.
     quiesce, snapshot = "backup.quiesce[0]", "backup.snapshot[0]"
     try:
-        af.start(dag_ids=(DAG,), migrated_db=metadata_db.with_pool)
+        # Up to 10 minutes to start: under `make test` five suites load the 2 cores, and a whole
+        # standalone (five components, the DAGs parsed) has taken over 5 minutes there. How fast it
+        # starts is not what this test is about.
+        af.start(timeout=600, dag_ids=(DAG,), migrated_db=metadata_db.with_pool)
         assert harness.wait_available(DIES).ok, f"{REF} not Available before the run"
         assert _replicas(harness) == {1}
         conf = {"hosted_clusters": [str(REF)], "mode": "quiesced", "pause_deadline_minutes": 10}
