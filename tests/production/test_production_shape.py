@@ -31,9 +31,12 @@ from tests.support.sandbox import Sandbox
 from tests.support.sandbox_objects import HS, copy_backup, delete_cluster, drill_report, kube, render
 
 # Without Postgres or Redis every test here is skipped, naming the packages to install.
+# The fleet's fixture (the sandbox, the whole Airflow's start and the faulted fleet run) takes about
+# 5 minutes on 2 cores; pytest-timeout's 600 s (pyproject.toml) counts it in the first test's time.
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(bool(missing_packages()), reason=missing_packages() or ""),
+    pytest.mark.timeout(1800),
 ]
 
 BACKUP, RESTORE, DRILL = "hcp_etcd_backup", "hcp_etcd_restore", "hcp_etcd_restore_drill"

@@ -194,6 +194,7 @@ def dies_cluster(harness: Harness) -> Iterator[ClusterRef]:
         api.close()
 
 
+@pytest.mark.timeout(1200)  # the standalone's start may take up to 600 s (below), the run itself minutes
 def test_every_airflow_process_dies_after_quiesce_deadline_gives_cluster_back(
     harness: Harness, dies_cluster: ClusterRef, metadata_db: MetadataDb, tmp_path: Path
 ) -> None:
