@@ -90,7 +90,7 @@ class Airflow:
         self._token: str | None = None
 
     def cli(self, *args: str, timeout: float = 180) -> str:
-        """Run an ``airflow`` CLI command in this home.
+        """Run an ``airflow`` CLI command in this Airflow's environment (``self.env``).
 
         :param args: the arguments.
         :param timeout: seconds.
@@ -99,7 +99,9 @@ class Airflow:
             [AIRFLOW, *args], capture_output=True, text=True, env=self.env, timeout=timeout, check=False
         )
         if proc.returncode != 0:
-            raise RuntimeError(f"airflow {' '.join(args[:2])} failed: {proc.stderr[-1500:]}")
+            raise RuntimeError(
+                f"airflow {' '.join(args[:2])} failed: {proc.stdout[-1500:]}{proc.stderr[-1500:]}"
+            )
         return proc.stdout
 
     def start(

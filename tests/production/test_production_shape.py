@@ -14,7 +14,6 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -29,6 +28,7 @@ from tests.support.production import FLEET as CLUSTERS
 from tests.support.production import Component, Production, missing_packages
 from tests.support.sandbox import Sandbox
 from tests.support.sandbox_objects import HS, copy_backup, delete_cluster, drill_report, kube, render
+from tests.support.waits import wait_until
 
 # Without Postgres or Redis every test here is skipped, naming the packages to install.
 # The fleet's fixture (the sandbox, the whole Airflow's start and the faulted fleet run) takes about
@@ -42,15 +42,6 @@ pytestmark = [
 BACKUP, RESTORE, DRILL = "hcp_etcd_backup", "hcp_etcd_restore", "hcp_etcd_restore_drill"
 DEFERRED = "Pausing task as DEFERRED"
 RESUMED = "::group::Pre Execute"  # each start of an attempt's code: the first, and each resume
-
-
-def _wait(what: str, check: Callable[[], Any], timeout: float, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
-    return value
 
 
 def _backup(clusters: list[str]) -> dict[str, Any]:
@@ -292,7 +283,7 @@ def test_restore_and_a_drill_backfill_over_three_past_weeks(
         done = all(r[2] in ("success", "failed") for r in rows)
         return rows if done and len([r for r in rows if r[1] == "backfill"]) == 3 else []
 
-    runs = _wait("three backfilled drills", finished, 900, every=1)
+    runs = wait_until("three backfilled drills", finished, 900, every=1)
     backfilled = sorted(r for r in runs if r[1] == "backfill")
     assert [r[2] for r in backfilled] == ["success"] * 3, backfilled
     for day, uri in expected.items():
@@ -339,12 +330,14 @@ def test_asset_events_on_postgres(prod: Production) -> None:
 
 
 def test_no_key_or_signature_in_postgres_or_any_log(prod: Production, harness: Harness) -> None:
-    """The encryption keys (raw, base64, hex), the S3 secret key and presigned-URL signatures appear in
-    no table of the metadata DB and in no component's output or task log."""
+    """The encryption keys (raw, base64, hex), the service-account signing keys the backups escrow, the
+    S3 secret key and presigned-URL signatures appear in no table of the metadata DB and in no
+    component's output or task log."""
     haystacks = {"Postgres (every table)": prod.postgres.dump(), "component and task logs": prod.log_text()}
     assert b"hcp_etcd_backup" in haystacks["Postgres (every table)"], "nothing in the DB to search"
     assert b"Executing workload in Celery" in haystacks["component and task logs"]
-    needles = harness.key_needles()
-    assert len(needles) >= 4 * len(CLUSTERS) + 1, sorted(needles)
+    needles = {**harness.key_needles(), **harness.sa_key_needles()}
+    # Per cluster: the AES key in four encodings and the SA signing key in three; the S3 secret, a signature.
+    assert len(needles) >= 7 * len(CLUSTERS) + 2, sorted(needles)
     hits = [f"{n} in {h}" for h, text in haystacks.items() for n, needle in needles.items() if needle in text]
     assert not hits, hits

@@ -209,21 +209,6 @@ def test_failed_restore_stores_no_secret_in_xcom(harness: Harness, tmp_path) -> 
     assert harness.writes_since(seq) == [], "a refused create wrote something"
 
 
-def _sa_key_needles(harness: Harness) -> dict[str, bytes]:
-    """Every control plane's service-account signing key (escrowed by the backups since issue 16): the
-    PEM, its base64, and a line from the middle of its body (the private exponent's region)."""
-    needles: dict[str, bytes] = {}
-    for hc in harness.k8s.list_hosted_clusters():
-        ns, name = hc["metadata"]["namespace"], hc["metadata"]["name"]
-        b64 = harness.k8s.read_secret_data(f"{ns}-{name}", "sa-signing-key")["service-account.key"]
-        pem = base64.b64decode(b64)
-        lines = pem.splitlines()
-        needles[f"{name} SA key PEM"] = pem
-        needles[f"{name} SA key base64"] = b64.encode()
-        needles[f"{name} SA key body line"] = lines[len(lines) // 2]
-    return needles
-
-
 def _search(haystacks: dict[str, bytes], needles: dict[str, bytes]) -> list[str]:
     return [f"{n} in {h}" for h, text in haystacks.items() for n, needle in needles.items() if needle in text]
 
@@ -254,7 +239,7 @@ def test_secret_hygiene_after_all_runs(harness: Harness, airflow: AirflowEnv, fi
         and b"snapshot save" in haystacks["commands sent into pods"]
     )
     assert b'"create/error"' in haystacks["XCom values of the in-process runs"], "no failed run's XCom"
-    needles = {**harness.key_needles(), **_sa_key_needles(harness), **RENDERED_SECRETS}
+    needles = {**harness.key_needles(), **harness.sa_key_needles(), **RENDERED_SECRETS}
     assert len(needles) >= 2 * 4 + 2 * 3 + 2, sorted(
         needles
     )  # two clusters' keys in four encodings, S3 key, signature

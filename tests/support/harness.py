@@ -625,6 +625,20 @@ class Harness:
         needles["presigned URL signature"] = b"X-Amz-Signature="
         return needles
 
+    def sa_key_needles(self) -> dict[str, bytes]:
+        """Every control plane's service-account signing key (escrowed by the backups since issue 16): the
+        PEM, its base64, and a line from the middle of its body (the private exponent's region)."""
+        needles: dict[str, bytes] = {}
+        for hc in self.k8s.list_hosted_clusters():
+            ns, name = hc["metadata"]["namespace"], hc["metadata"]["name"]
+            b64 = self.k8s.read_secret_data(f"{ns}-{name}", "sa-signing-key")["service-account.key"]
+            pem = base64.b64decode(b64)
+            lines = pem.splitlines()
+            needles[f"{name} SA key PEM"] = pem
+            needles[f"{name} SA key base64"] = b64.encode()
+            needles[f"{name} SA key body line"] = lines[len(lines) // 2]
+        return needles
+
 
 def record_exec(harness: Harness, original: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap ``HostedClusterHook._connect_exec`` to keep every argv sent into a pod."""

@@ -43,13 +43,13 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.airflow_run import Airflow, free_port
+from bench.airflow_run import AIRFLOW, Airflow, free_port
 from tests.support.deploy_files import (
     REPO,
     compose_command,
@@ -59,6 +59,8 @@ from tests.support.deploy_files import (
     interpolate,
     load_compose,
 )
+from tests.support.sandbox import parse_env_file
+from tests.support.waits import wait_until
 
 PACKAGES = "postgresql redis-server"  # Debian's names: what .ci/run installs
 CONTAINER_HOME = "/opt/airflow"  # the image's AIRFLOW_HOME, where the compose file mounts the tree
@@ -119,16 +121,6 @@ def _pg_bin(name: str) -> str | None:
     return found[-1] if found else shutil.which(name)
 
 
-def _wait(what: str, check: Any, timeout: float, log: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
-            ending = f"; its log ends with:\n{tail}" if tail else ""
-            raise RuntimeError(f"{what}: not ready in {timeout:.0f} s{ending}")
-        time.sleep(0.25)
-
-
 @dataclass
 class Server:
     """A server process in a group of its own, with its output in a file."""
@@ -169,19 +161,14 @@ class Server:
         self.kill()  # what outlived its parent
 
 
-def _as_postgres() -> Any:
-    """initdb and postgres refuse to run as root: run them as the package's ``postgres`` user."""
+def _postgres_user() -> Any:
+    """initdb and postgres refuse to run as root: as root, the package's ``postgres`` user (its
+    ``pwd`` entry) to run them as; None otherwise (they run as whoever runs the tests)."""
     if os.getuid() != 0:
         return None
     import pwd
 
-    user = pwd.getpwnam("postgres")
-
-    def demote() -> None:
-        os.setgid(user.pw_gid)
-        os.setuid(user.pw_uid)
-
-    return demote
+    return pwd.getpwnam("postgres")
 
 
 class Postgres:
@@ -201,14 +188,17 @@ class Postgres:
     def start(self) -> None:
         data, pwfile = self.dir / "data", self.dir / "pw"
         pwfile.write_text(self.password)
-        demote = _as_postgres()
-        if demote is not None:
-            import pwd
-
-            user = pwd.getpwnam("postgres")
+        user = _postgres_user()
+        demote = None
+        if user is not None:
             os.chmod(self.dir, 0o755)
             for path in (self.dir, pwfile):
                 os.chown(path, user.pw_uid, user.pw_gid)
+
+            def demote() -> None:
+                os.setgid(user.pw_gid)
+                os.setuid(user.pw_uid)
+
         initdb = [
             _pg_bin("initdb") or "initdb",
             "-D",
@@ -247,7 +237,7 @@ class Postgres:
         ]
         self.server = Server("postgres", argv, self.dir / "postgres.log")
         self.server.start(demote)
-        _wait("postgres", self._accepts, 60, self.server.log)
+        wait_until("postgres to accept connections", self._accepts, 60, log=self.server.log)
         with contextlib.closing(self.connect("postgres")) as conn:
             conn.autocommit = True
             conn.cursor().execute(f'CREATE DATABASE "{self.db}"')
@@ -306,7 +296,7 @@ class Redis:
 
     def start(self) -> None:
         self.server.start()
-        _wait("redis", self._pong, 30, self.server.log)
+        wait_until("redis to answer PING", self._pong, 30, log=self.server.log)
 
     def _pong(self) -> bool:
         import redis
@@ -327,11 +317,14 @@ class Component:
     service: str
     replica: int
     server: Server
-    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return f"{self.service}-{self.replica}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.server.env or {}
 
 
 class Production(Airflow):
@@ -353,11 +346,11 @@ class Production(Airflow):
         self.redis = Redis(home)
         self.port = free_port()
         assert compose_env_file(self.services["airflow-worker"]) == "./airflow.env"
-        self.env_file = {**_env_file(sandbox_env_file), **ENV_FILE}
+        self.env_file = {**parse_env_file(sandbox_env_file), **ENV_FILE}
         self.components: list[Component] = []
         self._token: str | None = None
         self.proc = None
-        self.env = self.component_env("airflow-scheduler")  # for `airflow` CLI calls (backfill)
+        self.env: dict[str, str] = {}  # the scheduler's, once started: `airflow` CLI calls run in it
 
     # ---- the environment of a service -----------------------------------------------------------
 
@@ -451,26 +444,12 @@ class Production(Airflow):
         for service, replicas in COMPONENTS:
             for replica in range(1, replicas + 1):
                 self._start_component(service, replica)
-        left = lambda: max(10.0, timeout - (time.monotonic() - started))  # noqa: E731
-        api = self.component("airflow-apiserver")
-        _wait("airflow-apiserver /api/v2/version", self._api_up, left(), api.server.log)
-        scheduler = self.component("airflow-scheduler")
-        _wait("airflow-scheduler /health", lambda: self._healthy(scheduler), left(), scheduler.server.log)
-        for job, service in (
-            ("DagProcessorJob", "airflow-dag-processor"),
-            ("TriggererJob", "airflow-triggerer"),
-        ):
-            log = self.component(service).server.log
-            _wait(f"{service} ({job} heartbeat)", lambda job=job: self.job_alive(job), left(), log)
-        for worker in self.workers():
-            _wait(
-                f"{worker.name} (celery ready)",
-                lambda w=worker: b" ready." in w.server.log.read_bytes(),
-                left(),
-                worker.server.log,
-            )
+        for component in list(self.components):
+            left = max(10.0, timeout - (time.monotonic() - started))
+            wait_until(f"{component.name} ready", self._ready(component), left, log=component.server.log)
         dag_log = self.component("airflow-dag-processor").server.log
-        _wait(f"DAGs {list(dag_ids)} parsed", lambda: self._parsed(set(dag_ids)), left(), dag_log)
+        left = max(10.0, timeout - (time.monotonic() - started))
+        wait_until(f"DAGs {list(dag_ids)} parsed", lambda: self._parsed(set(dag_ids)), left, log=dag_log)
         for dag_id in dag_ids:
             self.set_paused(dag_id, False)
 
@@ -493,13 +472,15 @@ class Production(Airflow):
 
     def _start_component(self, service: str, replica: int) -> Component:
         env = self.component_env(service, replica)
-        argv = ["airflow", *compose_command(self.services[service], SHELL)]
+        # The image's entrypoint runs `airflow <command>`; here the virtualenv's airflow.
+        argv = [AIRFLOW, *compose_command(self.services[service], SHELL)]
         if service == "airflow-worker":
             # A container's hostname names its Celery node; on one machine each replica names its own.
             argv += ["--celery-hostname", f"worker-{replica}@%h"]
+        elif service == "airflow-scheduler":
+            self.env = env
         log = self.home / "component-logs" / f"{service}-{replica}.log"
-        argv[0] = shutil.which("airflow", path=env["PATH"]) or "airflow"
-        component = Component(service, replica, Server(f"{service}-{replica}", argv, log, env), env)
+        component = Component(service, replica, Server(f"{service}-{replica}", argv, log, env))
         component.server.start()
         self.components = [c for c in self.components if c.name != component.name] + [component]
         return component
@@ -522,15 +503,31 @@ class Production(Airflow):
         offset = component.server.log.stat().st_size if component.server.log.exists() else 0
         since = self._query("SELECT max(id) FROM job")[0][0] or 0
         again = self._start_component(component.service, component.replica)
-        log = again.server.log
-        if again.service == "airflow-worker":
-            ready = lambda: b" ready." in log.read_bytes()[offset:]  # noqa: E731
-        elif again.service == "airflow-triggerer":
-            ready = lambda: self.job_alive("TriggererJob", after_id=since)  # noqa: E731
-        else:
-            raise NotImplementedError(f"no readiness check for {again.service} restarts")
-        _wait(f"{again.name} started again", ready, timeout, log)
+        wait_until(
+            f"{again.name} started again", self._ready(again, offset, since), timeout, log=again.server.log
+        )
         return again
+
+    def _ready(self, component: Component, log_offset: int = 0, after_job: int = 0) -> Callable[[], bool]:
+        """The health check of a component (the compose file's ``healthcheck``, read directly): the
+        api-server's ``/api/v2/version``, the scheduler's ``/health``, a heartbeating job of the
+        dag-processor or triggerer (what ``airflow jobs check`` reads), a worker's "ready" line
+        (what ``celery inspect ping`` would answer).
+
+        :param component: the component.
+        :param log_offset: for a worker started again, where its new output begins in its log.
+        :param after_job: for a job started again, the newest job id before it.
+        """
+        jobs = {"airflow-dag-processor": "DagProcessorJob", "airflow-triggerer": "TriggererJob"}
+        if component.service == "airflow-apiserver":
+            return self._api_up
+        if component.service == "airflow-scheduler":
+            return lambda: self._healthy(component)
+        if component.service in jobs:
+            return lambda: self.job_alive(jobs[component.service], after_id=after_job)
+        if component.service == "airflow-worker":
+            return lambda: b" ready." in component.server.log.read_bytes()[log_offset:]
+        raise NotImplementedError(f"no health check for {component.service}")
 
     def component(self, service: str, replica: int = 1) -> Component:
         return next(c for c in self.components if (c.service, c.replica) == (service, replica))
@@ -631,17 +628,6 @@ class Production(Airflow):
             self._token = self.token()
         return super()._api(method, path, body)
 
-    def cli(self, *args: str, timeout: float = 180) -> str:
-        """An ``airflow`` CLI command, in the scheduler's environment (as ``docker compose exec``)."""
-        proc = subprocess.run(
-            ["airflow", *args], capture_output=True, text=True, env=self.env, timeout=timeout, check=False
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(
-                f"airflow {' '.join(args[:2])} failed: {proc.stdout[-1500:]}{proc.stderr[-1500:]}"
-            )
-        return proc.stdout
-
     def executed(self, run_id: str) -> dict[str, set[tuple[str, int, int]]]:
         """What each worker executed of a run: ``(task_id, map_index, attempt)`` of every workload its
         log says it ran (a deferred task resumed is a second workload of the same attempt).
@@ -687,12 +673,6 @@ def _as_text(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
     return value
-
-
-def _env_file(path: Path) -> dict[str, str]:
-    from tests.support.sandbox import parse_env_file
-
-    return parse_env_file(path)
 
 
 @contextlib.contextmanager

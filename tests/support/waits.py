@@ -1,4 +1,5 @@
-"""Short waits between the client libraries' own retries, and between the triggers' polls.
+"""Short waits between the client libraries' own retries, and between the triggers' polls; and the
+tests' own wait for a state (:func:`wait_until`).
 
 A fault test counts attempts and checks outcomes, never how long a back-off lasted: the same
 retries happen, with shorter sleeps between them. Without this, each injected S3 503 costs botocore's
@@ -11,6 +12,9 @@ same, the wait only ends closer to the moment the state is reached.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -54,3 +58,25 @@ def shorten_poll_intervals(patch: pytest.MonkeyPatch, seconds: float = POLL_SECO
         original(self, *args, poll_interval=min(poll_interval, seconds), **kwargs)
 
     patch.setattr(KubernetesPollingTrigger, "__init__", init)
+
+
+def wait_until(
+    what: str, check: Callable[[], Any], timeout: float, every: float = 0.25, log: Path | None = None
+) -> Any:
+    """Poll ``check`` until it returns something truthy, and return that; a ``TimeoutError`` naming
+    ``what`` (and the tail of ``log``, the process that should have got there) after ``timeout`` s.
+
+    :param what: what is waited for, as the error says it.
+    :param check: the probe.
+    :param timeout: seconds.
+    :param every: seconds between probes.
+    :param log: a log file whose end the error quotes.
+    """
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            tail = log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""
+            ending = f"; {log.name} ends with:\n{tail}" if tail else ""
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}{ending}")
+        time.sleep(every)
+    return value
