@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import pytest
 import yaml
 
 from tests.support.deploy_files import (
+    compose_command,
     compose_env_file,
     compose_mounts,
     compose_service_env,
@@ -80,6 +83,46 @@ def test_the_pool_the_backup_dag_uses_is_created_at_init(compose: dict[str, Any]
     init = " ".join(compose["services"]["airflow-init"]["command"])
     assert "airflow db migrate" in init
     assert "airflow pools set hcp_etcd_backup" in init
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving files to another user needs root, as airflow-init has")
+def test_init_gives_the_config_and_logs_to_the_user_the_containers_run_as(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    """airflow-init runs as root; the others as ``AIRFLOW_UID``. Airflow writes airflow.cfg 0600 (its
+    configuration.py, ``make_group_other_inaccessible``), so unless init gives it to that user no other
+    container reads its shared JWT secret, and a root-owned ./logs takes their logs. The command runs as
+    written in bash, as root, with an ``airflow`` that writes the file as Airflow does (the real one
+    runs in ``make test-prod``)."""
+    init = compose["services"]["airflow-init"]
+    assert init["user"] == "0:0" and compose["x-airflow-common"]["user"] == "${AIRFLOW_UID:-50000}:0"
+    fake = tmp_path / "bin" / "airflow"
+    fake.parent.mkdir()
+    fake.write_text(
+        f"#!{sys.executable}\n"
+        "import os, sys\n"
+        "if sys.argv[1:3] == ['config', 'list']:\n"
+        "    path = os.environ['AIRFLOW_CONFIG']\n"
+        "    open(path, 'a').close()\n"
+        "    os.chmod(path, 0o600)\n"
+        "    open(path, 'w').write('[api_auth]\\njwt_secret = generated\\n')\n"
+    )
+    fake.chmod(0o755)
+    home = tmp_path / "opt-airflow"  # the container's /opt/airflow, its mounts made by Docker as root
+    for mount in ("config", "logs"):
+        (home / mount).mkdir(parents=True)
+    env = {
+        **os.environ,
+        "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}",
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW_CONFIG": str(home / "config" / "airflow.cfg"),
+    }
+    command = compose_command(init, {"AIRFLOW_UID": "54321"})
+    result = subprocess.run([init["entrypoint"], *command], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    for path in (home / "config" / "airflow.cfg", home / "config", home / "logs"):
+        owner = (path.stat().st_uid, path.stat().st_gid)
+        assert owner == (54321, 0), f"{path.name} belongs to {owner}, not to the containers' user"
 
 
 def test_no_credentials_in_the_compose_file(compose: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ and in every log.
 from __future__ import annotations
 
 import json
+import stat
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +26,7 @@ from hcp_etcd.naming import API_SERVER_DEPLOYMENTS, ClusterRef, asset_name
 from hcp_etcd.restore.report import drill_asset_name
 from tests.support.harness import Harness
 from tests.support.production import FLEET as CLUSTERS
-from tests.support.production import Component, Production, missing_packages
+from tests.support.production import SHELL, Component, Production, missing_packages
 from tests.support.sandbox import Sandbox
 from tests.support.sandbox_objects import HS, copy_backup, delete_cluster, drill_report, kube, render
 from tests.support.waits import wait_until
@@ -341,3 +342,14 @@ def test_no_key_or_signature_in_postgres_or_any_log(prod: Production, harness: H
     assert len(needles) >= 7 * len(CLUSTERS) + 2, sorted(needles)
     hits = [f"{n} in {h}" for h, text in haystacks.items() for n, needle in needles.items() if needle in text]
     assert not hits, hits
+
+
+def test_the_shared_airflow_cfg_is_the_containers_user_s_alone(prod: Production) -> None:
+    """The airflow.cfg airflow-init wrote, which every component read (they shared its JWT secret:
+    they ran tasks), holds that secret, belongs to the user the containers run as and is readable by
+    no one else."""
+    cfg = prod.home / "host" / "config" / "airflow.cfg"
+    assert "jwt_secret = " in cfg.read_text(), "the shared airflow.cfg holds no generated JWT secret"
+    info = cfg.stat()
+    assert info.st_uid == int(SHELL["AIRFLOW_UID"]), (info.st_uid, SHELL)
+    assert not stat.S_IMODE(info.st_mode) & 0o077, f"{cfg.name} is {oct(stat.S_IMODE(info.st_mode))}"

@@ -84,8 +84,9 @@ TEST_SETTINGS = {
     # component, Postgres and the sandbox, an answer can take longer (as in bench/airflow_run.py).
     "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
 }
-# The environment `docker compose` is run in (what its ${...} read): nothing of the tests'.
-SHELL: dict[str, str] = {}
+# The environment `docker compose` is run in (what its ${...} read): the `.env` the README has a user
+# write (AIRFLOW_UID, their own user id, whom airflow-init gives ./config and ./logs), nothing else.
+SHELL: dict[str, str] = {"AIRFLOW_UID": str(os.getuid())}
 # What the tests put in airflow.env beside the sandbox's connections, as a user's airflow.env would.
 ENV_FILE = {
     # Manual and backfilled runs only: the backup DAGs' schedules have no fire time before 2028. The
