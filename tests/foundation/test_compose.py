@@ -91,7 +91,7 @@ def test_init_gives_the_config_and_logs_to_the_user_the_containers_run_as(
 ) -> None:
     """airflow-init runs as root; the others as ``AIRFLOW_UID``. Airflow writes airflow.cfg 0600 (its
     configuration.py, ``make_group_other_inaccessible``), so unless init gives it to that user no other
-    container reads its shared JWT secret, and a root-owned ./logs takes their logs. The command runs as
+    container reads its shared JWT secret, and a root-owned ./logs refuses their logs. The command runs as
     written in bash, as root, with an ``airflow`` that writes the file as Airflow does (the real one
     runs in ``make test-prod``)."""
     init = compose["services"]["airflow-init"]

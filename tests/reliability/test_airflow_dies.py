@@ -17,7 +17,7 @@ import datetime
 import os
 import signal
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from hcp_etcd.naming import (
 from hcp_sandbox import render
 from tests.support.airflow import MetadataDb
 from tests.support.harness import Harness
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -66,14 +67,6 @@ def _replicas(harness: Harness) -> set[int]:
 def _conditions(harness: Harness) -> dict[str, str]:
     hc = harness.k8s.get_hosted_cluster(REF)
     return {c["type"]: c["status"] for c in hc.get("status", {}).get("conditions", [])}
-
-
-def _wait(predicate: Callable[[], bool], timeout: float, what: str, every: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
 
 
 @dataclass(frozen=True)
@@ -190,7 +183,7 @@ def dies_cluster(harness: Harness) -> Iterator[ClusterRef]:
                     plural = "hostedclusters" if obj["kind"] == "HostedCluster" else "nodepools"
                     custom.delete_namespaced_custom_object(GROUP, VERSION, "clusters", plural, name)
         namespaces = lambda: [n.metadata.name for n in core.list_namespace().items]  # noqa: E731
-        _wait(lambda: REF.control_plane_namespace not in namespaces(), 60, f"{REF} torn down")
+        wait_until(f"{REF} torn down", lambda: REF.control_plane_namespace not in namespaces(), 60)
         api.close()
 
 
@@ -225,9 +218,9 @@ def test_every_airflow_process_dies_after_quiesce_deadline_gives_cluster_back(
         # kill lands between quiesce and snapshot every time, not when a poll happens to see it.
         # Quiesce takes a second or more (it waits for the API-server pods to go); a 0.05 s poll of the
         # DB pauses the DAG well within it. Lost anyway, the snapshot check above fails the test.
-        _wait(lambda: quiesce_in("queued", "running", "success"), 300, "quiesce queued", every=0.05)
+        wait_until("quiesce queued", lambda: quiesce_in("queued", "running", "success"), 300, every=0.05)
         af.set_paused(DAG, True)
-        _wait(lambda: quiesce_in("success"), 180, "quiesce to succeed")
+        wait_until("quiesce to succeed", lambda: quiesce_in("success"), 180)
         assert _replicas(harness) == {0}, "quiesced: API servers at 0"
         states = af.task_states(DAG, run_id)
         assert states.get(snapshot) in (None, "scheduled"), states
@@ -255,7 +248,7 @@ def test_every_airflow_process_dies_after_quiesce_deadline_gives_cluster_back(
 
         answer = harness.post_fault({"kind": "clock", "ahead_seconds": AHEAD_SECONDS})
         assert answer["ahead_seconds"] == AHEAD_SECONDS
-        _wait(lambda: _replicas(harness) == {1}, 120, "API servers back past the deadline")
+        wait_until("API servers back past the deadline", lambda: _replicas(harness) == {1}, 120)
         assert harness.wait_available(DIES).ok, f"{REF} not Available again"
         assert _conditions(harness).get("ReconciliationActive") == "True"
 

@@ -61,7 +61,12 @@ def shorten_poll_intervals(patch: pytest.MonkeyPatch, seconds: float = POLL_SECO
 
 
 def wait_until(
-    what: str, check: Callable[[], Any], timeout: float, every: float = 0.25, log: Path | None = None
+    what: str,
+    check: Callable[[], Any],
+    timeout: float,
+    every: float = 0.25,
+    log: Path | None = None,
+    detail: Callable[[], str] | None = None,
 ) -> Any:
     """Poll ``check`` until it returns something truthy, and return that; a ``TimeoutError`` naming
     ``what`` (and the tail of ``log``, the process that should have got there) after ``timeout`` s.
@@ -71,12 +76,15 @@ def wait_until(
     :param timeout: seconds.
     :param every: seconds between probes.
     :param log: a log file whose end the error quotes.
+    :param detail: what the error adds of the state the wait ended in (asked only on a timeout).
     """
     deadline = time.monotonic() + timeout
     while not (value := check()):
         if time.monotonic() > deadline:
             tail = log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""
             ending = f"; {log.name} ends with:\n{tail}" if tail else ""
+            if detail is not None:
+                ending += f"; {detail()}"
             raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}{ending}")
         time.sleep(every)
     return value

@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -32,6 +31,7 @@ from ui_fixtures import airflow_env, make_manifest, migrate
 
 from hcp_etcd.naming import ClusterRef, format_backup_ts, manifest_key, rfc3339, snapshot_key
 from hcp_etcd.restore.report import build_drill_report, drill_report_key
+from tests.support.waits import wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -47,16 +47,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _wait(what: str, check: Any, timeout: float, detail: Any = lambda: "") -> Any:
-    """Poll ``check`` until it returns something truthy; fail saying what never happened."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.25)
-    pytest.fail(f"{what} (waited {timeout:.0f} s): {detail()}")
 
 
 @dataclass
@@ -134,7 +124,7 @@ def api_server(sandbox_backups, tmp_path, metadata_db) -> Iterator[ApiServer]:
             return False
 
     try:
-        _wait("the api-server never answered", up, START_TIMEOUT, lambda: log.read_text()[-3000:])
+        wait_until("the api-server to answer", up, START_TIMEOUT, log=log)
         yield ApiServer(url, json.loads(passwords.read_text())[USER], log)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -152,8 +142,8 @@ class Browser:
         self.proc = subprocess.Popen(chromium_command(tmp_path, "--remote-debugging-port=0", "about:blank"),
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
         port_file = tmp_path / "profile" / "DevToolsActivePort"
-        port = _wait(
-            "chromium opened no DevTools port", lambda: port_file.exists() and port_file.read_text(), 60
+        port = wait_until(
+            "chromium's DevTools port", lambda: port_file.exists() and port_file.read_text(), 60
         )
         tabs_url = f"http://127.0.0.1:{port.splitlines()[0]}/json/list"
 
@@ -162,7 +152,7 @@ class Browser:
                 pages = [t for t in json.load(answer) if t["type"] == "page"]
             return pages[0]["webSocketDebuggerUrl"] if pages else None
 
-        self.ws = websocket.create_connection(_wait("chromium has no tab", tab, 60), timeout=60,
+        self.ws = websocket.create_connection(wait_until("a chromium tab", tab, 60), timeout=60,
                                               suppress_origin=True)  # fmt: skip
         self.ids = 0
 
@@ -183,7 +173,9 @@ class Browser:
         self.call("Page.navigate", url=url)
 
     def wait_for(self, what: str, expression: str, timeout: float = 60) -> Any:
-        return _wait(what, lambda: self.eval(expression), timeout, lambda: self.eval("location.href"))
+        return wait_until(
+            what, lambda: self.eval(expression), timeout, detail=lambda: f"at {self.eval('location.href')}"
+        )
 
     def type_into(self, selector: str, text: str) -> None:
         """Focus the field and type, as a keyboard does (the form's own handlers see the input)."""
@@ -223,24 +215,24 @@ def test_anonymous_is_refused_then_the_login_opens_the_page(api_server, browser)
     login_form = (
         "location.pathname.startsWith('/auth/login') && !!document.querySelector('input[name=password]')"
     )
-    browser.wait_for("the UI did not send an anonymous visitor to the login form", login_form)
+    browser.wait_for("the UI to send an anonymous visitor to the login form", login_form)
     assert "etcd backups of hosted clusters" not in browser.eval("document.body.innerText")
 
     # Sign in as a user does: type the username and the generated password, press "Sign in".
     browser.type_into("input[name=username]", USER)
     browser.type_into("input[name=password]", api_server.password)
     browser.wait_for(
-        "the Sign in button stayed disabled", "!document.querySelector('button[type=submit]').disabled"
+        "the Sign in button to be enabled", "!document.querySelector('button[type=submit]').disabled"
     )
     browser.eval("document.querySelector('button[type=submit]').click()")
     browser.wait_for(
-        "signing in did not leave the login form", "!location.pathname.startsWith('/auth/login')"
+        "signing in to leave the login form", "!location.pathname.startsWith('/auth/login')"
     )
 
     # The same browser session opens the page: the login's cookie is what lets it in.
     browser.open(page)
     rows = browser.wait_for(
-        "the page did not render its rows",
+        "the page to render its rows",
         "Array.from(document.querySelectorAll('tr[data-cluster]'),"
         " r => [r.dataset.cluster, r.dataset.state])",
     )
