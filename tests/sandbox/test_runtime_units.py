@@ -22,7 +22,7 @@ from hcp_sandbox.controllers.cluster import (
     member_count,
     merge_conditions,
 )
-from hcp_sandbox.controllers.manager import ControlPlane
+from hcp_sandbox.controllers.manager import IDLE_TICK, ControlPlane
 from hcp_sandbox.controllers.pausereconcile import is_paused
 from hcp_sandbox.errors import ApiError
 from hcp_sandbox.faults import S3FaultMiddleware, add_s3_fault, take_s3_fault
@@ -341,3 +341,19 @@ def test_stop_processes_also_stops_children_no_file_records(tmp_path: Path) -> N
         for proc in (child, bystander):
             proc.kill()
             proc.wait()
+
+
+def test_the_controllers_wake_for_the_next_pod_timer_else_at_the_idle_tick(tmp_path: Path) -> None:
+    """A pod's readiness or removal delay is met when it falls due, not at the next tick; a timer that
+    already fired (a Ready pod keeps its ready-at) does not keep the loop spinning."""
+    store = Store()
+    seed_hosted_cluster(store, "tt", replicas=3)
+    control = ControlPlane(store, SandboxPaths.of(tmp_path), (b"", b""))
+    rt = ClusterRuntime("clusters", "tt", 3, phase="running")
+    control.clusters[("clusters", "tt")] = rt
+    now = 1000.0
+    assert control.next_wake(now) == IDLE_TICK, "nothing due: the idle tick"
+    rt.timers.update({"kas-a": now - 5.0, "kas-b": now + 0.2, "kas-c": now + 0.7})
+    assert control.next_wake(now) == pytest.approx(0.2), "the earliest timer still ahead"
+    assert control.next_wake(now + 0.5) == pytest.approx(0.2), "then the next one"
+    assert control.next_wake(now + 0.8) == IDLE_TICK, "all fired: the idle tick again"
