@@ -38,6 +38,7 @@ $(STAMP): $(BIN)/python requirements.txt requirements-dev.txt constraints.txt
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # The whole suite: five pytest sessions side by side (tests/support/suites.py), outputs in order.
 test: lint

@@ -357,9 +357,7 @@ class EtcdClient:
         """Every key under ``prefix`` with its value, in key order."""
         start = prefix.encode()
         end = start[:-1] + bytes([start[-1] + 1])
-        answer = await self._post(
-            url, "/v3/kv/range", {"key": _b64(start), "range_end": _b64(end)}, timeout
-        )
+        answer = await self._post(url, "/v3/kv/range", {"key": _b64(start), "range_end": _b64(end)}, timeout)
         return [
             (base64.b64decode(kv["key"]).decode(), base64.b64decode(kv.get("value", "")))
             for kv in answer.get("kvs") or []

@@ -189,5 +189,3 @@ def seed_hosted_cluster(store: Store, name: str = "x", namespace: str = "cluster
             },
         )
     return cp
-
-

@@ -225,9 +225,7 @@ def test_anonymous_is_refused_then_the_login_opens_the_page(api_server, browser)
         "the Sign in button to be enabled", "!document.querySelector('button[type=submit]').disabled"
     )
     browser.eval("document.querySelector('button[type=submit]').click()")
-    browser.wait_for(
-        "signing in to leave the login form", "!location.pathname.startsWith('/auth/login')"
-    )
+    browser.wait_for("signing in to leave the login form", "!location.pathname.startsWith('/auth/login')")
 
     # The same browser session opens the page: the login's cookie is what lets it in.
     browser.open(page)
