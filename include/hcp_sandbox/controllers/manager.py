@@ -106,6 +106,12 @@ class ControlPlane:
         (store events, etcd health, faults); what changes with time alone (``pausedUntil`` passing,
         etcd-init's back-off) is seconds-grained, which the tick covers. A fixed short tick cost each
         idle sandbox a few percent of a core in deep copies of the store.
+
+        Upstream, a HostedCluster paused until a time requeues itself for that moment
+        (hypershift-operator/controllers/hostedcluster/hostedcluster_controller.go:
+        ``ctrl.Result{RequeueAfter: duration}``, the duration from support/util/pausereconcile.go's
+        ``ProcessPausedUntilField``); here it is reconciled at most :data:`IDLE_TICK` after it. The pod
+        delays are the kubelet's and the ReplicaSet controller's, not HyperShift's code.
         """
         # A timer stays behind once it fired (a Ready pod keeps its ready-at): only later ones count.
         due = [at for rt in self.clusters.values() for at in rt.timers.values() if at > now]
