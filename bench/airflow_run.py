@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -227,6 +228,29 @@ class Airflow:
         )
         return {f"{t[0]}[{t[1]}]": t[2] for t in rows}
 
+    def why(self, dag_id: str, run_id: str, task_ids: Iterable[str], chars: int = 2500) -> str:
+        """What the logs say about some tasks of a run, for an error message: the end of each try's
+        task log and the lines of standalone's log (scheduler, executor) that name the task. A test
+        machine's Airflow home is gone once its run ended, so an error must carry this itself.
+
+        :param dag_id: the DAG.
+        :param run_id: the run.
+        :param task_ids: ``task_id`` or ``task_id[map_index]`` keys of :meth:`task_states`.
+        :param chars: the most each log contributes.
+        """
+        parts = []
+        for key in task_ids:
+            task_id = key.split("[", 1)[0]
+            folder = self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+            for path in sorted(folder.rglob("*.log")) if folder.exists() else []:
+                text = path.read_text(errors="replace")[-chars:]
+                parts.append(f"--- {path.relative_to(self.home / 'logs')} (end):\n{text}")
+            standalone = self.home / "standalone.log"
+            if standalone.exists():
+                lines = [ln for ln in standalone.read_text(errors="replace").splitlines() if task_id in ln]
+                parts.append(f"--- standalone.log, lines naming {task_id}:\n" + "\n".join(lines)[-chars:])
+        return "\n".join(parts) or "(no log found)"
+
     def trigger(self, dag_id: str, conf: dict[str, Any], run_id: str) -> str:
         """Trigger a run of ``dag_id`` now with ``conf`` through the REST API.
 
@@ -282,6 +306,9 @@ class Airflow:
         result = self.wait(dag_id, run_id, timeout)
         if result["state"] != "success":
             failed = [k for k, t in result["tasks"].items() if t["state"] not in ("success", "skipped")]
-            raise RuntimeError(f"{dag_id} {run_id} {result['state']}: {failed}; logs in {self.home}/logs")
+            raise RuntimeError(
+                f"{dag_id} {run_id} {result['state']}: {failed}; logs in {self.home}/logs\n"
+                + self.why(dag_id, run_id, failed)
+            )
         log(f"{dag_id} {run_id} done in {result['seconds']:.1f}s")
         return result

@@ -17,6 +17,7 @@ import datetime
 import os
 import signal
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,10 +207,16 @@ def test_every_airflow_process_dies_after_quiesce_deadline_gives_cluster_back(
         conf = {"hosted_clusters": [str(REF)], "mode": "quiesced", "pause_deadline_minutes": 10}
         af.trigger(DAG, conf, run_id)
 
+        retried: set[str] = set()
+
         def quiesce_in(*wanted: str) -> bool:
             states = af.task_states(DAG, run_id)
-            failed = {t: v for t, v in states.items() if v in ("failed", "up_for_retry", "upstream_failed")}
-            assert not failed, f"the run failed before the kill: {states}; logs in {af.home / 'logs'}"
+            failed = {t: v for t, v in states.items() if v in ("failed", "upstream_failed")}
+            assert not failed, f"the run failed before the kill: {states}\n{af.why(DAG, run_id, failed)}"
+            # A try that ended in a transient error is what retries are for, and not what this test is
+            # about (a loaded machine once had resolve_clusters' first try fail): the run goes on, and
+            # the test reports the try's log below.
+            retried.update(t for t, v in states.items() if v == "up_for_retry")
             assert states.get(snapshot) in (None, "scheduled"), f"the run went past quiesce: {states}"
             return states.get(quiesce) in wanted
 
@@ -224,6 +231,10 @@ def test_every_airflow_process_dies_after_quiesce_deadline_gives_cluster_back(
         assert _replicas(harness) == {0}, "quiesced: API servers at 0"
         states = af.task_states(DAG, run_id)
         assert states.get(snapshot) in (None, "scheduled"), states
+        if retried:
+            warnings.warn(
+                f"retried before the kill: {sorted(retried)}\n{af.why(DAG, run_id, retried)}", stacklevel=1
+            )
 
         before, outside = kill_everything(af)
         seen = " ".join(p.cmdline for p in before.values())

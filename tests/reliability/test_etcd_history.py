@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,26 +41,37 @@ def wait_for(what: str, predicate: Callable[[], bool], timeout: float = 60) -> N
 def test_quiesced_backup_passes_while_leases_are_revoked_between_member_snapshots(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An Event written just before the API servers stopped expires between the members' snapshots,
-    and the restarted kube-apiserver compacts etcd past the revision they share before verify runs:
-    the members were compared while the API servers were stopped, so verify still passes."""
+    """An Event's lease ends between the members' snapshots, and the restarted kube-apiserver
+    compacts etcd past the revision they share before verify runs: the members were compared while
+    the API servers were stopped, so verify still passes."""
     before = harness.objects(HA)
     event = "/kubernetes.io/events/openshift-kube-apiserver/last-words"
     exec_in_pod = SnapshotMembersOperator.exec_in_pod
 
-    def event_under_a_lease() -> None:
-        # What kube-apiserver does for every Event (--event-ttl): the key is bound to an etcd lease.
-        lease = etcdctl(harness, HA_NS, "etcd-0", "lease", "grant", "3").stdout.split()[1]
-        etcdctl(harness, HA_NS, "etcd-0", "put", f"--lease={lease}", event, "{}")
+    leases: list[str] = []
+    revoked = threading.Event()  # the members' snapshots run in threads of one task
 
-    def etcd_1_after_the_revocation(op: Any, ns: str, pod: str, command: list[str], **kw: Any) -> Any:
-        # Only the timing is steered: etcd-1's snapshot starts once etcd revoked the lease by itself
-        # (every API server is at 0 here), so its revision is past the other members'.
-        if pod == "etcd-1" and "snapshot save" in " ".join(command):
-            wait_for(
-                "the Event's lease revoked", lambda: not etcdctl(harness, HA_NS, pod, "get", event).stdout
-            )
-        return exec_in_pod(op, ns, pod, command, **kw)
+    def steered(op: Any, ns: str, pod: str, command: list[str], **kw: Any) -> Any:
+        # Only the timing is steered, so that it holds however slow the machine is (a 3 s lease
+        # granted before the task once expired before etcd-0's snapshot, under a loaded CI):
+        # - just before etcd-0's snapshot, an Event under a lease, as kube-apiserver writes every
+        #   Event (--event-ttl), so etcd-0's snapshot holds it;
+        # - once that snapshot is taken, the lease ends: `lease revoke` is the request etcd's leader
+        #   makes itself when a lease's TTL runs out (lessor.go's expiry loop), the one revision that
+        #   moves while every API server is at 0; the TTL is long so that only this ends it;
+        # - etcd-1's snapshot starts after the revocation, so its revision is past etcd-0's.
+        saving = "snapshot save" in " ".join(command)
+        if saving and pod == "etcd-0" and not leases:
+            leases.append(etcdctl(harness, HA_NS, pod, "lease", "grant", "600").stdout.split()[1])
+            etcdctl(harness, HA_NS, pod, "put", f"--lease={leases[0]}", event, "{}")
+        if saving and pod == "etcd-1":
+            assert revoked.wait(600), "etcd-0's snapshot never ended"
+            assert not etcdctl(harness, HA_NS, pod, "get", event).stdout, "the Event outlived its lease"
+        result = exec_in_pod(op, ns, pod, command, **kw)
+        if saving and pod == "etcd-0":
+            etcdctl(harness, HA_NS, pod, "lease", "revoke", leases[0], check=False)  # again on a retry
+            revoked.set()
+        return result
 
     def compacted_revision() -> int:
         out = etcdctl(harness, HA_NS, "etcd-0", "endpoint", "hashkv", "-w", "json").stdout
@@ -73,9 +85,9 @@ def test_quiesced_backup_passes_while_leases_are_revoked_between_member_snapshot
             lambda: compacted_revision() >= common,
         )
 
-    monkeypatch.setattr(SnapshotMembersOperator, "exec_in_pod", etcd_1_after_the_revocation)
+    monkeypatch.setattr(SnapshotMembersOperator, "exec_in_pod", steered)
     run_id = harness.new_run_id(HA)
-    inject = {"snapshot": event_under_a_lease, "verify": compacted_past_the_common_revision}
+    inject = {"verify": compacted_past_the_common_revision}
     trace = harness.backup(HA, inject, run_id=run_id)
     assert trace.succeeded, trace.errors()
     revisions = {m["pod"]: m["revision"] for m in trace.tasks["verify"].result["members"]}
