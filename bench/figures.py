@@ -584,7 +584,7 @@ minimal()
 # The first pair is a warm-up (it writes the bytecode later forks read) and is not reported.
 PARSE_PROBE = r"""
 import gc, importlib.util, json, os, sys, time
-import airflow.sdk  # what the dag-processor has loaded before it parses a file
+import airflow.dag_processing.manager, airflow.sdk  # what the dag-processor has loaded before it forks
 minimal_path, dag_path, reps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 def load_in_fork(path, name):
     read, write = os.pipe()

@@ -12,6 +12,8 @@ must put them back (unpause, restart members, clear faults they did not consume)
 ``make_sandbox`` (function scope) is a factory for a test that needs a sandbox of its own:
 ``make_sandbox("--cluster", "x:1")`` starts one in a fresh directory, stopped after the test.
 
+Every boto3 session of a test process shares what botocore parsed (``tests.support.botocore_models``).
+
 ``metadata_db`` (session scope): one ``airflow db migrate`` per session (or one for all the sessions
 of ``make test``), copied into each Airflow home (``tests.support.airflow``).
 """
@@ -23,7 +25,13 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.support.airflow import MetadataDb, session_metadata_db
+from tests.support.botocore_models import share_loaded_models
 from tests.support.sandbox import UP_ARGS, Sandbox, start_sandbox
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The tasks this process runs itself parse the AWS models once (tests.support.botocore_models)."""
+    share_loaded_models()
 
 
 @pytest.fixture(scope="session")
