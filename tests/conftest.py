@@ -12,7 +12,7 @@ must put them back (unpause, restart members, clear faults they did not consume)
 ``make_sandbox`` (function scope) is a factory for a test that needs a sandbox of its own:
 ``make_sandbox("--cluster", "x:1")`` starts one in a fresh directory, stopped after the test.
 
-Every boto3 session of a test process shares what botocore parsed (``tests.support.botocore_models``).
+Every test process parses the AWS models and checks each Param schema once (``tests.support.library_caches``).
 
 ``metadata_db`` (session scope): one ``airflow db migrate`` per session (or one for all the sessions
 of ``make test``), copied into each Airflow home (``tests.support.airflow``).
@@ -24,14 +24,14 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.support import library_caches
 from tests.support.airflow import MetadataDb, session_metadata_db
-from tests.support.botocore_models import share_loaded_models
 from tests.support.sandbox import UP_ARGS, Sandbox, start_sandbox
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """The tasks this process runs itself parse the AWS models once (tests.support.botocore_models)."""
-    share_loaded_models()
+    """The tasks this process runs itself do the libraries' pure work once (tests.support.library_caches)."""
+    library_caches.install()
 
 
 @pytest.fixture(scope="session")

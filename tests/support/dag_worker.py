@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.botocore_models import share_loaded_models
+from tests.support import library_caches
 from tests.support.waits import shorten_retry_waits
 
 RESULT = "@@RESULT@@"
@@ -48,8 +48,8 @@ PRELOAD = [
 
 
 def warm_up() -> None:
-    """Import :data:`PRELOAD`, load the AWS models once (:mod:`tests.support.botocore_models`) and
-    initialise the in-process Execution API app that ``dag.test()`` uses.
+    """Import :data:`PRELOAD`, install :mod:`tests.support.library_caches` (the forks inherit the
+    parsed AWS models) and initialise the in-process Execution API app that ``dag.test()`` uses.
 
     The app builds its routes and middleware on its first request (about 3 s): one request here,
     on an event loop of its own that is closed again, so no thread is left before the forks. No DB
@@ -57,7 +57,7 @@ def warm_up() -> None:
     """
     for module in PRELOAD:
         importlib.import_module(module)
-    share_loaded_models()
+    library_caches.install()
     from airflow import settings
     from airflow.sdk.execution_time.supervisor import in_process_api_server
 

@@ -36,7 +36,7 @@ PRELOAD = [
     "hcp_etcd.operators.publish",
     "hcp_etcd.operators.restore",
     "hcp_etcd.operators.transfer",
-    "tests.support.botocore_models:share_loaded_models",
+    "tests.support.library_caches:install",
 ]
 
 
