@@ -85,7 +85,7 @@ def backup_params(mode: str) -> dict[str, Param]:
         "label_selector": params.label_selector(
             "", "Label selector for HostedClusters when hosted_clusters is empty (empty: all)."
         ),
-        "mode": Param(
+        "mode": params.param(
             mode,
             type="string",
             enum=["quiesced", "online"],
@@ -93,18 +93,18 @@ def backup_params(mode: str) -> dict[str, Param]:
             "procedure). online: no pause, no downtime.",
         ),
         **params.storage("Key prefix of the escrowed etcd encryption keys (give it its own permissions)."),
-        "key_bucket": Param(
+        "key_bucket": params.param(
             None,
             type=["null", "string"],
             description="Separate bucket for encryption keys (empty: the backup bucket).",
         ),
-        "kms_key_id": Param(
+        "kms_key_id": params.param(
             None,
             type=["null", "string"],
             maxLength=2048,
             description="KMS key for SSE-KMS; empty uses SSE-S3 (AES256).",
         ),
-        "upload_method": Param(
+        "upload_method": params.param(
             transfer.DEFAULT_METHOD,
             type="string",
             enum=list(transfer.METHODS),
@@ -112,7 +112,7 @@ def backup_params(mode: str) -> dict[str, Param]:
             "falls back to stream when the pod has no curl or no egress to S3, or over 5 GiB). stream: the "
             "snapshot flows pod -> worker -> S3 through the exec stream (no URL in the pod).",
         ),
-        "pause_deadline_minutes": Param(
+        "pause_deadline_minutes": params.param(
             60,
             type="integer",
             minimum=10,
@@ -120,10 +120,10 @@ def backup_params(mode: str) -> dict[str, Param]:
             description="Dead-man's switch: pausedUntil = now + this; HyperShift resumes by itself then. "
             "Also the expiry of the backup lock.",
         ),
-        "keep_last": Param(
+        "keep_last": params.param(
             7, type="integer", minimum=1, maximum=1000, description="Keep the newest N backups."
         ),
-        "keep_hourly": Param(
+        "keep_hourly": params.param(
             24,
             type="integer",
             minimum=0,
@@ -131,19 +131,19 @@ def backup_params(mode: str) -> dict[str, Param]:
             description="Keep the newest backup of each hour of the N hours up to the newest backup "
             "(the online backups' fine-grained history), on top of the daily, weekly and monthly ones.",
         ),
-        "keep_daily": Param(
+        "keep_daily": params.param(
             7, type="integer", minimum=0, maximum=1000, description="Keep one per day, N days."
         ),
-        "keep_weekly": Param(
+        "keep_weekly": params.param(
             4, type="integer", minimum=0, maximum=520, description="Keep one per ISO week, N weeks."
         ),
-        "keep_monthly": Param(
+        "keep_monthly": params.param(
             6, type="integer", minimum=0, maximum=240, description="Keep one per month, N months."
         ),
-        "dry_run": Param(
+        "dry_run": params.param(
             False, type="boolean", description="Preflight only; retention lists, deletes nothing."
         ),
-        "bypass_governance_retention": Param(
+        "bypass_governance_retention": params.param(
             False,
             type="boolean",
             description="Retention may delete backups under S3 Object Lock in GOVERNANCE mode (needs "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from airflow.sdk import Param, chain, dag
+from airflow.sdk import chain, dag
 
 from hcp_etcd import params
 from hcp_etcd.naming import DNS1123_LABEL_RE, DNS1123_SUBDOMAIN_RE
@@ -69,7 +69,7 @@ Nothing is created before steps 1-4 and the checks of step 5 pass. Docs: `docs/R
 """
 
 PARAMS = {
-    "source": Param(
+    "source": params.param(
         "",
         type="string",
         pattern=SOURCE_PATTERN,
@@ -77,28 +77,28 @@ PARAMS = {
         description="What to restore: s3://BUCKET/…/manifest.json, or namespace/name for the newest complete "
         "backup of that cluster.",
     ),
-    "at_or_before": Param(
+    "at_or_before": params.param(
         None,
         type=["null", "string"],
         format="date-time",
         description="With source=namespace/name: take the newest backup at or before this RFC3339 time "
         "(empty: now).",
     ),
-    "target_namespace": Param(
+    "target_namespace": params.param(
         "clusters",
         type="string",
         pattern=DNS1123_LABEL_RE.pattern,
         maxLength=63,
         description="Namespace of the new HostedCluster.",
     ),
-    "target_name": Param(
+    "target_name": params.param(
         "",
         type="string",
         pattern=DNS1123_SUBDOMAIN_RE.pattern,
         maxLength=53,
         description="Name of the new HostedCluster (must not exist: restore happens only at creation).",
     ),
-    "rendered_manifests": Param(
+    "rendered_manifests": params.param(
         None,
         type=["null", "string"],
         maxLength=2048,
@@ -107,7 +107,7 @@ PARAMS = {
         "output, rendered for target_namespace/target_name (applied as rendered: only restoreSnapshotURL "
         "and the saved encryption key, in place of its new one, change).",
     ),
-    "render_options": Param(
+    "render_options": params.param(
         {},
         type="object",
         description="When rendered_manifests is empty: flags for `hcp create cluster aws --render "

@@ -6,7 +6,7 @@ Read at parse: environment variables only (no Variable or Connection lookups).
 
 from __future__ import annotations
 
-from airflow.sdk import Param, TriggerRule, WeightRule, chain, dag, task_group
+from airflow.sdk import TriggerRule, WeightRule, chain, dag, task_group
 
 from hcp_etcd import params
 from hcp_etcd.naming import DNS1123_LABEL_RE
@@ -65,7 +65,7 @@ PARAMS = {
         f"!{DRILL_LABEL}",
         "Label selector when hosted_clusters is empty (default: every cluster that is not a drill).",
     ),
-    "drill_namespace": Param(
+    "drill_namespace": params.param(
         "hcp-etcd-drills",
         type="string",
         pattern=DNS1123_LABEL_RE.pattern,
@@ -73,7 +73,7 @@ PARAMS = {
         description="Namespace of the scratch clusters (kept; created if missing when the identity may "
         "create namespaces: include/rbac creates hcp-etcd-drills and binds the restore role in it).",
     ),
-    "service_account_key": Param(
+    "service_account_key": params.param(
         "new",
         type="string",
         enum=["new", "escrowed"],
