@@ -204,3 +204,20 @@ def test_online_schedule_from_the_environment(dags, monkeypatch):
     assert _cron(parse_backup_dags()["hcp_etcd_backup_online"]) == "0 */4 * * *"
     (problem,) = params.setting_problems(params.ONLINE_SCHEDULE)
     assert "HCP_ETCD_ONLINE_SCHEDULE='every four hours'" in problem
+
+
+def test_every_param_of_every_dag_has_the_cheap_dialect(dags):
+    """A Param made without ``params.param`` would be checked against 2020-12's metaschema, five times
+    the cost, at every resolve of every serialization (see ``hcp_etcd.params.SCHEMA_DIALECT``)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from hcp_etcd.params import SCHEMA_DIALECT
+
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    assert bag.import_errors == {}
+    assert {"hcp_etcd_backup", "hcp_etcd_backup_online", "hcp_etcd_restore", "hcp_etcd_restore_drill"} <= set(
+        bag.dags
+    )
+    for dag_id, parsed in bag.dags.items():
+        others = {k: p.schema for k, p in parsed.params.items() if p.schema.get("$schema") != SCHEMA_DIALECT}
+        assert not others, (dag_id, others)
