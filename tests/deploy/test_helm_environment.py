@@ -145,6 +145,11 @@ INHERENT = {
         "AIRFLOW__CELERY__BROKER_URL": "no Celery with the KubernetesExecutor: no broker",
         "AIRFLOW__CELERY__RESULT_BACKEND": "no Celery with the KubernetesExecutor: no result backend",
         "DUMB_INIT_SETSID": "the Celery worker's warm shutdown; a task pod is no Celery worker",
+        # Queued, for this executor, is a task pod not yet running: a new node and an image pull
+        # can take minutes. Airflow's default (600 s) stays.
+        "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "a task pod may wait minutes for a node and its "
+        "image; compose's 180 s is for a dead Celery worker's taken tasks",
+        "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "with the timeout above",
     },
 }
 
