@@ -180,6 +180,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         str(args.compaction_interval),
         "--event-ttl",
         str(args.event_ttl),
+        "--writes-per-second",
+        str(args.writes_per_second),
         "--etcd-init",
         args.etcd_init,
     ]
@@ -385,6 +387,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         pod_termination_delay=args.pod_ready_delay,
         compaction_interval=args.compaction_interval,
         event_ttl=args.event_ttl,
+        writes_per_second=args.writes_per_second,
         etcd_init=args.etcd_init,
     )
     from hcp_sandbox.rbac import RbacAuthorizer
@@ -414,6 +417,16 @@ def _positive_members(text: str) -> int:
     if text not in ("1", "3"):
         raise argparse.ArgumentTypeError("members must be 3 (HighlyAvailable) or 1 (SingleReplica)")
     return int(text)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -448,6 +461,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument(
         "--event-ttl", type=float, default=10800.0, help="kube-apiserver's --event-ttl, seconds (3h)"
+    )
+    up.add_argument(
+        "--writes-per-second",
+        type=_positive,
+        default=5.0,
+        help="what a running kube-apiserver writes into its etcd per second (leases, events)",
     )
     up.add_argument(
         "--etcd-init",
@@ -548,6 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--pod-ready-delay", type=float, default=1.0)
     srv.add_argument("--compaction-interval", type=float, default=300.0)
     srv.add_argument("--event-ttl", type=float, default=10800.0)
+    srv.add_argument("--writes-per-second", type=_positive, default=5.0)
     srv.add_argument("--etcd-init", choices=ETCD_INIT_VARIANTS, default="fixed")
     srv.add_argument("--rbac", action="append", default=[])
     srv.add_argument("--replica-s3", action="store_true")

@@ -208,6 +208,11 @@ def test_cli_arguments():
     assert fault_spec(args) == {"kind": "clock", "ahead_seconds": 660.0}
     with pytest.raises(SystemExit):
         parser.parse_args(["up", "--dir", "d", "--members", "2"])
+    assert parser.parse_args(["up", "--dir", "d"]).writes_per_second == 5.0  # the default
+    assert parser.parse_args(["up", "--dir", "d", "--writes-per-second", "0.5"]).writes_per_second == 0.5
+    for nothing in ("0", "-1", "x"):  # the writer sleeps 1/N s between writes
+        with pytest.raises(SystemExit):
+            parser.parse_args(["up", "--dir", "d", "--writes-per-second", nothing])
 
 
 def test_encryption_is_per_cluster_with_a_default():
