@@ -12,7 +12,8 @@ must put them back (unpause, restart members, clear faults they did not consume)
 ``make_sandbox`` (function scope) is a factory for a test that needs a sandbox of its own:
 ``make_sandbox("--cluster", "x:1")`` starts one in a fresh directory, stopped after the test.
 
-Every test process parses the AWS models and checks each Param schema once (``tests.support.library_caches``).
+Every test process parses the AWS models and checks each Param schema once
+(``tests.support.library_caches``).
 
 ``metadata_db`` (session scope): one ``airflow db migrate`` per session (or one for all the sessions
 of ``make test``), copied into each Airflow home (``tests.support.airflow``).
