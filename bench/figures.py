@@ -583,13 +583,14 @@ minimal()
 # (`_serialize_dags`: `DagSerialization.to_dict`), which it sends to the manager. The probe's parent
 # imports what the manager has imported, freezes the GC and forks once per parse of the minimal DAG
 # file and of the file under test; each fork imports its file and serializes its DAGs. It also forks
-# the pair before the freeze ("no-freeze"): the first figures were measured without it. The first
-# pair is a warm-up (it writes the bytecode later forks read) and is not reported.
+# the pairs before the freeze ("no-freeze"): the first figures were measured without it. One parent
+# serves every file, as one dag-processor parses them all. Each file's first pair is a warm-up (it
+# writes the bytecode later forks read) and is not reported.
 PARSE_PROBE = r"""
 import gc, importlib.util, json, os, sys, time
 import airflow.dag_processing.manager, airflow.sdk  # what the dag-processor has imported when it forks
 from airflow.serialization.serialized_objects import DagSerialization
-minimal_path, dag_path, reps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+reps, minimal_path, dag_paths = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
 def load_in_fork(path, name):
     read, write = os.pipe()
     pid = os.fork()
@@ -616,13 +617,17 @@ def load_in_fork(path, name):
     DAGS[name] = dags
     return {"import": imported, "parse": parsed}
 DAGS = {}
-def pairs(n):
+def pairs(dag_path, n):
     return [(load_in_fork(minimal_path, "minimal"), load_in_fork(dag_path, "dag")) for _ in range(n)]
-pairs(1)
-unfrozen = pairs(reps)
+found = {path: {} for path in dag_paths}
+for path in dag_paths:
+    pairs(path, 1)
+    found[path]["no-freeze"] = pairs(path, reps)
 gc.freeze()
-frozen = pairs(reps)
-print(json.dumps({"freeze": frozen, "no-freeze": unfrozen, "dags": DAGS["dag"]}))
+for path in dag_paths:
+    found[path]["freeze"] = pairs(path, reps)
+    found[path]["dags"] = DAGS["dag"]
+print(json.dumps(found))
 """
 
 
@@ -650,16 +655,19 @@ def dag_parse(workdir: Path, reps: int, env: dict[str, str]) -> list[Figure]:
     child_env.pop("PYTHONDONTWRITEBYTECODE", None)
     child_env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
     figures = []
-    for dag_file in sorted(DAGS.glob("hcp_etcd_*.py")):
-        out = subprocess.run(
-            [sys.executable, "-c", PARSE_PROBE, str(minimal), str(dag_file), str(reps)],
-            capture_output=True,
-            text=True,
-            env=child_env,
-            timeout=600,
-            check=True,
-        ).stdout
-        data = json.loads(out.strip().splitlines()[-1])
+    dag_files = sorted(DAGS.glob("hcp_etcd_*.py"))
+    # One parent for every file (as one dag-processor parses them all): it imports Airflow once.
+    out = subprocess.run(
+        [sys.executable, "-c", PARSE_PROBE, str(reps), str(minimal), *map(str, dag_files)],
+        capture_output=True,
+        text=True,
+        env=child_env,
+        timeout=600,
+        check=True,
+    ).stdout
+    found = json.loads(out.strip().splitlines()[-1])
+    for dag_file in dag_files:
+        data = found[str(dag_file)]
         ratios = partial(_parse_ratios, data)
         ratio = median(ratios("freeze", "parse"))
         figures.append(
