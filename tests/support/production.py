@@ -80,6 +80,11 @@ TEST_SETTINGS = {
     # busy machine can delay a live task's heartbeat).
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+    # A task the killed worker had taken but not started is queued again after this many seconds
+    # (compose: 180), looked for every 10 s (compose: 30): the same requeue, sooner (once it cost the
+    # fleet run 11.5 minutes at Airflow's 600 s). 60 s: a busy machine can take a while to start a task.
+    "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "60",
+    "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "10",
     # A task's supervisor gives up on the api-server after 5 s by default; on 2 cores running every
     # component, Postgres and the sandbox, an answer can take longer (as in bench/airflow_run.py).
     "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
