@@ -28,18 +28,10 @@ def airflow_env(sandbox: Sandbox, metadata_db: MetadataDb, tmp_path_factory: pyt
 
 
 @pytest.fixture
-def airflow_env_for(metadata_db: MetadataDb, tmp_path_factory: pytest.TempPathFactory
-                    ) -> Iterator[Callable[[Sandbox], AirflowEnv]]:  # fmt: skip
-    """A factory: an Airflow home of its own on a given (own) sandbox."""
-    made: list[AirflowEnv] = []
-
-    def make(box: Sandbox) -> AirflowEnv:
-        made.append(make_airflow_env(tmp_path_factory.mktemp("own-airflow-home"), box.env, metadata_db))
-        return made[-1]
-
-    yield make
-    for env in made:
-        env.close()
+def airflow_env_for(airflow_env: AirflowEnv) -> Callable[[Sandbox], AirflowEnv]:
+    """A factory: the session's Airflow home and fork server, running on a given (own) sandbox
+    (:meth:`AirflowEnv.on`); its runs join the home's metadata DB and logs."""
+    return lambda box: airflow_env.on(box.env)
 
 
 # `sandbox` itself is overridden, not only how it starts: pytest keeps one instance of a session

@@ -17,7 +17,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -131,15 +131,34 @@ class AirflowEnv:
     home: Path
     env: dict[str, str]
     logs: list[str]
+    sandbox: dict[str, str] = field(default_factory=dict)  # the sandbox's airflow.env, within env
+    run_env: dict[str, str] = field(default_factory=dict)  # set in every run's worker
     _server: ForkServer | None = field(default=None, repr=False)
     _runs: int = 0
+    _base: AirflowEnv | None = field(default=None, repr=False)  # whose home and server these are
 
     @property
     def server(self) -> ForkServer:
         """The fork server (started on first use, with this home's environment)."""
+        if self._base is not None:
+            return self._base.server
         if self._server is None:
             self._server = ForkServer(self.env, [f"{dag_worker.__name__}:warm_up"])
         return self._server
+
+    def on(self, sandbox_env: dict[str, str]) -> AirflowEnv:
+        """This home, its metadata DB and its fork server, running on another sandbox.
+
+        A fork server costs about 11 CPU-s to start (Airflow's imports, the Execution API's routes);
+        what tells sandboxes apart (their connections, bucket, CA bundle: ``airflow.env``) is read
+        at use, never at import, so each run's worker gets the other sandbox's in its environment.
+
+        :param sandbox_env: the other sandbox's ``airflow.env``.
+        """
+        base = self._base or self  # the logs list too: its runs join the searches of the home
+        missing = sorted(set(base.sandbox) - set(sandbox_env))  # what the fork server was started with
+        assert not missing, f"the other sandbox does not set {missing}: the runs would see this one's"
+        return replace(self, sandbox=dict(sandbox_env), run_env=dict(sandbox_env), _server=None, _base=base)
 
     def run_dags(
         self,
@@ -152,12 +171,13 @@ class AirflowEnv:
 
         :param extra_env: set in the worker only: what Airflow reads at use time, e.g. a connection.
         """
-        self._runs += 1
-        log = self.home / f"dag-test-{self._runs}.out"
+        owner = self._base or self
+        owner._runs += 1
+        log = self.home / f"dag-test-{owner._runs}.out"
         dag_file = str(REPO / "dags" / f"{DAG_FILES.get(dag_id, dag_id)}.py")
         pid = self.server.fork(
             f"{dag_worker.__name__}:run_dags", {"dag_file": dag_file, "dag_id": dag_id, "runs": runs},
-            log, extra_env,
+            log, {**self.run_env, **(extra_env or {})},
         )  # fmt: skip
         code = self.server.wait(pid, timeout)
         out = log.read_text(errors="replace")
@@ -179,7 +199,7 @@ class AirflowEnv:
         return self.run_dags("hcp_etcd_backup", [(conf, "")], timeout, extra_env)[0]
 
     def close(self) -> None:
-        """Stop the fork server."""
+        """Stop the fork server (the one of :meth:`on`'s result is its base's)."""
         if self._server is not None:
             self._server.close()
             self._server = None
@@ -224,4 +244,4 @@ def make_airflow_env(home: Path, sandbox_env: dict[str, str], db: MetadataDb) ->
             "HCP_REPO": str(REPO),
         }
     )
-    return AirflowEnv(home, env, [])
+    return AirflowEnv(home, env, [], sandbox=dict(sandbox_env))
