@@ -239,16 +239,16 @@ class Airflow:
         :param chars: the most each log contributes.
         """
         parts = []
-        for key in task_ids:
-            task_id = key.split("[", 1)[0]
+        standalone = self.home / "standalone.log"
+        components = standalone.read_text(errors="replace").splitlines() if standalone.exists() else []
+        for task_id in {key.split("[", 1)[0] for key in task_ids}:
             folder = self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
             for path in sorted(folder.rglob("*.log")) if folder.exists() else []:
                 text = path.read_text(errors="replace")[-chars:]
                 parts.append(f"--- {path.relative_to(self.home / 'logs')} (end):\n{text}")
-            standalone = self.home / "standalone.log"
-            if standalone.exists():
-                lines = [ln for ln in standalone.read_text(errors="replace").splitlines() if task_id in ln]
-                parts.append(f"--- standalone.log, lines naming {task_id}:\n" + "\n".join(lines)[-chars:])
+            lines = "\n".join(line for line in components if task_id in line)
+            if lines:
+                parts.append(f"--- standalone.log, lines naming {task_id}:\n{lines[-chars:]}")
         return "\n".join(parts) or "(no log found)"
 
     def trigger(self, dag_id: str, conf: dict[str, Any], run_id: str) -> str:

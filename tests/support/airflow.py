@@ -131,8 +131,7 @@ class AirflowEnv:
     home: Path
     env: dict[str, str]
     logs: list[str]
-    sandbox: dict[str, str] = field(default_factory=dict)  # the sandbox's airflow.env, within env
-    run_env: dict[str, str] = field(default_factory=dict)  # set in every run's worker
+    sandbox: dict[str, str] = field(default_factory=dict)  # the sandbox's airflow.env
     _server: ForkServer | None = field(default=None, repr=False)
     _runs: int = 0
     _base: AirflowEnv | None = field(default=None, repr=False)  # whose home and server these are
@@ -158,7 +157,7 @@ class AirflowEnv:
         base = self._base or self  # the logs list too: its runs join the searches of the home
         missing = sorted(set(base.sandbox) - set(sandbox_env))  # what the fork server was started with
         assert not missing, f"the other sandbox does not set {missing}: the runs would see this one's"
-        return replace(self, sandbox=dict(sandbox_env), run_env=dict(sandbox_env), _server=None, _base=base)
+        return replace(self, sandbox=dict(sandbox_env), _server=None, _base=base)
 
     def run_dags(
         self,
@@ -173,11 +172,13 @@ class AirflowEnv:
         """
         owner = self._base or self
         owner._runs += 1
+        # On another sandbox (:meth:`on`), its airflow.env goes into each worker; the server has the base's.
+        run_env = self.sandbox if self._base is not None else {}
         log = self.home / f"dag-test-{owner._runs}.out"
         dag_file = str(REPO / "dags" / f"{DAG_FILES.get(dag_id, dag_id)}.py")
         pid = self.server.fork(
             f"{dag_worker.__name__}:run_dags", {"dag_file": dag_file, "dag_id": dag_id, "runs": runs},
-            log, {**self.run_env, **(extra_env or {})},
+            log, {**run_env, **(extra_env or {})},
         )  # fmt: skip
         code = self.server.wait(pid, timeout)
         out = log.read_text(errors="replace")

@@ -45,16 +45,17 @@ def share_loaded_models() -> None:
     import boto3
     from botocore import loaders, session
 
-    if session.create_loader is loaders.create_loader:
-        caches: dict[str | None, dict[Any, Any]] = {}
+    if session.create_loader is not loaders.create_loader:
+        return  # installed, and loaded
+    caches: dict[str | None, dict[Any, Any]] = {}
 
-        def create_loader(search_path_string: str | None = None) -> loaders.Loader:
-            loader = loaders.create_loader(search_path_string)
-            # What botocore's instance_cache fills: keyed by method and arguments.
-            loader._cache = caches.setdefault(search_path_string, {})
-            return loader
+    def create_loader(search_path_string: str | None = None) -> loaders.Loader:
+        loader = loaders.create_loader(search_path_string)
+        # What botocore's instance_cache fills: keyed by method and arguments.
+        loader._cache = caches.setdefault(search_path_string, {})
+        return loader
 
-        session.create_loader = create_loader
+    session.create_loader = create_loader
     warm = boto3.session.Session(aws_access_key_id="-", aws_secret_access_key="-", region_name="us-east-1")
     for service in SERVICES:
         warm.client(service, endpoint_url="http://127.0.0.1:9")  # no request: a client only

@@ -206,7 +206,7 @@ def test_online_schedule_from_the_environment(dags, monkeypatch):
     assert "HCP_ETCD_ONLINE_SCHEDULE='every four hours'" in problem
 
 
-def test_every_param_of_every_dag_has_the_cheap_dialect(dags):
+def test_every_param_of_every_dag_has_the_cheap_dialect_and_refuses_a_wrong_type(dags):
     """A Param made without ``params.param`` would be checked against 2020-12's metaschema, five times
     the cost, at every resolve of every serialization (see ``hcp_etcd.params.SCHEMA_DIALECT``)."""
     from airflow.dag_processing.dagbag import DagBag
@@ -221,3 +221,16 @@ def test_every_param_of_every_dag_has_the_cheap_dialect(dags):
     for dag_id, parsed in bag.dags.items():
         others = {k: p.schema for k, p in parsed.params.items() if p.schema.get("$schema") != SCHEMA_DIALECT}
         assert not others, (dag_id, others)
+    # The dialect still refuses bad input, in every Param of every DAG: a value of the wrong type is
+    # refused before any task runs (as a trigger's conf is validated against these Params).
+    from airflow.sdk.definitions.param import ParamsDict
+    from airflow.sdk.exceptions import ParamValidationError
+
+    for parsed in bag.dags.values():
+        for key, p in parsed.params.items():
+            types = p.schema.get("type")
+            types = types if isinstance(types, list) else [types]
+            wrong = "not an object" if "object" in types else {"not": "a " + "/".join(map(str, types))}
+            form = ParamsDict(parsed.params)
+            with pytest.raises(ParamValidationError):
+                form[key] = wrong

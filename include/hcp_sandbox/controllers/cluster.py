@@ -71,6 +71,9 @@ class Options:
 
     pod_ready_delay: float = 1.0
     pod_termination_delay: float = 1.0
+    # What a running kube-apiserver writes into its etcd by itself (`up --writes-per-second`): its
+    # identity and leader-election leases, renewed every few seconds, and Events. The sandbox's own
+    # estimate for an idle hosted cluster, not a constant of HyperShift or Kubernetes.
     writes_per_second: float = 5.0
     etcd_start_timeout: float = 60.0
     # kube-apiserver's --etcd-compaction-interval (default 5m, which HyperShift keeps;
